@@ -1,0 +1,1 @@
+"""Chat: templates, conversations that fit the context window."""

@@ -1,0 +1,1 @@
+"""Generation: sampling parameters, stop handling and the one loop every engine runs under."""

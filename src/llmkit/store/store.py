@@ -1,0 +1,369 @@
+"""The model store: one folder per model under LLMKIT_HOME/models, each with a manifest.json.
+
+The manifest is the single source of truth about a model: where its weights are, their sha256, what
+the GGUF header says (cached, so listing is instant), template override, defaults and provenance.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmkit.errors import InvalidModelFileError, InvalidParameterError, ModelNotFoundError
+from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
+from llmkit.store.gguf_meta import GGUFHeader, read_gguf_header
+from llmkit.store.paths import llmkit_home, model_directory, validate_model_name
+
+MANIFEST_FILE = "manifest.json"
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class ModelManifest:
+    """Everything llmkit knows about one model in the store."""
+
+    name: str
+    path: str  # the weights: a GGUF file, or an HF directory
+    format: str  # "gguf" or "hf"
+    sha256: str
+    size_bytes: int
+    source: str  # "builtin:<package>", "import:<path>", "hf:<owner>/<repo>/<file>"
+    info: dict[str, Any] = field(default_factory=dict)
+    linked: bool = False
+    created: float = field(default_factory=time.time)
+    template_override: str | None = None
+    system_prompt: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
+
+    @property
+    def weights_path(self) -> Path:
+        return Path(self.path)
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.template_override or self.info.get("chat_template")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelManifest:
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def describe_gguf(header: GGUFHeader) -> dict[str, Any]:
+    """The facts `show` prints, read once from the header and cached in the manifest."""
+    tokens = header.get("tokenizer.ggml.tokens") or []
+    token_types = header.get("tokenizer.ggml.token_type") or []
+    # Control tokens (type 3) and user-defined ones (type 4) are the specials a template may emit.
+    special_tokens = {
+        text: index
+        for index, (text, kind) in enumerate(zip(tokens, token_types))
+        if kind in (3, 4)
+    }
+    return {
+        "architecture": header.architecture,
+        "model_name": header.get("general.name"),
+        "parameters": header.parameter_count,
+        "layers": header.arch_value("block_count"),
+        "heads": header.arch_value("attention.head_count"),
+        "kv_heads": header.arch_value("attention.head_count_kv"),
+        "embedding_length": header.arch_value("embedding_length"),
+        "feed_forward_length": header.arch_value("feed_forward_length"),
+        "context_length": header.arch_value("context_length"),
+        "vocab_size": header.arch_value("vocab_size") or len(tokens) or None,
+        "quantization": header.quantization,
+        "bos_token": header.token_text(header.get("tokenizer.ggml.bos_token_id")),
+        "eos_token": header.token_text(header.get("tokenizer.ggml.eos_token_id")),
+        "eot_token": header.token_text(header.get("tokenizer.ggml.eot_token_id")),
+        "add_bos_token": header.get("tokenizer.ggml.add_bos_token"),
+        "tokenizer": header.get("tokenizer.ggml.model"),
+        "special_tokens": special_tokens,
+        "chat_template": header.get("tokenizer.chat_template"),
+        "license": header.get("general.license"),
+    }
+
+
+def describe_hf_directory(folder: Path) -> dict[str, Any]:
+    """The same facts for a Hugging Face model folder, from config.json and tokenizer_config.json."""
+    config = json.loads((folder / "config.json").read_text())
+    tokenizer_config_path = folder / "tokenizer_config.json"
+    tokenizer_config = json.loads(tokenizer_config_path.read_text()) if tokenizer_config_path.exists() else {}
+
+    def token(value: Any) -> str | None:
+        return value.get("content") if isinstance(value, dict) else value
+
+    template = tokenizer_config.get("chat_template")
+    template_file = folder / "chat_template.jinja"
+    if template is None and template_file.exists():
+        template = template_file.read_text()
+    return {
+        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
+        "model_name": config.get("_name_or_path"),
+        "parameters": None,
+        "layers": config.get("num_hidden_layers"),
+        "heads": config.get("num_attention_heads"),
+        "kv_heads": config.get("num_key_value_heads", config.get("num_attention_heads")),
+        "embedding_length": config.get("hidden_size"),
+        "feed_forward_length": config.get("intermediate_size"),
+        "context_length": config.get("max_position_embeddings"),
+        "vocab_size": config.get("vocab_size"),
+        "quantization": str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
+        "bos_token": token(tokenizer_config.get("bos_token")),
+        "eos_token": token(tokenizer_config.get("eos_token")),
+        "eot_token": None,
+        "add_bos_token": tokenizer_config.get("add_bos_token"),
+        "tokenizer": tokenizer_config.get("tokenizer_class"),
+        "special_tokens": {},
+        "chat_template": template if isinstance(template, str) else None,
+        "license": None,
+    }
+
+
+def sha256_of(path: Path, progress: ProgressCallback | None = None) -> str:
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as handle:
+        while block := handle.read(4 << 20):
+            digest.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def _sha256_of_directory(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(folder)).encode())
+        digest.update(sha256_of(file).encode())
+    return digest.hexdigest()
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp")
+    with handle:
+        json.dump(data, handle, indent=2)
+    os.replace(handle.name, path)
+
+
+class ModelStore:
+    """The models under one LLMKIT_HOME."""
+
+    def __init__(self, home: str | Path | None = None) -> None:
+        self.home = Path(home) if home is not None else llmkit_home()
+        self.models_root = self.home / "models"
+
+    # ---- reading -------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        if not self.models_root.exists():
+            return []
+        return sorted(
+            self._read_manifest(folder / MANIFEST_FILE).name
+            for folder in self.models_root.iterdir()
+            if (folder / MANIFEST_FILE).exists()
+        )
+
+    def list(self) -> list[ModelManifest]:
+        """Every model in the store, registering built-ins whose package is installed."""
+        for builtin in BUILTIN_MODELS.values():
+            if not self._manifest_path(builtin.name).exists() and builtin.locate() is not None:
+                self.ensure_builtin(builtin.name)
+        return [self.get(name) for name in self.names()]
+
+    def get(self, name: str) -> ModelManifest:
+        """The manifest of a model; built-ins are registered on first use."""
+        validate_model_name(name)
+        manifest_path = self._manifest_path(name)
+        if manifest_path.exists():
+            return self._read_manifest(manifest_path)
+        if name in BUILTIN_MODELS:
+            return self.ensure_builtin(name)
+        raise ModelNotFoundError(self._unknown_model_message(name))
+
+    def resolve(self, name_or_path: str) -> ModelManifest:
+        """A store name, or a path to a GGUF file / HF folder used in place (nothing is copied)."""
+        candidate = Path(name_or_path).expanduser()
+        looks_like_path = "/" in name_or_path or name_or_path.endswith(".gguf")
+        if looks_like_path or (candidate.exists() and not _looks_like_name(name_or_path)):
+            if not candidate.exists():
+                raise InvalidModelFileError(f"Model file {candidate} does not exist.")
+            return self._manifest_for_path(candidate.resolve(), name=candidate.stem.lower(), hash_file=False)
+        return self.get(name_or_path)
+
+    # ---- writing -------------------------------------------------------------------------
+    def ensure_builtin(self, name: str, progress: ProgressCallback | None = None) -> ModelManifest:
+        builtin = BUILTIN_MODELS[name]
+        manifest_path = self._manifest_path(name)
+        if manifest_path.exists():
+            return self._read_manifest(manifest_path)
+        parts = builtin.locate()
+        if parts is None:
+            raise ModelNotFoundError(
+                f"The built-in model '{name}' is not installed; install it with: "
+                f"{builtin.install_command}"
+            )
+        folder = model_directory(self.models_root, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if builtin.part_modules:
+            weights = self._assemble_parts(builtin, parts, folder)
+        else:
+            weights = parts[0]
+            digest = sha256_of(weights, progress)
+            self._check_sha256(weights, digest, builtin.sha256)
+        manifest = self._manifest_for_path(weights, name=name, known_sha256=builtin.sha256)
+        manifest.source = f"builtin:{builtin.package}"
+        manifest.linked = not builtin.part_modules
+        _write_json_atomically(manifest_path, manifest.to_json())
+        return manifest
+
+    def import_model(
+        self,
+        source: str | Path,
+        name: str,
+        *,
+        link: bool = False,
+        force: bool = False,
+        progress: ProgressCallback | None = None,
+        provenance: str | None = None,
+    ) -> ModelManifest:
+        """Copy (or link) a GGUF file or HF folder into the store under a validated name."""
+        validate_model_name(name)
+        source = Path(source).expanduser().resolve()
+        if not source.exists():
+            raise InvalidModelFileError(f"{source} does not exist.")
+        if source.is_file():
+            read_gguf_header(source)  # refuse broken files before anything is written
+        elif not (source / "config.json").exists():
+            raise InvalidModelFileError(
+                f"{source} is neither a GGUF file nor a Hugging Face model folder (no config.json)."
+            )
+        manifest_path = self._manifest_path(name)
+        if manifest_path.exists() and not force:
+            raise InvalidParameterError(f"A model named '{name}' already exists; pass --force to replace it.")
+        folder = model_directory(self.models_root, name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self._ensure_root()))
+        try:
+            if link:
+                weights = source
+            elif source.is_file():
+                weights = staging / "model.gguf"
+                _copy_with_progress(source, weights, progress)
+            else:
+                weights = staging / "hf"
+                shutil.copytree(source, weights)
+            manifest = self._manifest_for_path(weights, name=name)
+            manifest.linked = link
+            manifest.source = provenance or f"import:{source}"
+            if folder.exists():
+                shutil.rmtree(folder)
+            # Move the finished staging folder into place in one rename, then fix the path.
+            os.replace(staging, folder)
+            if not link:
+                manifest.path = str(folder / weights.name)
+            _write_json_atomically(folder / MANIFEST_FILE, manifest.to_json())
+            return manifest
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def remove(self, name: str) -> ModelManifest:
+        manifest = self.get(name)
+        folder = model_directory(self.models_root, name)
+        shutil.rmtree(folder)
+        return manifest
+
+    def save(self, manifest: ModelManifest) -> None:
+        _write_json_atomically(self._manifest_path(manifest.name), manifest.to_json())
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _ensure_root(self) -> Path:
+        self.models_root.mkdir(parents=True, exist_ok=True)
+        return self.models_root
+
+    def _manifest_path(self, name: str) -> Path:
+        return model_directory(self.models_root, name) / MANIFEST_FILE
+
+    @staticmethod
+    def _read_manifest(path: Path) -> ModelManifest:
+        try:
+            return ModelManifest.from_json(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as error:
+            raise InvalidModelFileError(f"The store entry {path} is corrupt ({error}); remove it with `llmkit rm`.") from error
+
+    def _manifest_for_path(
+        self, weights: Path, *, name: str, known_sha256: str | None = None, hash_file: bool = True
+    ) -> ModelManifest:
+        if weights.is_dir():
+            info = describe_hf_directory(weights)
+            size = sum(p.stat().st_size for p in weights.rglob("*") if p.is_file())
+            digest = _sha256_of_directory(weights) if hash_file else ""
+            return ModelManifest(name, str(weights), "hf", digest, size, f"path:{weights}", info)
+        info = describe_gguf(read_gguf_header(weights))
+        digest = known_sha256 or (sha256_of(weights) if hash_file else "")
+        return ModelManifest(name, str(weights), "gguf", digest, weights.stat().st_size, f"path:{weights}", info)
+
+    def _assemble_parts(self, builtin: BuiltinModel, parts: list[Path], folder: Path) -> Path:
+        target = folder / builtin.filename
+        partial = target.with_suffix(".partial")
+        digest = hashlib.sha256()
+        with partial.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as handle:
+                    while block := handle.read(4 << 20):
+                        digest.update(block)
+                        out.write(block)
+        self._check_sha256(partial, digest.hexdigest(), builtin.sha256, remove=True)
+        os.replace(partial, target)
+        return target
+
+    @staticmethod
+    def _check_sha256(path: Path, actual: str, expected: str, remove: bool = False) -> None:
+        if actual != expected:
+            if remove:
+                path.unlink(missing_ok=True)
+            raise InvalidModelFileError(
+                f"{path} has sha256 {actual[:12]}… but {expected[:12]}… was expected; "
+                "the file is damaged, reinstall its package."
+            )
+
+    def _unknown_model_message(self, name: str) -> str:
+        known = sorted(set(self.names()) | set(BUILTIN_MODELS))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return f"Unknown model '{name}'.{hint} Available: {', '.join(known) or 'none'}."
+
+
+def _looks_like_name(text: str) -> bool:
+    try:
+        validate_model_name(text)
+    except InvalidParameterError:
+        return False
+    return True
+
+
+def _copy_with_progress(source: Path, target: Path, progress: ProgressCallback | None) -> None:
+    total = source.stat().st_size
+    done = 0
+    with source.open("rb") as reader, target.open("wb") as writer:
+        while block := reader.read(8 << 20):
+            writer.write(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+
+
+def iter_builtins() -> Iterable[BuiltinModel]:
+    return BUILTIN_MODELS.values()
