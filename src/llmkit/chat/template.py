@@ -117,3 +117,15 @@ def end_of_turn_text(template: str, *, bos_token: str | None, eos_token: str | N
     # The longest special token the tail starts with.
     matches = [token for token in special_tokens if token and after.startswith(token)]
     return max(matches, key=len) if matches else None
+
+
+# Marker token -> built-in template name, most specific first.
+_FALLBACK_MARKERS: list[tuple[str, str]] = [("<|im_start|>", "chatml")]
+
+
+def choose_fallback_template(special_tokens: dict[str, int]) -> str | None:
+    """The name of the built-in template that matches a model's special tokens, if any."""
+    for marker, name in _FALLBACK_MARKERS:
+        if marker in special_tokens and name in BUILTIN_TEMPLATES:
+            return name
+    return None

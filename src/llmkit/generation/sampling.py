@@ -1,0 +1,79 @@
+"""Token sampling over a logits vector, for engines without a native sampler (the torch engine).
+
+The order follows llama.cpp's default chain (penalties, top-k, top-p, min-p, temperature, draw), so
+the two engines mean the same thing by the same parameters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from llmkit.generation.params import SamplingParams
+
+
+class LogitsSampler:
+    def __init__(
+        self,
+        params: SamplingParams,
+        history: Sequence[int],
+        latest_logits: Callable[[], np.ndarray],
+    ) -> None:
+        self.params = params
+        self.history = list(history)
+        self.latest_logits = latest_logits
+        self.rng = np.random.default_rng(params.seed)
+
+    def sample(self) -> int:
+        logits = np.array(self.latest_logits(), dtype=np.float64)
+        self._apply_penalties(logits)
+        if self.params.greedy:
+            token = int(np.argmax(logits))
+        else:
+            token = self._draw(logits)
+        self.history.append(token)
+        return token
+
+    def _apply_penalties(self, logits: np.ndarray) -> None:
+        params = self.params
+        if params.repeat_last_n == 0 or (
+            params.repeat_penalty == 1.0
+            and params.presence_penalty == 0.0
+            and params.frequency_penalty == 0.0
+        ):
+            return
+        counts = Counter(self.history[-params.repeat_last_n :])
+        if not counts:
+            return
+        ids = np.fromiter(counts.keys(), dtype=np.int64)
+        frequency = np.fromiter(counts.values(), dtype=np.float64)
+        values = logits[ids]
+        values = np.where(values > 0, values / params.repeat_penalty, values * params.repeat_penalty)
+        values -= frequency * params.frequency_penalty + params.presence_penalty
+        logits[ids] = values
+
+    def _draw(self, logits: np.ndarray) -> int:
+        params = self.params
+        candidates = np.arange(logits.size)
+        if 0 < params.top_k < logits.size:
+            keep = np.argpartition(-logits, params.top_k - 1)[: params.top_k]
+            candidates, logits = candidates[keep], logits[keep]
+        order = np.argsort(-logits, kind="stable")
+        candidates, logits = candidates[order], logits[order]
+        probabilities = _softmax(logits)
+        if params.top_p < 1.0:
+            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+            cut = int(np.searchsorted(np.cumsum(probabilities), params.top_p)) + 1
+            candidates, logits, probabilities = candidates[:cut], logits[:cut], probabilities[:cut]
+        if params.min_p > 0.0:
+            keep = probabilities >= params.min_p * probabilities[0]
+            candidates, logits = candidates[keep], logits[keep]
+        probabilities = _softmax(logits / params.temperature)
+        return int(self.rng.choice(candidates, p=probabilities))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max())
+    return shifted / shifted.sum()

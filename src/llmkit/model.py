@@ -1,0 +1,208 @@
+"""A loaded model: weights in an engine, plus its chat template and stop tokens.
+
+This is the library every interface shares (CLI, server, notebooks): render a conversation with the
+model's own template, tokenize it, and run the one generation loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llmkit.chat.template import (
+    BUILTIN_TEMPLATES,
+    Message,
+    TemplateRenderError,
+    choose_fallback_template,
+    end_of_turn_text,
+    render_chat_template,
+)
+from llmkit.engines import check_engine_name
+from llmkit.engines.base import Engine, EngineOptions
+from llmkit.errors import LlmkitError
+from llmkit.generation.loop import GenerationResult, GenerationStream
+from llmkit.generation.params import SamplingParams
+from llmkit.store.store import ModelManifest, ModelStore
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The template a model is rendered with, and where it came from."""
+
+    source: str  # "model", "override", or "builtin:<name>"
+    text: str
+
+
+def open_engine(manifest: ModelManifest, engine: str, options: EngineOptions) -> Engine:
+    check_engine_name(engine)
+    if engine == "llamacpp":
+        from llmkit.engines.llamacpp import LlamaCppEngine
+
+        return LlamaCppEngine(manifest, options)
+    from llmkit.engines.transformers import TransformersEngine
+
+    return TransformersEngine(manifest, options)
+
+
+class Model:
+    """Use `llmkit.load()` to get one."""
+
+    def __init__(self, manifest: ModelManifest, engine: Engine, template: str | None = None) -> None:
+        self.manifest = manifest
+        self.engine = engine
+        self.name = manifest.name
+        info = manifest.info
+        self.bos_token: str | None = info.get("bos_token")
+        self.eos_token: str | None = info.get("eos_token")
+        self.special_tokens: dict[str, int] = info.get("special_tokens") or {}
+        self.template = self._choose_template(template)
+        self.end_of_turn_token = (
+            end_of_turn_text(self.template.text, bos_token=self.bos_token, eos_token=self.eos_token,
+                             special_tokens=self.special_tokens)
+            if self.template else None
+        )
+        stop_texts = {self.eos_token, info.get("eot_token"), self.end_of_turn_token} - {None}
+        self.stop_token_ids = frozenset(
+            token for text in stop_texts if (token := engine.token_id(text)) is not None
+        )
+        self.default_params = SamplingParams().updated(**(manifest.parameters or {}))
+        self.system_prompt = manifest.system_prompt
+
+    def _choose_template(self, override: str | None) -> ChatTemplate | None:
+        if override:
+            if override in BUILTIN_TEMPLATES:
+                return ChatTemplate(f"builtin:{override}", BUILTIN_TEMPLATES[override])
+            return ChatTemplate("override", override)
+        if self.manifest.template_override:
+            return ChatTemplate("override", self.manifest.template_override)
+        if self.manifest.info.get("chat_template"):
+            return ChatTemplate("model", self.manifest.info["chat_template"])
+        fallback = choose_fallback_template(self.special_tokens)
+        return ChatTemplate(f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
+
+    @property
+    def context_length(self) -> int:
+        return self.engine.context_length
+
+    # ---- what the model sees -------------------------------------------------------------
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """The exact text the model is given for a conversation."""
+        if self.template is None:
+            raise LlmkitError(
+                f"'{self.name}' has no chat template and none of the built-in ones fits its tokens; "
+                "use raw completion (`llmkit run --raw`) or give a template with --template."
+            )
+        return render_chat_template(
+            self.template.text, list(messages), bos_token=self.bos_token, eos_token=self.eos_token,
+            add_generation_prompt=add_generation_prompt, tools=tools,
+        )
+
+    def with_system(self, messages: Sequence[Message], system: str | None = None) -> list[Message]:
+        """Messages with the given (or the model recipe's) system prompt in front, if none is there."""
+        system = system if system is not None else self.system_prompt
+        messages = list(messages)
+        if system and not (messages and messages[0].get("role") == "system"):
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
+    def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
+        return self.engine.tokenize(text, add_bos=add_bos)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return b"".join(self.engine.token_bytes(t) for t in token_ids).decode("utf-8", "replace")
+
+    def prompt_ids(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        # The template writes any BOS itself (as apply_chat_template does), so none is added here.
+        return self.tokenize(self.render_prompt(messages, tools=tools))
+
+    def raw_prompt_ids(self, prompt: str) -> list[int]:
+        add_bos = bool(self.manifest.info.get("add_bos_token", True)) and self.bos_token is not None
+        return self.tokenize(prompt, add_bos=add_bos)
+
+    # ---- generation ----------------------------------------------------------------------
+    def params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:
+        return (params or self.default_params).updated(**overrides)
+
+    def stream_ids(
+        self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
+        cancel: threading.Event | None = None, **overrides: Any,
+    ) -> GenerationStream:
+        return GenerationStream(self.engine, prompt_ids, self.params(params, **overrides),
+                                self.stop_token_ids, cancel)
+
+    def stream_chat(self, messages: Sequence[Message], params: SamplingParams | None = None,
+                    cancel: threading.Event | None = None, **overrides: Any) -> GenerationStream:
+        return self.stream_ids(self.prompt_ids(self.with_system(messages)), params, cancel, **overrides)
+
+    def stream_completion(self, prompt: str, params: SamplingParams | None = None,
+                          cancel: threading.Event | None = None, **overrides: Any) -> GenerationStream:
+        return self.stream_ids(self.raw_prompt_ids(prompt), params, cancel, **overrides)
+
+    def chat(self, messages: Sequence[Message] | str, *, stream: bool = False,
+             **overrides: Any) -> str | Iterator[str]:
+        """Answer a conversation (or one user message). With stream=True, yield text pieces."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return _text_or_pieces(self.stream_chat(messages, **overrides), stream)
+
+    def generate(self, prompt: str, *, stream: bool = False, raw: bool = True,
+                 **overrides: Any) -> str | Iterator[str]:
+        """Continue a prompt. raw=True is plain completion; raw=False wraps it as a user message."""
+        if not raw:
+            return self.chat(prompt, stream=stream, **overrides)
+        return _text_or_pieces(self.stream_completion(prompt, **overrides), stream)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, engine={self.engine.name!r}, context={self.context_length})"
+
+
+def _text_or_pieces(stream: GenerationStream, as_stream: bool) -> str | Iterator[str]:
+    if as_stream:
+        return (chunk.text for chunk in stream if chunk.text)
+    result = _finish(stream)
+    return result.text
+
+
+def _finish(stream: GenerationStream) -> GenerationResult:
+    for _ in stream:
+        pass
+    assert stream.result is not None
+    return stream.result
+
+
+def load(
+    name: str = "smollm2",
+    *,
+    engine: str = "llamacpp",
+    context_length: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    template: str | None = None,
+    home: str | None = None,
+    verbose: bool = False,
+) -> Model:
+    """Load a model from the store (or a GGUF path) into an engine, ready to chat."""
+    check_engine_name(engine)
+    manifest = ModelStore(home).resolve(name)
+    options = EngineOptions(context_length=context_length, threads=threads, device=device, verbose=verbose)
+    return Model(manifest, open_engine(manifest, engine, options), template)
+
+
+__all__ = ["Model", "TemplateRenderError", "load"]
