@@ -235,11 +235,12 @@ class ModelStore:
         name: str,
         *,
         link: bool = False,
+        move: bool = False,
         force: bool = False,
         progress: ProgressCallback | None = None,
         provenance: str | None = None,
     ) -> ModelManifest:
-        """Copy (or link) a GGUF file or HF folder into the store under a validated name."""
+        """Copy (or link, or move) a GGUF file or HF folder into the store under a validated name."""
         validate_model_name(name)
         source = Path(source).expanduser().resolve()
         if not source.exists():
@@ -258,6 +259,9 @@ class ModelStore:
         try:
             if link:
                 weights = source
+            elif move:
+                weights = staging / ("model.gguf" if source.is_file() else "hf")
+                shutil.move(source, weights)
             elif source.is_file():
                 weights = staging / "model.gguf"
                 _copy_with_progress(source, weights, progress)

