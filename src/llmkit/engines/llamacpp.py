@@ -70,6 +70,7 @@ class LlamaCppSampler:
         params: SamplingParams,
         history: Sequence[int],
         context: Any = None,
+        grammar: str | None = None,
     ) -> None:
         llama = engine.llama
         # A batch scheduler passes its own multi-sequence context; by default the engine's own.
@@ -78,9 +79,21 @@ class LlamaCppSampler:
         add = lambda sampler: llama.llama_sampler_chain_add(chain, sampler)  # noqa: E731
         penalised = (params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
         if params.repeat_last_n and penalised != (1.0, 0.0, 0.0):
-            add(llama.llama_sampler_init_penalties(
+            penalties = llama.llama_sampler_init_penalties(
                 engine.vocab_size, params.repeat_last_n, *penalised
-            ))
+            )
+            # The penalties look back over the prompt too, as in llama.cpp's own tools. Only they
+            # are fed the prompt: a grammar in the chain must see just the generated tokens.
+            for token in list(history)[-params.repeat_last_n :]:
+                llama.llama_sampler_accept(penalties, token)
+            add(penalties)
+        if grammar is not None:
+            # A GBNF grammar (root rule "root") masks every token that would break it.
+            constraint = llama.llama_sampler_init_grammar(engine.vocab, grammar.encode(), b"root")
+            if not constraint:
+                llama.llama_sampler_free(chain)
+                raise InvalidParameterError("The grammar for this request could not be parsed.")
+            add(constraint)
         if params.greedy:
             add(llama.llama_sampler_init_greedy())
         else:
@@ -91,9 +104,6 @@ class LlamaCppSampler:
             add(llama.llama_sampler_init_temp(params.temperature))
             seed = params.seed if params.seed is not None else llama.LLAMA_DEFAULT_SEED
             add(llama.llama_sampler_init_dist(seed))
-        # The penalties look back over the prompt too, as in llama.cpp's own tools.
-        for token in list(history)[-params.repeat_last_n :] if params.repeat_last_n else []:
-            llama.llama_sampler_accept(chain, token)
         self.chain = chain
 
     def sample(self, index: int = -1) -> int:

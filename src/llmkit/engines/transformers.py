@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,9 @@ class TransformersEngine:
         except (OSError, ValueError) as error:
             raise InvalidModelFileError(f"transformers could not load {path}: {error}") from error
         self.model.eval()
+        # transformers 5 renamed `past_key_values` to `cache`; pass whichever this version takes.
+        forward_parameters = inspect.signature(self.model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
         maximum = manifest.info.get("context_length") or DEFAULT_CONTEXT
         self.context_length = int(options.context_length or min(maximum, DEFAULT_CONTEXT))
         self._vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
@@ -128,8 +132,8 @@ class TransformersEngine:
         torch = self.torch
         with torch.inference_mode():
             inputs = torch.tensor([token_ids], device=self.device)
-            output = self.model(input_ids=inputs, past_key_values=self._cache, use_cache=True)
-        self._cache = output.past_key_values
+            output = self.model(input_ids=inputs, use_cache=True, **{self._cache_argument: self._cache})
+        self._cache = getattr(output, self._cache_argument)
         self._logits = output.logits[0, -1].float().cpu().numpy()
         self._tokens.extend(token_ids)
 

@@ -1,0 +1,163 @@
+"""Tool calls: prompting and constraining a model to call functions, and reading its calls back.
+
+A model whose chat template knows tools gets them through the template, and its own syntax
+(`<tool_call>{...}</tool_call>`, or a bare JSON call) is parsed. Any other model is told about the
+tools in a system message and a grammar makes its reply a well-formed call.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmkit.errors import InvalidParameterError
+from llmkit.server.grammar import schema_grammar
+
+
+@dataclass
+class ToolPlan:
+    """How one request uses tools."""
+
+    tools: list[dict[str, Any]]
+    native: bool  # the chat template renders the tools itself
+    grammar: str | None  # constrains the reply; None lets the model answer freely
+    may_answer_in_text: bool  # "auto": the reply may be plain text instead of a call
+
+
+@dataclass
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+def _function(tool: dict[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") if isinstance(tool, dict) else None
+    if tool.get("type", "function") != "function" or not isinstance(function, dict) or not function.get("name"):
+        raise InvalidParameterError("Each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+    return function
+
+
+def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: Any, template_text: str) -> ToolPlan | None:
+    """Decide how this request calls tools; None when it does not (no tools, or choice "none")."""
+    if not tools or tool_choice == "none":
+        return None
+    functions = [_function(tool) for tool in tools]
+    names = [function["name"] for function in functions]
+    forced: list[dict[str, Any]] = functions
+    if isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name")
+        if name not in names:
+            raise InvalidParameterError(f"tool_choice names '{name}', which is not among the tools given.")
+        forced = [function for function in functions if function["name"] == name]
+    elif tool_choice not in (None, "auto", "required"):
+        raise InvalidParameterError("tool_choice must be \"none\", \"auto\", \"required\" or a named function.")
+    free = tool_choice in (None, "auto")
+    native = "tools" in template_text
+    if native and free:
+        return ToolPlan(tools, native=True, grammar=None, may_answer_in_text=True)
+    call = {"anyOf": [_call_schema(function) for function in forced]} if len(forced) > 1 else _call_schema(forced[0])
+    grammar = schema_grammar(call)
+    if native and "<tool_call>" in template_text:
+        grammar = _rename_root(grammar, "tool-call") + 'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n'
+    elif free:
+        # Either a call (the reply opens with "{") or plain text that does not.
+        grammar = _rename_root(grammar, "tool-call") + 'root ::= tool-call | [^{\\x00] [^\\x00]*\n'
+    return ToolPlan(tools, native=native, grammar=grammar, may_answer_in_text=free)
+
+
+def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    parameters = function.get("parameters") or {"type": "object", "properties": {}}
+    return {
+        "type": "object",
+        "properties": {"name": {"const": function["name"]}, "arguments": parameters},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def _rename_root(grammar: str, name: str) -> str:
+    return re.sub(r"^root ::=", f"{name} ::=", grammar, flags=re.MULTILINE)
+
+
+def tool_system_message(tools: list[dict[str, Any]]) -> str:
+    """Tells a model without tool syntax which functions exist and how to call one."""
+    lines = [
+        "You can call these functions. To call one, reply with only a JSON object of the form "
+        '{"name": <function name>, "arguments": <arguments object>}.',
+    ]
+    for tool in tools:
+        function = _function(tool)
+        lines.append(json.dumps({
+            "name": function["name"],
+            "description": function.get("description", ""),
+            "parameters": function.get("parameters") or {},
+        }))
+    return "\n".join(lines)
+
+
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+
+
+def parse_tool_calls(text: str) -> tuple[str | None, list[ToolCall]]:
+    """Split a reply into its text and its tool calls (tagged blocks, or one bare JSON call)."""
+    blocks = _TAGGED.findall(text)
+    candidates = blocks or [text.strip()]
+    calls = [call for block in candidates if (call := _as_call(block)) is not None]
+    if not calls:
+        return text, []
+    content = _TAGGED.sub("", text).strip() if blocks else ""
+    return content or None, calls
+
+
+def _as_call(text: str) -> ToolCall | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        return None
+    arguments = data.get("arguments", data.get("parameters", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return None
+    return ToolCall(data["name"], arguments if isinstance(arguments, dict) else {})
+
+
+def template_messages(messages: list[dict[str, Any]], native: bool) -> list[dict[str, Any]]:
+    """Messages as the chat template expects them.
+
+    OpenAI sends call arguments as a JSON string and may leave an assistant's content empty;
+    templates expect a dict and a string. A template without tool syntax sees each earlier call
+    as the JSON the model would have written.
+    """
+    prepared = []
+    for message in messages:
+        message = dict(message)
+        calls = message.get("tool_calls") or []
+        normalised = []
+        for call in calls:
+            function = dict(call.get("function") or {})
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    function["arguments"] = json.loads(arguments) if arguments.strip() else {}
+                except ValueError as error:
+                    raise InvalidParameterError("A tool call's arguments are not valid JSON.") from error
+            normalised.append({**call, "type": "function", "function": function})
+        if normalised:
+            message["tool_calls"] = normalised
+        if message.get("content") is None:
+            message["content"] = ""
+        if not native and normalised and not message["content"]:
+            message["content"] = "\n".join(
+                json.dumps({"name": c["function"].get("name"), "arguments": c["function"].get("arguments", {})})
+                for c in normalised
+            )
+        prepared.append({key: value for key, value in message.items() if value is not None})
+    return prepared

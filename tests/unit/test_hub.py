@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from llmkit.errors import InvalidParameterError, ModelNotFoundError
+from llmkit.store.hub import name_from_filename, pull_builtin, pull_from_hub
+from llmkit.store.store import ModelStore, sha256_of
+from tests.helpers.fake_hub import HubServer
+
+
+def test_pull_downloads_hashes_and_registers(fresh_home: Path, tiny_gguf: Path) -> None:
+    with HubServer({"owner/tiny/tiny-llama.gguf": tiny_gguf}) as hub:
+        manifest = pull_from_hub("owner/tiny", "tiny-llama.gguf", endpoint=hub.endpoint)
+    assert manifest.name == "tiny-llama"
+    assert manifest.sha256 == sha256_of(tiny_gguf)
+    assert manifest.source == "hf:owner/tiny/tiny-llama.gguf@main"
+    assert Path(manifest.path).parent == fresh_home / "models" / "tiny-llama"
+    assert ModelStore().get("tiny-llama").info["layers"] == 2
+
+
+def test_interrupted_download_resumes(fresh_home: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    # Small read chunks, so the bytes received before the cut are kept (real files are GBs).
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+    with HubServer({"owner/tiny/tiny-llama.gguf": tiny_gguf}) as hub:
+        hub.fail_after_bytes = 100_000  # the connection drops after 100 kB
+        manifest = pull_from_hub("owner/tiny", "tiny-llama.gguf", endpoint=hub.endpoint)
+    ranges = [r for method, _, r in hub.requests if method == "GET" and r]
+    resumed_at = int(ranges[-1].removeprefix("bytes=").split("-")[0])
+    assert 0 < resumed_at <= 100_000  # only the missing part was asked for again
+    assert manifest.sha256 == sha256_of(tiny_gguf)
+
+
+def test_missing_file_is_a_clear_error(fresh_home: Path, tiny_gguf: Path) -> None:
+    with HubServer({"owner/tiny/tiny-llama.gguf": tiny_gguf}) as hub, pytest.raises(ModelNotFoundError):
+        pull_from_hub("owner/tiny", "other.gguf", endpoint=hub.endpoint)
+    assert ModelStore().names() == []
+
+
+@pytest.mark.parametrize(("repo", "file"), [("no-slash", "a.gguf"), ("a/b", "../../x.gguf"), ("a/b", "model.bin")])
+def test_bad_repo_or_file_is_refused(fresh_home: Path, repo: str, file: str) -> None:
+    with pytest.raises(InvalidParameterError):
+        pull_from_hub(repo, file, endpoint="http://127.0.0.1:9")
+
+
+def test_unknown_builtin_suggests_one() -> None:
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'smollm2'"):
+        pull_builtin("smollm")
+
+
+def test_names_from_filenames() -> None:
+    assert name_from_filename("SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct.q4_1"
+    assert name_from_filename("dir/Weird Name!.gguf") == "weird-name"

@@ -1,0 +1,77 @@
+import threading
+
+import pytest
+
+from llmkit.errors import ContextOverflowError
+from llmkit.generation.loop import GenerationStream, generate
+from llmkit.generation.params import SamplingParams
+from tests.helpers.fake_engine import FakeEngine
+
+PIECES = {1: b"Hello", 2: b" wor", 3: b"ld", 4: b"<|end|>", 5: b"\n###", 6: b" again", 7: b"\xc3", 8: b"\xa9"}
+EOT = 4
+
+
+def run(script, **params):
+    engine = FakeEngine(PIECES, script)
+    stream = GenerationStream(engine, [10, 11, 12], SamplingParams(**params), stop_token_ids={EOT})
+    chunks = list(stream)
+    return engine, chunks, stream.result
+
+
+def test_stop_token_ends_the_answer_and_is_not_printed() -> None:
+    engine, chunks, result = run([1, 2, 3, EOT, 6])
+    assert "".join(c.text for c in chunks) == result.text == "Hello world"
+    assert result.finish_reason == "stop" and result.stopped_by == "<|end|>"
+    assert result.usage.prompt_tokens == 3 and result.usage.completion_tokens == 4
+    assert engine.decoded == [1, 2, 3]  # the stop token is never fed back
+
+
+def test_stop_string_across_tokens_is_held_back() -> None:
+    _, chunks, result = run([1, 5, 6], stop=["\n#"])
+    assert result.text == "Hello" and result.stopped_by == "\n#"
+    assert all("#" not in chunk.text for chunk in chunks)
+
+
+def test_max_tokens_gives_length_finish() -> None:
+    _, _, result = run([1, 2, 3, 6, 6], max_tokens=2)
+    assert result.text == "Hello wor" and result.finish_reason == "length"
+
+
+def test_split_utf8_is_joined() -> None:
+    _, _, result = run([7, 8, EOT])
+    assert result.text == "é"
+
+
+def test_ignore_eos_marks_where_the_model_would_stop() -> None:
+    _, chunks, result = run([1, EOT, 6], ignore_eos=True, max_tokens=3)
+    assert [c.would_stop_at for c in chunks if c.would_stop_at] == ["<|end|>"]
+    assert result.text == "Hello again" and result.finish_reason == "length"
+
+
+def test_cancellation_stops_after_the_current_token() -> None:
+    cancel = threading.Event()
+    engine = FakeEngine(PIECES, [1, 2, 3, 6, 6, 6])
+    stream = GenerationStream(engine, [1], SamplingParams(), cancel=cancel)
+    texts = []
+    for chunk in stream:
+        texts.append(chunk.text)
+        cancel.set()
+    assert stream.result.finish_reason == "cancelled" and stream.result.text == "Hello"
+
+
+def test_closing_the_stream_early_records_a_cancelled_result() -> None:
+    stream = GenerationStream(FakeEngine(PIECES, [1, 2, 3, 6]), [1], SamplingParams())
+    iterator = iter(stream)
+    next(iterator)
+    iterator.close()
+    assert stream.result.finish_reason == "cancelled"
+
+
+def test_prompt_that_fills_the_context_is_refused() -> None:
+    with pytest.raises(ContextOverflowError, match="context window holds 64"):
+        generate(FakeEngine(PIECES, [1]), list(range(64)), SamplingParams())
+
+
+def test_answer_is_capped_by_the_room_left_in_the_context() -> None:
+    result = generate(FakeEngine(PIECES, [6] * 10, context_length=8), list(range(5)), SamplingParams())
+    assert result.usage.completion_tokens == 3 and result.finish_reason == "length"

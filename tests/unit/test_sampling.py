@@ -1,0 +1,43 @@
+import numpy as np
+
+from llmkit.generation.params import SamplingParams
+from llmkit.generation.sampling import LogitsSampler
+
+LOGITS = np.array([1.0, 3.0, 2.5, -1.0, 0.0])
+
+
+def sampler(history=(), **params) -> LogitsSampler:
+    return LogitsSampler(SamplingParams(**params), history, lambda: LOGITS)
+
+
+def test_greedy_takes_the_argmax() -> None:
+    assert sampler(temperature=0, repeat_penalty=1.0).sample() == 1
+
+
+def test_repeat_penalty_can_change_the_greedy_choice() -> None:
+    # 3.0 / 1.5 = 2.0 < 2.5, so the repeated token loses.
+    assert sampler([1], temperature=0, repeat_penalty=1.5).sample() == 2
+
+
+def test_top_k_one_is_greedy_at_any_temperature() -> None:
+    assert {sampler(temperature=5, top_k=1, seed=s).sample() for s in range(20)} == {1}
+
+
+def test_seed_makes_sampling_repeatable() -> None:
+    first = [sampler(temperature=1.0, seed=7, min_p=0).sample() for _ in range(5)]
+    again = [sampler(temperature=1.0, seed=7, min_p=0).sample() for _ in range(5)]
+    assert first == again
+
+
+def test_min_p_and_top_p_restrict_the_candidates() -> None:
+    draws = {sampler(temperature=1.0, seed=s, min_p=0.5, top_k=0, top_p=1.0).sample() for s in range(50)}
+    assert draws <= {1, 2}
+    draws = {sampler(temperature=1.0, seed=s, min_p=0.0, top_k=0, top_p=0.3).sample() for s in range(50)}
+    assert draws == {1}
+
+
+def test_history_grows_with_each_sample() -> None:
+    s = sampler(temperature=0, repeat_penalty=1.0)
+    s.sample()
+    s.sample()
+    assert s.history == [1, 1]

