@@ -58,15 +58,14 @@ class Case:
 
 
 CASES = [
-    Case("smollm2 chat fp32 ctx 1024", "smollm2-135m", "chat", seq_len=1016, quick=True),
-    Case("smollm2 chat bf16 b4 ctx 512", "smollm2-135m", "chat", "bf16", batch_size=4, seq_len=504),
+    Case("smollm2 chat fp32 b1 ctx1024", "smollm2-135m", "chat", seq_len=1016, quick=True),
+    Case("smollm2 chat bf16 b2 ctx512", "smollm2-135m", "chat", "bf16", batch_size=2, seq_len=504),
     Case("smollm2 full fp32 b1 s256", "smollm2-135m", "full", quick=True),
-    Case("smollm2 full fp32 b4 s256", "smollm2-135m", "full", batch_size=4),
-    Case("smollm2 full fp32 b4 s256 ckpt", "smollm2-135m", "full", batch_size=4, grad_checkpointing=True),
-    Case("smollm2 full bf16 b2 s512", "smollm2-135m", "full", "bf16", batch_size=2, seq_len=512),
-    Case("smollm2 lora fp32 b4 s256", "smollm2-135m", "lora", batch_size=4, quick=True),
-    Case("smollm2 lora bf16 b4 s512", "smollm2-135m", "lora", "bf16", batch_size=4, seq_len=512),
-    Case("smollm2 lora-qv fp32 b2 s512", "smollm2-135m", "lora", batch_size=2, seq_len=512, lora_targets="qv"),
+    Case("smollm2 full fp32 b2 s256 ckpt", "smollm2-135m", "full", batch_size=2, grad_checkpointing=True),
+    Case("smollm2 full bf16 b1 s512", "smollm2-135m", "full", "bf16", seq_len=512),
+    Case("smollm2 lora fp32 b2 s256", "smollm2-135m", "lora", batch_size=2, quick=True),
+    Case("smollm2 lora bf16 b2 s256", "smollm2-135m", "lora", "bf16", batch_size=2),
+    Case("smollm2 lora-qv fp32 b1 s512", "smollm2-135m", "lora", seq_len=512, lora_targets="qv"),
     Case("tiny-untied full fp32 b8 s512", "tiny-untied", "full", batch_size=8, seq_len=512),
     Case("tiny-untied full fp32 b4 s512 eager", "tiny-untied", "full", batch_size=4, seq_len=512, attention="eager"),
     Case("tiny-wide full fp32 b4 s512", "tiny-wide", "full", batch_size=4, seq_len=512, quick=True),
@@ -173,8 +172,14 @@ def estimate(case: Case) -> dict[str, Any]:
     return {"estimate_bytes": round(result.total), "parts": {p.key: round(p.bytes) for p in result.parts}}
 
 
-def run_case(case: Case) -> dict[str, Any]:
+def run_case(case: Case, malloc: str = "fixed") -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    if malloc == "fixed":
+        # A fixed threshold stops glibc from raising it after each free, so every tensor of 64 KiB
+        # or more is its own mapping and returns to the OS when freed: RSS then follows live tensors.
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    else:
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
     completed = subprocess.run(
         [sys.executable, __file__, "--measure", json.dumps(asdict(case))],
         capture_output=True,
@@ -185,7 +190,7 @@ def run_case(case: Case) -> dict[str, Any]:
     if completed.returncode != 0:
         raise RuntimeError(f"case {case.name!r} failed:\n{completed.stderr[-3000:]}")
     measured = json.loads(completed.stdout.strip().splitlines()[-1])
-    row = {"case": case.name, **measured, **estimate(case)}
+    row = {"case": case.name, "malloc": malloc, **measured, **estimate(case)}
     row["error_percent"] = round(100 * (row["estimate_bytes"] / row["measured_bytes"] - 1), 1)
     return row
 
@@ -210,6 +215,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="only the cases marked quick")
     parser.add_argument("--cases", help="comma-separated case names (substrings)")
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument(
+        "--malloc",
+        choices=["fixed", "default", "both"],
+        default="fixed",
+        help="glibc's mmap threshold: fixed at 64 KiB (RSS follows live tensors), default, or both",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -221,13 +232,15 @@ def main() -> None:
         cases = [case for case in cases if any(part in case.name for part in wanted)]
     from rich.progress import Progress
 
+    modes = ["fixed", "default"] if args.malloc == "both" else [args.malloc]
     rows = []
     with Progress(transient=True) as progress:
-        task = progress.add_task("measuring", total=len(cases))
+        task = progress.add_task("measuring", total=len(cases) * len(modes))
         for case in cases:
-            progress.update(task, description=case.name)
-            rows.append(run_case(case))
-            progress.advance(task)
+            for mode in modes:
+                progress.update(task, description=f"{case.name} ({mode} malloc)")
+                rows.append(run_case(case, mode))
+                progress.advance(task)
     worst = max((abs(row["error_percent"]) for row in rows), default=0.0)
     report = {
         "benchmark": "plan_accuracy",

@@ -45,7 +45,7 @@ RUNAWAYS = [
     "{% for i in range(99999) %}{% for j in range(99999) %}{{ j }}{% endfor %}{% endfor %}",
     "{{ 'x' * 10**10 }}",
     "{{ ['x'] * 10**10 }}",
-    "{{ 9 ** 9 ** 9 }}",
+    "{{ 9 ** (9 ** 9) }}",
     "{{ 'x'.center(10**10) }}",
     "{{ 'x' | center(10**10) }}",
     "{{ 'x\nx' | indent(10**10) }}",
@@ -113,3 +113,19 @@ def test_caller_objects_reach_the_template_only_as_plain_data() -> None:
         [{"role": "user", "content": Sneaky("hello"), "extra": object()}],
     )
     assert text == "hello|False|<object>"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{% for i in range(99999) %}{% set x = 'x' * 30000000 %}{% endfor %}",
+        "{% set s = 'x' * 1000000 %}{% set b %}{% for i in range(1000) %}{{ s }}{% endfor %}{% endset %}",
+        "{% macro big() %}{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}{% endmacro %}"
+        "{% for i in range(1000) %}{% set y = big() %}{% endfor %}",
+    ],
+)
+def test_repeated_large_values_are_stopped(payload: str) -> None:
+    started = time.perf_counter()
+    with pytest.raises(TemplateRenderError, match="stopped"):
+        render_chat_template(payload, MESSAGES)
+    assert time.perf_counter() - started < 10

@@ -28,7 +28,10 @@ WEATHER_TOOL = {
         },
     },
 }
-TOOL_CALL = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+TOOL_CALL = {
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": {"city": "Paris"}},
+}
 USER = {"role": "user", "content": "Write me some poetry please."}
 SYSTEM = {"role": "system", "content": "You are a terse poet."}
 ANSWER = {"role": "assistant", "content": "Roses bloom,\nsilence sings."}
@@ -38,7 +41,13 @@ CONVERSATIONS: dict[str, tuple[list[dict[str, Any]], bool, Any, Any, dict[str, A
     "single-turn": ([USER], True, None, None, {}),
     "single-turn-no-generation-prompt": ([USER], False, None, None, {}),
     "system": ([SYSTEM, USER], True, None, None, {}),
-    "multi-turn": ([USER, ANSWER, {"role": "user", "content": "Another, shorter."}], True, None, None, {}),
+    "multi-turn": (
+        [USER, ANSWER, {"role": "user", "content": "Another, shorter."}],
+        True,
+        None,
+        None,
+        {},
+    ),
     "assistant-last": ([SYSTEM, USER, ANSWER], False, None, None, {}),
     "consecutive-users": ([USER, USER], True, None, None, {}),
     "non-ascii": (
@@ -48,7 +57,10 @@ CONVERSATIONS: dict[str, tuple[list[dict[str, Any]], bool, Any, Any, dict[str, A
             {"role": "assistant", "content": "Привет! 😊  "},
             {"role": "user", "content": "  Ünïcödé with spaces  "},
         ],
-        True, None, None, {},
+        True,
+        None,
+        None,
+        {},
     ),
     "tools-defined": ([USER], True, [WEATHER_TOOL], None, {}),
     "tool-call-and-result": (
@@ -57,16 +69,35 @@ CONVERSATIONS: dict[str, tuple[list[dict[str, Any]], bool, Any, Any, dict[str, A
             {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]},
             {"role": "tool", "name": "get_weather", "content": "22°C, sunny"},
         ],
-        True, [WEATHER_TOOL], None, {},
+        True,
+        [WEATHER_TOOL],
+        None,
+        {},
     ),
     "documents": (
         [{"role": "user", "content": "Summarise the document."}],
-        True, None, [{"title": "Note", "text": "Bees dance to share where flowers are."}], {},
+        True,
+        None,
+        [{"title": "Note", "text": "Bees dance to share where flowers are."}],
+        {},
     ),
-    "extra-variables": ([SYSTEM, USER], True, None, None, {"date_string": "01 Jan 2025", "enable_thinking": False}),
+    "extra-variables": (
+        [SYSTEM, USER],
+        True,
+        None,
+        None,
+        {"date_string": "01 Jan 2025", "enable_thinking": False},
+    ),
     "reasoning-field": (
-        [USER, {"role": "assistant", "content": "Done.", "reasoning_content": "Think first."}, USER],
-        True, None, None, {},
+        [
+            USER,
+            {"role": "assistant", "content": "Done.", "reasoning_content": "Think first."},
+            USER,
+        ],
+        True,
+        None,
+        None,
+        {},
     ),
 }
 
@@ -124,22 +155,39 @@ def _outcome(call: Any) -> tuple[str, str]:
 
 @pytest.mark.parametrize("conversation", list(CONVERSATIONS))
 @pytest.mark.parametrize(("data", "template"), TEMPLATE_CASES)
-def test_renders_like_apply_chat_template(data: dict[str, Any], template: str, conversation: str) -> None:
+def test_renders_like_apply_chat_template(
+    data: dict[str, Any], template: str, conversation: str
+) -> None:
     tokenizer = _reference_tokenizer(data, template)
     messages, add_generation_prompt, tools, documents, extra = CONVERSATIONS[conversation]
     expected = _outcome(
         lambda: tokenizer.apply_chat_template(
-            messages, tools=tools, documents=documents, add_generation_prompt=add_generation_prompt,
-            tokenize=False, **extra,
+            messages,
+            tools=tools,
+            documents=documents,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=False,
+            **extra,
         )
     )
-    actual = _outcome(
-        lambda: render_chat_template(
-            template, messages, bos_token=data.get("bos_token"), eos_token=data.get("eos_token"),
-            add_generation_prompt=add_generation_prompt, tools=tools, documents=documents, **extra,
-        )
-    )
+    actual = _render(data, template, conversation)
     assert actual == expected
+
+
+def _render(data: dict[str, Any], template: str, conversation: str) -> tuple[str, str]:
+    messages, add_generation_prompt, tools, documents, extra = CONVERSATIONS[conversation]
+    return _outcome(
+        lambda: render_chat_template(
+            template,
+            messages,
+            bos_token=data.get("bos_token"),
+            eos_token=data.get("eos_token"),
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
+            documents=documents,
+            **extra,
+        )
+    )
 
 
 def test_conversations_cover_both_outcomes() -> None:
@@ -147,13 +195,7 @@ def test_conversations_cover_both_outcomes() -> None:
     outcomes = set()
     for param in TEMPLATE_CASES:
         data, template = param.values
-        for messages, add_generation_prompt, tools, documents, extra in CONVERSATIONS.values():
-            outcome = _outcome(
-                lambda: render_chat_template(
-                    template, messages, bos_token=data.get("bos_token"),  # noqa: B023
-                    eos_token=data.get("eos_token"), add_generation_prompt=add_generation_prompt,  # noqa: B023
-                    tools=tools, documents=documents, **extra,  # noqa: B023
-                )
-            )
-            outcomes.add(outcome[0] if outcome[0] == "text" else outcome[1].split(":")[0])
+        for conversation in CONVERSATIONS:
+            kind, value = _render(data, template, conversation)
+            outcomes.add(kind if kind == "text" else value.split(":")[0])
     assert {"text", "raise_exception"} <= outcomes

@@ -30,6 +30,9 @@ MAX_WORK = 1_000_000
 # Characters (or items) in any string, list or output a template produces. A million-token prompt
 # is about 4 million characters, so real prompts stay far below this.
 MAX_SIZE = 32 * 1024 * 1024
+# Characters of all the strings a render builds along the way (each `+` copies its operands), so a
+# loop cannot allocate a large value again and again.
+MAX_PRODUCED = 8 * MAX_SIZE
 
 
 class TemplateLimitError(SecurityError):
@@ -45,10 +48,11 @@ class TemplateRaised(TemplateError):
 
 
 class _Budget:
-    __slots__ = ("work",)
+    __slots__ = ("produced", "work")
 
     def __init__(self) -> None:
         self.work = 0
+        self.produced = 0
 
 
 _budget: ContextVar[_Budget | None] = ContextVar("llmkit_template_budget", default=None)
@@ -78,6 +82,29 @@ def _spend() -> None:
 def _check_size(value: Any) -> None:
     if isinstance(value, (str, list, tuple, dict)) and len(value) > MAX_SIZE:
         raise TemplateLimitError(f"The template built a value of more than {MAX_SIZE:,} items.")
+
+
+def _produced(value: Any) -> Any:
+    """Check a value the template just built and charge its size to the render's budget."""
+    _check_size(value)
+    budget = _budget.get()
+    if budget is not None and isinstance(value, (str, list, tuple, dict)):
+        budget.produced += len(value)
+        if budget.produced > MAX_PRODUCED:
+            raise TemplateLimitError(
+                f"The template built more than {MAX_PRODUCED:,} characters of text; it was stopped."
+            )
+    return value
+
+
+def _bounded_concat(pieces: Iterable[str]) -> str:
+    # Jinja joins captured output ({% set %} blocks, macro bodies) with the environment's concat.
+    pieces = list(pieces)
+    if sum(len(piece) for piece in pieces) > MAX_SIZE:
+        raise TemplateLimitError(
+            f"The template built a value of more than {MAX_SIZE:,} characters."
+        )
+    return _produced("".join(pieces))
 
 
 def _size_of(value: Any) -> int | None:
@@ -125,7 +152,7 @@ class _TemplateDict:
 class _TemplateNamespace(jinja2.utils.Namespace):
     """namespace(): refuses underscore names (a way at Python internals) and oversized values."""
 
-    def __init__(*args: Any, **kwargs: Any) -> None:  # noqa: N805 - Jinja's signature trick
+    def __init__(*args: Any, **kwargs: Any) -> None:  # Jinja's Namespace signature trick
         self, args = args[0], args[1:]
         attributes = dict(*args, **kwargs)
         for name, value in attributes.items():
@@ -172,10 +199,10 @@ def _guard_filter(function: Callable[..., Any]) -> Callable[..., Any]:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         for value in (*args[skip:], *kwargs.values()):
             if isinstance(value, int) and abs(value) > MAX_SIZE:
-                raise TemplateLimitError(f"A filter argument of {value} is beyond the template limits.")
-        result = function(*args, **kwargs)
-        _check_size(result)
-        return result
+                raise TemplateLimitError(
+                    f"A filter argument of {value} is beyond the template limits."
+                )
+        return _produced(function(*args, **kwargs))
 
     return guarded
 
@@ -184,6 +211,7 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with transformers' settings and llmkit's work and size limits."""
 
     intercepted_binops = frozenset({"*", "**", "+"})
+    concat = staticmethod(_bounded_concat)
 
     def __init__(self) -> None:
         super().__init__(
@@ -206,16 +234,16 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
             )
         return tree
 
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
-        # str.center(10**9), str.ljust(...) and friends would allocate gigabytes.
-        if isinstance(getattr(__obj, "__self__", None), str):
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, int) and abs(value) > MAX_SIZE:
-                    raise TemplateLimitError(f"{value} is beyond the template limits.")
-        result = super().call(__context, __obj, *args, **kwargs)
-        _check_size(result)
-        return result
+        # A macro that calls itself with its argument doubled grows exponentially; str.center(10**9)
+        # and friends would allocate gigabytes.
+        string_method = isinstance(getattr(__obj, "__self__", None), str)
+        for value in (*args, *kwargs.values()):
+            _check_size(value)
+            if string_method and isinstance(value, int) and abs(value) > MAX_SIZE:
+                raise TemplateLimitError(f"{value} is beyond the template limits.")
+        return _produced(super().call(__context, __obj, *args, **kwargs))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         # Refuse before computing: 'x' * 10**10 or 9 ** 9 ** 9 would hang or exhaust memory.
@@ -233,7 +261,7 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
             sizes = (_size_of(left), _size_of(right))
             if None not in sizes and sum(sizes) > MAX_SIZE:  # type: ignore[arg-type]
                 raise TemplateLimitError("Joining these values is beyond the template limits.")
-        return super().call_binop(context, operator, left, right)
+        return _produced(super().call_binop(context, operator, left, right))
 
 
 def render_bounded(template: jinja2.Template, context: dict[str, Any]) -> str:

@@ -19,7 +19,12 @@ import jinja2
 from jinja2 import TemplateError
 
 from llmkit.chat.builtin_templates import BUILTINS
-from llmkit.chat.sandbox import ChatTemplateEnvironment, TemplateLimitError, TemplateRaised, render_bounded
+from llmkit.chat.sandbox import (
+    ChatTemplateEnvironment,
+    TemplateLimitError,
+    TemplateRaised,
+    render_bounded,
+)
 from llmkit.errors import InvalidParameterError, LlmkitError
 
 Message = dict[str, Any]
@@ -32,7 +37,9 @@ class TemplateRenderError(LlmkitError):
     otherwise) and `raised_by_template` tells the two apart; `__cause__` holds the original error.
     """
 
-    def __init__(self, message: str, *, reason: str | None = None, raised_by_template: bool = False) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, raised_by_template: bool = False
+    ) -> None:
         super().__init__(message)
         self.reason = message if reason is None else reason
         self.raised_by_template = raised_by_template
@@ -78,7 +85,10 @@ def plain_data(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item"):
         return plain_data(value.item())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: plain_data(getattr(value, field.name)) for field in dataclasses.fields(value)}
+        return {
+            field.name: plain_data(getattr(value, field.name))
+            for field in dataclasses.fields(value)
+        }
     if callable(getattr(value, "model_dump", None)):  # pydantic models (OpenAI SDK messages)
         return plain_data(value.model_dump())
     return f"<{type(value).__name__}>"
@@ -88,10 +98,14 @@ def _prepare_messages(messages: list[Any]) -> list[Message]:
     prepared = []
     for message in plain_data(list(messages)):
         if not isinstance(message, dict):
-            raise TemplateRenderError(f"Chat messages must be dicts with a role and content, not {message!r}.")
+            raise TemplateRenderError(
+                f"Chat messages must be dicts with a role and content, not {message!r}."
+            )
         # Keys set to None are dropped: many templates render "None" or crash on them.
         message = {key: value for key, value in message.items() if value is not None}
-        reasoning = next((message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None)
+        reasoning = next(
+            (message[key] for key in _REASONING_FIELDS if message.get(key) is not None), None
+        )
         if reasoning is not None:
             message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
         prepared.append(message)
@@ -139,7 +153,9 @@ def render_chat_template(
             raised_by_template=True,
         ) from error
     except TemplateLimitError as error:
-        raise TemplateRenderError(f"The chat template was stopped: {error}", reason=str(error)) from error
+        raise TemplateRenderError(
+            f"The chat template was stopped: {error}", reason=str(error)
+        ) from error
     except RecursionError as error:
         raise TemplateRenderError(
             "The chat template recursed too deeply and was stopped.", reason=str(error)
@@ -147,7 +163,8 @@ def render_chat_template(
     except Exception as error:
         # Any other failure of untrusted template code is the template's, not llmkit's.
         raise TemplateRenderError(
-            f"The chat template failed to render: {type(error).__name__}: {error}", reason=str(error)
+            f"The chat template failed to render: {type(error).__name__}: {error}",
+            reason=str(error),
         ) from error
 
 
@@ -224,19 +241,23 @@ def select_template(
     return (f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
 
 
-def describe_template_source(source: str, info: dict[str, Any] | None = None) -> str:
-    """One line saying where a template came from, e.g. for the header of `llmkit prompt`."""
+def describe_template_source(source: str, *, fallback: bool = False) -> str:
+    """One line saying where a template came from, e.g. for the header of `llmkit prompt`.
+
+    `fallback` says a built-in was chosen because the model has no template of its own.
+    """
     if source == "model":
         return "the model's own chat template"
     if source == "override":
         return "a template override (--template or the model recipe)"
+    if source == "file":
+        return "a template file"
     if source.startswith("builtin:"):
         name = source.split(":", 1)[1]
-        if info is not None and not info.get("chat_template"):
-            markers = ", ".join(BUILTINS[name].markers) if name in BUILTINS else ""
+        if fallback and name in BUILTINS:
             return (
                 f"built-in '{name}': the model has no chat template, so one was chosen from its "
-                f"special tokens ({markers})"
+                f"special tokens ({', '.join(BUILTINS[name].markers)})"
             )
         return f"built-in '{name}'"
     return source
@@ -265,10 +286,19 @@ def _template_from_json(path: Path, text: str) -> str:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise InvalidParameterError(f"{path} is not valid JSON ({error.msg}, line {error.lineno}).") from error
+        raise InvalidParameterError(
+            f"{path} is not valid JSON ({error.msg}, line {error.lineno})."
+        ) from error
+    return chat_template_from_config(data, path)
+
+
+def chat_template_from_config(data: Any, path: Path) -> str:
+    """The (default) chat template of a tokenizer_config.json-style object read from `path`."""
     template = data.get("chat_template") if isinstance(data, dict) else None
     if isinstance(template, list):  # tokenizer_config.json's form for several named templates
-        named = {item.get("name"): item.get("template") for item in template if isinstance(item, dict)}
+        named = {
+            item.get("name"): item.get("template") for item in template if isinstance(item, dict)
+        }
         template = named.get("default") or next(iter(named.values()), None)
     if not isinstance(template, str) or not template:
         raise InvalidParameterError(f"{path} has no chat_template.")

@@ -141,7 +141,7 @@ class MemoryEstimate:
 
 
 def gib(value: float) -> str:
-    return f"{value / GIB:.2f} GiB" if value >= GIB / 10 else f"{value / MIB:.1f} MiB"
+    return f"{value / GIB:.2f} GiB" if abs(value) >= GIB / 10 else f"{value / MIB:.1f} MiB"
 
 
 def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:

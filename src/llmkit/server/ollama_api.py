@@ -38,8 +38,25 @@ _OPTIONS = {
 }
 
 
+_INTEGER_OPTIONS = {"top_k", "seed", "repeat_last_n", "num_predict"}
+
+
 def _params(options: dict[str, Any] | None) -> dict[str, Any]:
-    params = {_OPTIONS[key]: value for key, value in (options or {}).items() if key in _OPTIONS}
+    params: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key not in _OPTIONS or value is None:
+            continue
+        if key == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(item, str) for item in stops):
+                raise InvalidParameterError("options.stop must be a string or a list of strings.")
+            value = stops
+        else:
+            kind = int if key in _INTEGER_OPTIONS else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+                raise InvalidParameterError(f"options.{key} must be {'an integer' if kind is int else 'a number'}.")
+            value = kind(value)
+        params[_OPTIONS[key]] = value
     if params.get("max_tokens") is not None and params["max_tokens"] < 0:
         params["max_tokens"] = None  # -1 (and -2): until a stop or the context is full
     return params

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -38,7 +40,7 @@ def _params(body: ChatCompletionRequest | CompletionRequest, max_tokens: int | N
         "max_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p,
         "stop": body.stop, "seed": body.seed, "presence_penalty": body.presence_penalty,
         "frequency_penalty": body.frequency_penalty, "top_k": body.top_k, "min_p": body.min_p,
-        "repeat_penalty": body.repeat_penalty,
+        "repeat_penalty": body.repeat_penalty, "ignore_eos": body.ignore_eos,
     }
 
 
@@ -202,12 +204,14 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
     inputs = [body.input] if isinstance(body.input, str) else body.input
     if not inputs or not all(isinstance(text, str) for text in inputs):
         raise InvalidParameterError("input must be a string or a list of strings (token arrays are not supported).")
-    if body.encoding_format not in (None, "float"):
-        raise InvalidParameterError("Only encoding_format 'float' is supported.")
+    if body.encoding_format not in (None, "float", "base64"):
+        raise InvalidParameterError("encoding_format must be 'float' or 'base64'.")
     embedder = await asyncio.to_thread(lambda: served.embedder)
     data, tokens = [], 0
     for index, text in enumerate(inputs):
         vector, count = await asyncio.to_thread(embedder.embed, text)
+        if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
+            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": vector})
         tokens += count
     return JSONResponse({"object": "list", "data": data, "model": served.name,

@@ -38,6 +38,7 @@ class _OpenAISampling(_Lenient):
     top_k: int | None = None
     min_p: float | None = None
     repeat_penalty: float | None = None
+    ignore_eos: bool | None = None
 
 
 class ChatCompletionRequest(_OpenAISampling):

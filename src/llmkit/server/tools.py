@@ -80,7 +80,7 @@ def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rename_root(grammar: str, name: str) -> str:
-    return re.sub(r"^root ::=", f"{name} ::=", grammar, flags=re.MULTILINE)
+    return re.sub(r"^root ::=", f"{name} ::=", grammar, flags=re.MULTILINE).rstrip("\n") + "\n"
 
 
 def tool_system_message(tools: list[dict[str, Any]]) -> str:

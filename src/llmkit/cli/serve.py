@@ -1,0 +1,49 @@
+"""`llmkit serve`: an OpenAI- and Ollama-compatible API and a web chat page on this machine."""
+
+from __future__ import annotations
+
+
+import typer
+
+from llmkit.errors import require_module
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def serve(
+        models: list[str] = typer.Argument(None, help="Models to serve (default: the built-in smollm2)."),
+        host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback needs an API key."),
+        port: int = typer.Option(11435, help="Port to listen on."),
+        api_key: str = typer.Option(None, "--api-key", envvar="LLMKIT_API_KEY", show_envvar=True,
+                                    help="Require 'Authorization: Bearer KEY' on every endpoint but /health."),
+        parallel: int = typer.Option(4, help="Requests decoded together (slots); more wait in a queue."),
+        queue: int = typer.Option(32, help="Requests that may wait for a slot; past it: HTTP 503."),
+        context: int = typer.Option(None, help="Context length of each slot (default: the model's, at most 4096)."),
+        threads: int = typer.Option(None, help="CPU threads (default: all cores)."),
+        max_body: int = typer.Option(4 * 1024 * 1024, help="Largest request body accepted, in bytes."),
+        log_prompts: bool = typer.Option(False, help="Write prompts to the server log (off: they stay private)."),
+    ) -> None:
+        """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
+        require_module("fastapi", feature="llmkit serve", extra="serve")
+        require_module("uvicorn", feature="llmkit serve", extra="serve")
+        from rich.console import Console
+
+        from llmkit.server.app import run_server
+        from llmkit.server.state import ServerSettings, check_exposure
+
+        settings = ServerSettings(
+            host=host, port=port, api_key=api_key or None, parallel=parallel, max_queue=queue,
+            context_length=context, threads=threads, max_body_bytes=max_body, log_prompts=log_prompts,
+        )
+        check_exposure(settings)  # before loading anything: a refusal should be instant
+        console = Console(stderr=True)
+
+        def ready(state: object) -> None:
+            shown = f"[{host}]" if ":" in host else host
+            names = ", ".join(state.models)  # type: ignore[attr-defined]
+            console.print(f"Serving [bold]{names}[/] at [bold]http://{shown}:{port}[/] "
+                          f"({parallel} slots). OpenAI: /v1, Ollama: /api, chat page: /", highlight=False)
+            if api_key:
+                console.print("API key required: send 'Authorization: Bearer <key>'.", highlight=False)
+
+        run_server(models or ["smollm2"], settings, on_ready=ready)

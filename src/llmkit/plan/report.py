@@ -1,0 +1,161 @@
+"""How a plan is shown: a rich table in the terminal, and a stacked bar chart as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from llmkit.errors import InvalidParameterError, require_module
+from llmkit.plan.memory import gib
+from llmkit.plan.planner import Plan
+
+_VERDICT_STYLE = {"fits": "bold green", "tight": "bold yellow", "does not fit": "bold red"}
+
+
+def format_count(value: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.2f} {suffix}"
+    return f"{value:.0f}"
+
+
+def format_duration(seconds: float) -> str:
+    for scale, unit in ((365 * 86400, "years"), (86400, "days"), (3600, "hours"), (60, "minutes")):
+        if seconds >= scale:
+            return f"{seconds / scale:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
+
+
+def _summary(plan: Plan) -> Text:
+    spec, request = plan.spec, plan.estimate.request
+    text = Text()
+    text.append(f"{spec.name}", style="bold")
+    text.append(
+        f"  {format_count(spec.parameters)} parameters ({spec.parameters:,})"
+        f"{f', {format_count(spec.active_parameters)} active' if spec.experts else ''}"
+        f" · {spec.layers} layers · hidden {spec.hidden_size} · {spec.heads} heads / {spec.kv_heads} KV"
+        f" · vocab {spec.vocab_size:,}{' · tied embeddings' if spec.tied_embeddings else ''}\n",
+    )
+    if request.task == "chat":
+        shape = f"context {request.context:,} · batch {request.batch_size} · engine {plan.estimate.engine}"
+    else:
+        shape = f"batch {request.batch_size} × {request.seq_len:,} tokens · {request.optimizer}"
+        if request.grad_checkpointing:
+            shape += " · gradient checkpointing"
+        if request.task in ("lora", "qlora"):
+            shape += f" · LoRA r={request.lora_r} on {request.lora_targets}"
+            shape += f" ({format_count(plan.estimate.trainable_parameters)} trainable)"
+    text.append(f"task {request.task} · {request.dtype} · {shape}\n", style="dim")
+    text.append(f"source {spec.source}", style="dim")
+    return text
+
+
+def memory_table(plan: Plan, explain: bool = False) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("part")
+    table.add_column("memory", justify="right")
+    table.add_column("share", justify="right")
+    if explain:
+        table.add_column("formula", overflow="fold")
+    total = plan.estimate.total
+    for part in plan.estimate.parts:
+        if abs(part.bytes) < 1 and part.key == "overlap":
+            continue
+        share = f"{100 * part.bytes / total:.0f}%" if total else ""
+        row = [part.label, gib(part.bytes), share]
+        table.add_row(*row, part.formula) if explain else table.add_row(*row)
+    style = _VERDICT_STYLE[plan.verdict.status]
+    device = plan.device
+    table.add_section()
+    cells = ["[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", ""]
+    table.add_row(*cells, "") if explain else table.add_row(*cells)
+    cells = [f"{device.name}", gib(device.memory_bytes), f"[{style}]{100 * plan.verdict.usage:.0f}%[/]"]
+    table.add_row(*cells, "") if explain else table.add_row(*cells)
+    return table
+
+
+def suggestion_table(plan: Plan) -> Table:
+    table = Table(title="what would make it fit", show_edge=False, header_style="bold", title_justify="left")
+    table.add_column("change")
+    table.add_column("new total", justify="right")
+    table.add_column("fits", justify="center")
+    for item in plan.suggestions:
+        table.add_row(item.description, gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]")
+    return table
+
+
+def budget_text(plan: Plan) -> Text:
+    budget = plan.budget
+    assert budget is not None
+    text = Text("training budget\n", style="bold")
+    text.append(
+        f"{format_count(budget.tokens)} tokens for {format_count(budget.parameters)} parameters = "
+        f"{budget.tokens_per_parameter:,.1f} tokens per parameter (Chinchilla's compute-optimal: ~20)\n"
+    )
+    text.append(f"compute ≈ {budget.flops:.2e} FLOPs ({budget.flops_formula})\n")
+    if budget.seconds is None:
+        text.append(f"time: unknown ({budget.device.name} has no listed peak; name a GPU with --device)")
+    else:
+        gpus = f"{budget.device_count} × " if budget.device_count > 1 else ""
+        text.append(
+            f"time ≈ {format_duration(budget.seconds)} on {gpus}{budget.device.name} "
+            f"({budget.device.tflops:g} TFLOPS peak at {100 * budget.utilization:.0f}% utilisation)"
+        )
+    return text
+
+
+def render_plan(plan: Plan, console: Console, *, explain: bool = False) -> None:
+    console.print(_summary(plan))
+    console.print(memory_table(plan, explain))
+    style = _VERDICT_STYLE[plan.verdict.status]
+    console.print(
+        Text.assemble(
+            ("verdict: ", "bold"),
+            (plan.verdict.status, style),
+            f" — {gib(plan.estimate.total)} of {gib(plan.device.memory_bytes)} on {plan.device.name}",
+        )
+    )
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    if plan.suggestions:
+        console.print(suggestion_table(plan))
+    if plan.budget:
+        console.print(budget_text(plan))
+
+
+def write_chart(plan: Plan, path: str | Path) -> Path:
+    """The memory breakdown as one stacked bar beside the device's memory."""
+    require_module("matplotlib", feature="--chart", extra="plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    if target.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise InvalidParameterError(f"--chart needs a .png, .svg or .pdf file name, not '{target.name}'.")
+    gib_scale = 1024**3
+    figure, axes = plt.subplots(figsize=(6, 5))
+    bottom = 0.0
+    for part in plan.estimate.parts:
+        if part.bytes <= 0:
+            continue
+        axes.bar(0, part.bytes / gib_scale, bottom=bottom, label=f"{part.label} ({gib(part.bytes)})")
+        bottom += part.bytes / gib_scale
+    overlap = -plan.estimate.part("overlap") / gib_scale
+    if overlap > 0:
+        axes.bar(0, overlap, bottom=bottom - overlap, color="none", hatch="//", edgecolor="grey",
+                 label=f"not alive at once (−{overlap:.2f} GiB)")  # fmt: skip
+    axes.axhline(plan.device.memory_bytes / gib_scale, color="red", linestyle="--", label=plan.device.name)
+    axes.set_xticks([0], [f"{plan.spec.name}\n{plan.estimate.request.task}, {plan.estimate.request.dtype}"])
+    axes.set_ylabel("GiB")
+    axes.set_title(f"peak {gib(plan.estimate.total)}: {plan.verdict.status}")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return target

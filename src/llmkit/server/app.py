@@ -1,0 +1,228 @@
+"""The FastAPI application: routes, the API-key and body-size guards, error shapes, health, metrics.
+
+`create_app(state)` builds it around loaded models; `run_server()` loads models and serves them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from llmkit import __version__
+from llmkit.errors import ContextOverflowError, LlmkitError, ModelNotFoundError
+from llmkit.generation.batching import QueueFullError, SchedulerClosedError
+from llmkit.server.metrics import render_metrics
+from llmkit.server.state import ServerSettings, ServerState, load_state
+
+log = logging.getLogger("llmkit.server")
+PUBLIC_PATHS = ("/health",)
+# The chat page itself holds no data; it asks for the key before calling the API.
+STATIC_PATHS = ("/", "/web/app.js", "/web/style.css", "/favicon.ico")
+
+
+def _is_ollama(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    if _is_ollama(path):
+        return {"error": message}
+    kind = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
+            503: "server_overloaded"}.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
+
+
+def _status_for(error: LlmkitError) -> int:
+    if isinstance(error, ModelNotFoundError):
+        return 404
+    if isinstance(error, (QueueFullError, SchedulerClosedError)):
+        return 503
+    return 400  # invalid parameters, context overflow, templates: all the caller's to fix
+
+
+class GuardMiddleware:
+    """API key, body-size limit and request counting, on the raw ASGI messages (cheap, stream-safe)."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        settings = self.state.settings
+        status_seen = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status_seen
+            if message["type"] == "http.response.start":
+                status_seen = message["status"]
+            await send(message)
+
+        try:
+            key = settings.api_key
+            if key and path not in PUBLIC_PATHS and path not in STATIC_PATHS:
+                headers = dict(scope["headers"])
+                given = headers.get(b"authorization", b"").decode("latin-1")
+                token = given[7:] if given.lower().startswith("bearer ") else ""
+                if not hmac.compare_digest(token.encode(), key.encode()):
+                    await self._reply(counting_send, path, 401, "A valid API key is required: send 'Authorization: Bearer <key>'.")
+                    return
+            body = await self._read_body(receive, settings.max_body_bytes)
+            if body is None:
+                await self._reply(counting_send, path, 413,
+                                  f"The request body is larger than the {settings.max_body_bytes:,}-byte limit.")
+                return
+            replayed = False
+
+            async def replay() -> Message:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # later reads wait for the client to disconnect
+
+            if scope["method"] == "POST" and path.startswith(("/v1/", "/api/")):
+                # Bodies are JSON whatever the client declares: `curl -d` sends a form type,
+                # and Ollama's own server reads JSON regardless.
+                headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            await self.app(scope, replay, counting_send)
+        finally:
+            route = path if path.startswith(("/v1/", "/api/", "/health", "/metrics")) else "other"
+            counts = self.state.http_requests
+            counts[(route, status_seen)] = counts.get((route, status_seen), 0) + 1
+
+    @staticmethod
+    async def _read_body(receive: Receive, limit: int) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _reply(send: Send, path: str, status: int, message: str) -> None:
+        payload = json.dumps(error_body(path, status, message)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    problems = []
+    for item in error.errors():
+        if item.get("type") == "json_invalid":
+            return "The request body is not valid JSON."
+        where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+        if item.get("type") == "missing":
+            problems.append(f"'{where}' is required")
+        else:
+            problems.append(f"'{where}': {item.get('msg', 'is invalid')}" if where else item.get("msg", "invalid"))
+    return ("Invalid request: " + "; ".join(problems[:3]) + ".") if problems else "The request body is invalid."
+
+
+def create_app(state: ServerState) -> FastAPI:
+    from llmkit.server import ollama_api, openai_api
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(title="llmkit", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.llmkit = state
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)
+
+    @app.exception_handler(LlmkitError)
+    async def _llmkit_error(request: Request, error: LlmkitError) -> JSONResponse:
+        status = _status_for(error)
+        headers = {"Retry-After": "1"} if status == 503 else None
+        code = "model_not_found" if isinstance(error, ModelNotFoundError) else (
+            "context_length_exceeded" if isinstance(error, ContextOverflowError) else None)
+        return JSONResponse(error_body(request.url.path, status, str(error), code), status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 400, _validation_message(error)), 400)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse(error_body(request.url.path, 404, f"There is no endpoint {request.url.path}."), 404)
+
+    @app.exception_handler(405)
+    async def _wrong_method(request: Request, error: Exception) -> JSONResponse:
+        message = f"{request.method} is not allowed on {request.url.path}."
+        return JSONResponse(error_body(request.url.path, 405, message), 405)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body(request.url.path, 500, "The server failed on this request; see its log."), 500)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "models": list(state.models)}
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(render_metrics(state), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(_web_file("index.html"))
+
+    @app.get("/web/{name}")
+    async def web_file(name: str) -> Response:
+        types = {"app.js": "text/javascript", "style.css": "text/css"}
+        if name not in types:
+            raise ModelNotFoundError(f"There is no file {name}.")  # 404 in both shapes
+        return Response(_web_file(name), media_type=types[name])
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
+
+    # The guard wraps everything, so even 404s and bad JSON need the key and respect the size limit.
+    app.add_middleware(GuardMiddleware, state=state)
+    return app
+
+
+def _web_file(name: str) -> str:
+    return resources.files("llmkit.server").joinpath("web", name).read_text(encoding="utf-8")
+
+
+def run_server(models: list[str], settings: ServerSettings, *, home: str | None = None,
+               on_ready: Any = None) -> None:
+    """Load the models, then serve until interrupted."""
+    import uvicorn
+
+    state = load_state(models, settings, home=home)
+    app = create_app(state)
+    if on_ready:
+        on_ready(state)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
+                access_log=True, timeout_graceful_shutdown=5)

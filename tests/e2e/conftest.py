@@ -1,0 +1,99 @@
+"""A real `llmkit serve` on a free loopback port, shared by every end-to-end test in the session."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+API_KEY = "test-key-123"
+PARALLEL, QUEUE, MAX_BODY = 2, 1, 64 * 1024
+
+
+@dataclass
+class Server:
+    url: str
+    api_key: str
+    log: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=60, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(builtin_model_path: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    command = [
+        sys.executable, "-m", "llmkit", "serve", "smollm2", "--port", str(port),
+        "--api-key", API_KEY, "--parallel", str(PARALLEL), "--queue", str(QUEUE),
+        "--context", "1024", "--max-body", str(MAX_BODY), "--threads", "2",
+    ]
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "LLMKIT_HOME": str(session_home)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"llmkit serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llmkit serve did not start in 90 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Server(url, API_KEY, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for_idle(server: Server, timeout: float = 20) -> dict[str, float]:
+    """Poll /metrics until no slot is busy and nothing waits; returns the last figures."""
+    deadline = time.monotonic() + timeout
+    while True:
+        figures = metrics(server)
+        if figures['llmkit_slots_busy{model="smollm2"}'] == 0 and figures['llmkit_queue_depth{model="smollm2"}'] == 0:
+            return figures
+        if time.monotonic() > deadline:
+            raise AssertionError(f"slots still busy after {timeout} s: {figures}")
+        time.sleep(0.1)
+
+
+def metrics(server: Server) -> dict[str, float]:
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers, timeout=10).text
+    figures = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            figures[name] = float(value)
+    return figures
