@@ -30,7 +30,9 @@ PROMPT = (
 
 def llmkit_rate(model, prompt_ids: list[int], tokens: int) -> float:
     model.engine.prefill([0])  # no cached prefix: every engine starts cold
-    stream = model.stream_ids(prompt_ids, temperature=0, repeat_penalty=1.0, max_tokens=tokens, ignore_eos=True)
+    stream = model.stream_ids(
+        prompt_ids, temperature=0, repeat_penalty=1.0, max_tokens=tokens, ignore_eos=True
+    )
     for _ in stream:
         pass
     result = stream.result
@@ -61,10 +63,14 @@ class LowLevelLoop:
         one = (llama.llama_token * 1)()
         started = None
         for step in range(tokens):
-            logits = np.ctypeslib.as_array(llama.llama_get_logits_ith(self.context, -1), shape=(self.vocab_size,))
+            logits = np.ctypeslib.as_array(
+                llama.llama_get_logits_ith(self.context, -1), shape=(self.vocab_size,)
+            )
             one[0] = int(np.argmax(logits))
             if step == 0:
-                started = time.perf_counter()  # like llmkit: the rate is over the tokens after the first
+                started = (
+                    time.perf_counter()
+                )  # like llmkit: the rate is over the tokens after the first
             if step < tokens - 1:
                 llama.llama_decode(self.context, llama.llama_batch_get_one(one, 1))
         return (tokens - 1) / (time.perf_counter() - started)
@@ -76,14 +82,21 @@ class HighLevelAPI:
     def __init__(self, path: str, context: int, threads: int) -> None:
         from llama_cpp import Llama
 
-        self.llm = Llama(model_path=path, n_ctx=context, n_batch=512, n_threads=threads,
-                         n_threads_batch=threads, verbose=False)
+        self.llm = Llama(
+            model_path=path,
+            n_ctx=context,
+            n_batch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
 
     def _timed(self, prompt: str, tokens: int) -> tuple[float, int]:
         self.llm.reset()
         started = time.perf_counter()
-        out = self.llm.create_completion(prompt, max_tokens=tokens, temperature=0.0, top_k=1,
-                                         repeat_penalty=1.0)
+        out = self.llm.create_completion(
+            prompt, max_tokens=tokens, temperature=0.0, top_k=1, repeat_penalty=1.0
+        )
         return time.perf_counter() - started, out["usage"]["completion_tokens"]
 
     def rate(self, prompt: str, tokens: int) -> float:
@@ -114,16 +127,29 @@ def main() -> None:
         rates["low_level"].append(low.rate(prompt_ids, args.tokens))
         rates["high_level"].append(high.rate(PROMPT, args.tokens))
     median = {name: statistics.median(values) for name, values in rates.items()}
-    print(json.dumps({
-        "model": args.model, "threads": args.threads, "generated_tokens": args.tokens,
-        "prompt_tokens": len(prompt_ids), "rounds": args.rounds, "machine": platform.machine(),
-        "tokens_per_second_median": {k: round(v, 1) for k, v in median.items()},
-        "tokens_per_second_all": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
-        "llmkit_vs_low_level": round(median["llmkit"] / median["low_level"], 3),
-        "llmkit_vs_high_level": round(median["llmkit"] / median["high_level"], 3),
-        "pairwise_vs_high_level": [round(a / b, 3) for a, b in zip(rates["llmkit"], rates["high_level"])],
-        "pairwise_vs_low_level": [round(a / b, 3) for a, b in zip(rates["llmkit"], rates["low_level"])],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "threads": args.threads,
+                "generated_tokens": args.tokens,
+                "prompt_tokens": len(prompt_ids),
+                "rounds": args.rounds,
+                "machine": platform.machine(),
+                "tokens_per_second_median": {k: round(v, 1) for k, v in median.items()},
+                "tokens_per_second_all": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+                "llmkit_vs_low_level": round(median["llmkit"] / median["low_level"], 3),
+                "llmkit_vs_high_level": round(median["llmkit"] / median["high_level"], 3),
+                "pairwise_vs_high_level": [
+                    round(a / b, 3) for a, b in zip(rates["llmkit"], rates["high_level"])
+                ],
+                "pairwise_vs_low_level": [
+                    round(a / b, 3) for a, b in zip(rates["llmkit"], rates["low_level"])
+                ],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

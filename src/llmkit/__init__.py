@@ -1,8 +1,8 @@
 """llmkit: a private, local workbench for open-weight language models.
 
-    import llmkit
-    m = llmkit.load("smollm2")
-    m.chat("What is the capital of France?")
+import llmkit
+m = llmkit.load("smollm2")
+m.chat("What is the capital of France?")
 """
 
 from __future__ import annotations

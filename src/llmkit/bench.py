@@ -39,8 +39,16 @@ class BenchResult:
     repetitions: int
 
 
-def measure(model: str, engine: str, *, prompt_tokens: int = 128, generate_tokens: int = 64,
-            repetitions: int = 3, threads: int | None = None, context_length: int | None = None) -> BenchResult:
+def measure(
+    model: str,
+    engine: str,
+    *,
+    prompt_tokens: int = 128,
+    generate_tokens: int = 64,
+    repetitions: int = 3,
+    threads: int | None = None,
+    context_length: int | None = None,
+) -> BenchResult:
     """Measure one engine in this process (the CLI calls this in a fresh subprocess)."""
     from llmkit.model import load
 
@@ -48,7 +56,9 @@ def measure(model: str, engine: str, *, prompt_tokens: int = 128, generate_token
     loaded = load(model, engine=engine, threads=threads, context_length=context_length)
     load_seconds = time.perf_counter() - started
     ids = loaded.tokenize(_FILLER * (prompt_tokens // 20 + 1))[:prompt_tokens]
-    params = loaded.params(temperature=0, max_tokens=generate_tokens, ignore_eos=True, repeat_penalty=1.0)
+    params = loaded.params(
+        temperature=0, max_tokens=generate_tokens, ignore_eos=True, repeat_penalty=1.0
+    )
     loaded.stream_ids(ids[:8], params.updated(max_tokens=2)).__iter__().__next__()  # warm-up
     runs = []
     for repetition in range(repetitions):
@@ -62,21 +72,33 @@ def measure(model: str, engine: str, *, prompt_tokens: int = 128, generate_token
     usage = runs[0].usage
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return BenchResult(
-        model=model, engine=engine, threads=threads, load_seconds=round(load_seconds, 3),
+        model=model,
+        engine=engine,
+        threads=threads,
+        load_seconds=round(load_seconds, 3),
         prompt_tokens=usage.prompt_tokens,
-        prompt_tokens_per_second=round(statistics.median(
-            r.usage.prompt_tokens / r.timing.prompt_seconds for r in runs), 1),
-        time_to_first_token_seconds=round(statistics.median(r.timing.first_token_seconds for r in runs), 4),
+        prompt_tokens_per_second=round(
+            statistics.median(r.usage.prompt_tokens / r.timing.prompt_seconds for r in runs), 1
+        ),
+        time_to_first_token_seconds=round(
+            statistics.median(r.timing.first_token_seconds for r in runs), 4
+        ),
         generated_tokens=usage.completion_tokens,
-        generation_tokens_per_second=round(statistics.median(
-            r.timing.generation_tokens_per_second(r.usage) for r in runs), 1),
+        generation_tokens_per_second=round(
+            statistics.median(r.timing.generation_tokens_per_second(r.usage) for r in runs), 1
+        ),
         peak_memory_mb=round(peak_kb / 1024, 1),
         repetitions=repetitions,
     )
 
 
-def run_benchmarks(model: str, engines: list[str], *, on_start: Callable[[str], None] | None = None,
-                   **settings: int | None) -> list[BenchResult]:
+def run_benchmarks(
+    model: str,
+    engines: list[str],
+    *,
+    on_start: Callable[[str], None] | None = None,
+    **settings: int | None,
+) -> list[BenchResult]:
     """Measure each engine in its own process, one after the other."""
     results = []
     for engine in engines:
@@ -85,7 +107,10 @@ def run_benchmarks(model: str, engines: list[str], *, on_start: Callable[[str], 
             on_start(engine)
         request = json.dumps({"model": model, "engine": engine, **settings})
         completed = subprocess.run(
-            [sys.executable, "-m", "llmkit.bench", request], capture_output=True, text=True, check=False
+            [sys.executable, "-m", "llmkit.bench", request],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if completed.returncode != 0:
             lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]

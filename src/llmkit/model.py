@@ -49,7 +49,9 @@ def open_engine(manifest: ModelManifest, engine: str, options: EngineOptions) ->
 class Model:
     """Use `llmkit.load()` to get one."""
 
-    def __init__(self, manifest: ModelManifest, engine: Engine, template: str | None = None) -> None:
+    def __init__(
+        self, manifest: ModelManifest, engine: Engine, template: str | None = None
+    ) -> None:
         self.manifest = manifest
         self.engine = engine
         self.name = manifest.name
@@ -59,9 +61,14 @@ class Model:
         self.special_tokens: dict[str, int] = info.get("special_tokens") or {}
         self.template = self._choose_template(template)
         self.end_of_turn_token = (
-            end_of_turn_text(self.template.text, bos_token=self.bos_token, eos_token=self.eos_token,
-                             special_tokens=self.special_tokens)
-            if self.template else None
+            end_of_turn_text(
+                self.template.text,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                special_tokens=self.special_tokens,
+            )
+            if self.template
+            else None
         )
         stop_texts = {self.eos_token, info.get("eot_token"), self.end_of_turn_token} - {None}
         self.stop_token_ids = frozenset(
@@ -80,7 +87,9 @@ class Model:
         if self.manifest.info.get("chat_template"):
             return ChatTemplate("model", self.manifest.info["chat_template"])
         fallback = choose_fallback_template(self.special_tokens)
-        return ChatTemplate(f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
+        return (
+            ChatTemplate(f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
+        )
 
     @property
     def context_length(self) -> int:
@@ -101,8 +110,12 @@ class Model:
                 "use raw completion (`llmkit run --raw`) or give a template with --template."
             )
         return render_chat_template(
-            self.template.text, list(messages), bos_token=self.bos_token, eos_token=self.eos_token,
-            add_generation_prompt=add_generation_prompt, tools=tools,
+            self.template.text,
+            list(messages),
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+            add_generation_prompt=add_generation_prompt,
+            tools=tools,
         )
 
     def with_system(self, messages: Sequence[Message], system: str | None = None) -> list[Message]:
@@ -119,7 +132,9 @@ class Model:
     def detokenize(self, token_ids: Sequence[int]) -> str:
         return b"".join(self.engine.token_bytes(t) for t in token_ids).decode("utf-8", "replace")
 
-    def prompt_ids(self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def prompt_ids(
+        self, messages: Sequence[Message], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         # The template writes any BOS itself (as apply_chat_template does), so none is added here.
         return self.tokenize(self.render_prompt(messages, tools=tools))
 
@@ -132,29 +147,47 @@ class Model:
         return (params or self.default_params).updated(**overrides)
 
     def stream_ids(
-        self, prompt_ids: Sequence[int], params: SamplingParams | None = None,
-        cancel: threading.Event | None = None, **overrides: Any,
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        **overrides: Any,
     ) -> GenerationStream:
-        return GenerationStream(self.engine, prompt_ids, self.params(params, **overrides),
-                                self.stop_token_ids, cancel)
+        return GenerationStream(
+            self.engine, prompt_ids, self.params(params, **overrides), self.stop_token_ids, cancel
+        )
 
-    def stream_chat(self, messages: Sequence[Message], params: SamplingParams | None = None,
-                    cancel: threading.Event | None = None, **overrides: Any) -> GenerationStream:
-        return self.stream_ids(self.prompt_ids(self.with_system(messages)), params, cancel, **overrides)
+    def stream_chat(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        **overrides: Any,
+    ) -> GenerationStream:
+        return self.stream_ids(
+            self.prompt_ids(self.with_system(messages)), params, cancel, **overrides
+        )
 
-    def stream_completion(self, prompt: str, params: SamplingParams | None = None,
-                          cancel: threading.Event | None = None, **overrides: Any) -> GenerationStream:
+    def stream_completion(
+        self,
+        prompt: str,
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+        **overrides: Any,
+    ) -> GenerationStream:
         return self.stream_ids(self.raw_prompt_ids(prompt), params, cancel, **overrides)
 
-    def chat(self, messages: Sequence[Message] | str, *, stream: bool = False,
-             **overrides: Any) -> str | Iterator[str]:
+    def chat(
+        self, messages: Sequence[Message] | str, *, stream: bool = False, **overrides: Any
+    ) -> str | Iterator[str]:
         """Answer a conversation (or one user message). With stream=True, yield text pieces."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         return _text_or_pieces(self.stream_chat(messages, **overrides), stream)
 
-    def generate(self, prompt: str, *, stream: bool = False, raw: bool = True,
-                 **overrides: Any) -> str | Iterator[str]:
+    def generate(
+        self, prompt: str, *, stream: bool = False, raw: bool = True, **overrides: Any
+    ) -> str | Iterator[str]:
         """Continue a prompt. raw=True is plain completion; raw=False wraps it as a user message."""
         if not raw:
             return self.chat(prompt, stream=stream, **overrides)
@@ -201,7 +234,9 @@ def load(
     """Load a model from the store (or a GGUF path) into an engine, ready to chat."""
     check_engine_name(engine)
     manifest = ModelStore(home).resolve(name)
-    options = EngineOptions(context_length=context_length, threads=threads, device=device, verbose=verbose)
+    options = EngineOptions(
+        context_length=context_length, threads=threads, device=device, verbose=verbose
+    )
     return Model(manifest, open_engine(manifest, engine, options), template)
 
 

@@ -18,7 +18,9 @@ class FakeEngine:
 
     name = "fake"
 
-    def __init__(self, pieces: dict[int, bytes], script: Sequence[int], context_length: int = 64) -> None:
+    def __init__(
+        self, pieces: dict[int, bytes], script: Sequence[int], context_length: int = 64
+    ) -> None:
         self.pieces = pieces
         self.script = list(script)
         self.context_length = context_length

@@ -57,7 +57,7 @@ class HubServer:
                     self.send_header("Content-Range", f"bytes {start}-{data_size - 1}/{data_size}")
                 self.end_headers()
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 hub.requests.append(("HEAD", self.path, None))
                 path = self._target()
                 if path is None:
@@ -67,7 +67,7 @@ class HubServer:
                     return
                 self._headers(path, 200)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 range_header = self.headers.get("Range")
                 hub.requests.append(("GET", self.path, range_header))
                 path = self._target()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llmkit.engines.transformers import byte_level_alphabet
+
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content']"
     " + '<|im_end|>' + '\n' }}{% endfor %}"
@@ -17,19 +19,6 @@ CHATML = (
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "a n", "e r", "o n", "Ġ a"]
-
-
-def _byte_level_alphabet() -> list[str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    table = dict(zip(printable, codes))
-    return [chr(table[byte]) for byte in range(256)]
 
 
 def write_tiny_llama_gguf(
@@ -46,7 +35,7 @@ def write_tiny_llama_gguf(
 ) -> Path:
     import gguf
 
-    tokens = SPECIAL_TOKENS + _byte_level_alphabet() + [m.replace(" ", "") for m in MERGES]
+    tokens = SPECIAL_TOKENS + byte_level_alphabet() + [m.replace(" ", "") for m in MERGES]
     token_types = [3] * len(SPECIAL_TOKENS) + [1] * (len(tokens) - len(SPECIAL_TOKENS))
     vocab = len(tokens)
     rng = np.random.default_rng(seed)

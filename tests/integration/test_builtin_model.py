@@ -3,9 +3,9 @@
 import json
 
 import pytest
+from tests.helpers.cli import run_cli
 
 import llmkit
-from tests.helpers.cli import run_cli
 
 FRANCE = "What is the capital of France?"
 
@@ -48,11 +48,17 @@ def test_python_api_streams_and_tokenizes(smollm2) -> None:
     pieces = list(smollm2.chat([{"role": "user", "content": FRANCE}], stream=True, temperature=0))
     assert len(pieces) > 3 and "Paris" in "".join(pieces)
     assert smollm2.tokenize("<|im_start|>") == [1]
-    assert smollm2.generate("The capital of France is", temperature=0, max_tokens=3).strip().startswith("Paris")
+    assert (
+        smollm2.generate("The capital of France is", temperature=0, max_tokens=3)
+        .strip()
+        .startswith("Paris")
+    )
 
 
 def test_system_prompt_replaces_the_default_one(smollm2) -> None:
-    prompt = smollm2.render_prompt(smollm2.with_system([{"role": "user", "content": "hi"}], "You are Bob."))
+    prompt = smollm2.render_prompt(
+        smollm2.with_system([{"role": "user", "content": "hi"}], "You are Bob.")
+    )
     assert prompt.startswith("<|im_start|>system\nYou are Bob.<|im_end|>\n")
     assert "SmolLM" not in prompt
 
@@ -70,6 +76,6 @@ def test_both_engines_agree_on_greedy_answers(smollm2) -> None:
             b = torch_model.stream_chat([{"role": "user", "content": prompt}], **kwargs)
             list(a), list(b)
             assert a.result.token_ids == b.result.token_ids, prompt
-        assert torch_model.generate("The capital of France is", temperature=0, max_tokens=3) == smollm2.generate(
+        assert torch_model.generate(
             "The capital of France is", temperature=0, max_tokens=3
-        )
+        ) == smollm2.generate("The capital of France is", temperature=0, max_tokens=3)

@@ -13,8 +13,11 @@ pexpect = pytest.importorskip("pexpect")
 @pytest.fixture
 def chat(builtin_model_path):
     child = pexpect.spawn(
-        sys.executable, ["-m", "llmkit", "chat", "smollm2", "-t", "0", "--context", "2048"],
-        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"}, encoding="utf-8", timeout=60,
+        sys.executable,
+        ["-m", "llmkit", "chat", "smollm2", "-t", "0", "--context", "2048"],
+        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        encoding="utf-8",
+        timeout=60,
     )
     child.expect(">>> ")
     yield child

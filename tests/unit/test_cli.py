@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from tests.helpers.cli import run_cli
 
 
@@ -39,7 +38,14 @@ def test_import_list_show_rm(fresh_home: Path, tiny_gguf: Path) -> None:
     assert shown["info"]["layers"] == 2 and shown["info"]["kv_heads"] == 2
     assert shown["info"]["eos_token"] == "<|im_end|>" and len(shown["sha256"]) == 64
     table = run_cli("show", "tiny", env=env).stdout
-    for label in ["KV heads", "context length", "sha256", "end-of-turn token", "chat template", "license"]:
+    for label in [
+        "KV heads",
+        "context length",
+        "sha256",
+        "end-of-turn token",
+        "chat template",
+        "license",
+    ]:
         assert label in table
     assert run_cli("rm", "tiny", env=env).returncode == 0
     assert_clean_error(run_cli("show", "tiny", env=env), "Unknown model 'tiny'")
@@ -75,10 +81,14 @@ def test_prompt_from_stdin_matches_the_argument(tiny_gguf: Path) -> None:
         (["run", "TINY", "hi", "--template", "no-such-template"], ["neither a built-in template"]),
     ],
 )
-def test_bad_input_gives_one_clear_line(args: list[str], fragments: list[str], tiny_gguf: Path, tmp_path: Path) -> None:
+def test_bad_input_gives_one_clear_line(
+    args: list[str], fragments: list[str], tiny_gguf: Path, tmp_path: Path
+) -> None:
     not_gguf = tmp_path / "notes.gguf"
     not_gguf.write_text("just some notes, not weights")
-    args = [str(tiny_gguf) if a == "TINY" else str(not_gguf) if a == "NOT_GGUF" else a for a in args]
+    args = [
+        str(tiny_gguf) if a == "TINY" else str(not_gguf) if a == "NOT_GGUF" else a for a in args
+    ]
     assert_clean_error(run_cli(*args), *fragments)
 
 

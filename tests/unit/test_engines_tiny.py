@@ -55,7 +55,11 @@ def test_cached_prefix_gives_the_same_answer(engine: str, request: pytest.Fixtur
     model = request.getfixturevalue(engine)
     kwargs = {"temperature": 0, "max_tokens": 12}
     first = model.chat(QUESTION, **kwargs)
-    longer = [*QUESTION, {"role": "assistant", "content": first}, {"role": "user", "content": "again"}]
+    longer = [
+        *QUESTION,
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "again"},
+    ]
     stream = model.stream_chat(longer, **kwargs)
     list(stream)
     assert stream.result.usage.cached_prompt_tokens > 0
@@ -87,4 +91,6 @@ def test_unknown_engine_is_refused(tiny_gguf: Path) -> None:
 
 def test_streaming_python_api_yields_text_pieces(tiny_llamacpp) -> None:
     pieces = list(tiny_llamacpp.chat(QUESTION, stream=True, temperature=0, max_tokens=8))
-    assert len(pieces) > 1 and "".join(pieces) == tiny_llamacpp.chat(QUESTION, temperature=0, max_tokens=8)
+    assert len(pieces) > 1 and "".join(pieces) == tiny_llamacpp.chat(
+        QUESTION, temperature=0, max_tokens=8
+    )

@@ -42,7 +42,9 @@ def test_header_cut_short_is_reported(tiny_gguf: Path, tmp_path: Path) -> None:
         read_gguf_header(broken)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a model at all, just some text" * 4, b"PK\x03\x04" + b"\0" * 64])
+@pytest.mark.parametrize(
+    "content", [b"", b"not a model at all, just some text" * 4, b"PK\x03\x04" + b"\0" * 64]
+)
 def test_non_gguf_files_are_refused(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "model.gguf"
     path.write_bytes(content)

@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
+from tests.helpers.fake_hub import HubServer
 
 from llmkit.errors import InvalidParameterError, ModelNotFoundError
 from llmkit.store.hub import name_from_filename, pull_builtin, pull_from_hub
 from llmkit.store.store import ModelStore, sha256_of
-from tests.helpers.fake_hub import HubServer
 
 
 def test_pull_downloads_hashes_and_registers(fresh_home: Path, tiny_gguf: Path) -> None:
@@ -18,7 +18,9 @@ def test_pull_downloads_hashes_and_registers(fresh_home: Path, tiny_gguf: Path) 
     assert ModelStore().get("tiny-llama").info["layers"] == 2
 
 
-def test_interrupted_download_resumes(fresh_home: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_download_resumes(
+    fresh_home: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from huggingface_hub import constants
 
     # Small read chunks, so the bytes received before the cut are kept (real files are GBs).
@@ -33,12 +35,17 @@ def test_interrupted_download_resumes(fresh_home: Path, tiny_gguf: Path, monkeyp
 
 
 def test_missing_file_is_a_clear_error(fresh_home: Path, tiny_gguf: Path) -> None:
-    with HubServer({"owner/tiny/tiny-llama.gguf": tiny_gguf}) as hub, pytest.raises(ModelNotFoundError):
+    with (
+        HubServer({"owner/tiny/tiny-llama.gguf": tiny_gguf}) as hub,
+        pytest.raises(ModelNotFoundError),
+    ):
         pull_from_hub("owner/tiny", "other.gguf", endpoint=hub.endpoint)
     assert ModelStore().names() == []
 
 
-@pytest.mark.parametrize(("repo", "file"), [("no-slash", "a.gguf"), ("a/b", "../../x.gguf"), ("a/b", "model.bin")])
+@pytest.mark.parametrize(
+    ("repo", "file"), [("no-slash", "a.gguf"), ("a/b", "../../x.gguf"), ("a/b", "model.bin")]
+)
 def test_bad_repo_or_file_is_refused(fresh_home: Path, repo: str, file: str) -> None:
     with pytest.raises(InvalidParameterError):
         pull_from_hub(repo, file, endpoint="http://127.0.0.1:9")

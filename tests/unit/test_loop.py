@@ -1,13 +1,22 @@
 import threading
 
 import pytest
+from tests.helpers.fake_engine import FakeEngine
 
 from llmkit.errors import ContextOverflowError
 from llmkit.generation.loop import GenerationStream, generate
 from llmkit.generation.params import SamplingParams
-from tests.helpers.fake_engine import FakeEngine
 
-PIECES = {1: b"Hello", 2: b" wor", 3: b"ld", 4: b"<|end|>", 5: b"\n###", 6: b" again", 7: b"\xc3", 8: b"\xa9"}
+PIECES = {
+    1: b"Hello",
+    2: b" wor",
+    3: b"ld",
+    4: b"<|end|>",
+    5: b"\n###",
+    6: b" again",
+    7: b"\xc3",
+    8: b"\xa9",
+}
 EOT = 4
 
 
@@ -73,5 +82,7 @@ def test_prompt_that_fills_the_context_is_refused() -> None:
 
 
 def test_answer_is_capped_by_the_room_left_in_the_context() -> None:
-    result = generate(FakeEngine(PIECES, [6] * 10, context_length=8), list(range(5)), SamplingParams())
+    result = generate(
+        FakeEngine(PIECES, [6] * 10, context_length=8), list(range(5)), SamplingParams()
+    )
     assert result.usage.completion_tokens == 3 and result.finish_reason == "length"

@@ -7,9 +7,17 @@ from llmkit.generation.params import SamplingParams
 @pytest.mark.parametrize(
     "changes",
     [
-        {"temperature": -0.1}, {"temperature": 11}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5},
-        {"min_p": -0.1}, {"repeat_penalty": 0}, {"max_tokens": 0}, {"seed": -1},
-        {"presence_penalty": 3}, {"stop": [""]},
+        {"temperature": -0.1},
+        {"temperature": 11},
+        {"top_k": -1},
+        {"top_p": 0},
+        {"top_p": 1.5},
+        {"min_p": -0.1},
+        {"repeat_penalty": 0},
+        {"max_tokens": 0},
+        {"seed": -1},
+        {"presence_penalty": 3},
+        {"stop": [""]},
     ],
 )
 def test_invalid_values_are_refused_with_a_clear_message(changes: dict) -> None:

@@ -30,9 +30,13 @@ def test_seed_makes_sampling_repeatable() -> None:
 
 
 def test_min_p_and_top_p_restrict_the_candidates() -> None:
-    draws = {sampler(temperature=1.0, seed=s, min_p=0.5, top_k=0, top_p=1.0).sample() for s in range(50)}
+    draws = {
+        sampler(temperature=1.0, seed=s, min_p=0.5, top_k=0, top_p=1.0).sample() for s in range(50)
+    }
     assert draws <= {1, 2}
-    draws = {sampler(temperature=1.0, seed=s, min_p=0.0, top_k=0, top_p=0.3).sample() for s in range(50)}
+    draws = {
+        sampler(temperature=1.0, seed=s, min_p=0.0, top_k=0, top_p=0.3).sample() for s in range(50)
+    }
     assert draws == {1}
 
 

@@ -59,8 +59,12 @@ def test_save_and_load_round_trip(tiny, tmp_path: Path) -> None:
     assert json.loads(path.read_text())["model"] == tiny.name
 
 
-@pytest.mark.parametrize("content", ["{broken", json.dumps({"messages": [{"role": "wizard", "content": "x"}]}), "[1, 2]"])
-def test_loading_a_bad_file_is_refused_and_keeps_the_conversation(tiny, tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize(
+    "content", ["{broken", json.dumps({"messages": [{"role": "wizard", "content": "x"}]}), "[1, 2]"]
+)
+def test_loading_a_bad_file_is_refused_and_keeps_the_conversation(
+    tiny, tmp_path: Path, content: str
+) -> None:
     session = ChatSession(tiny)
     session.messages = [{"role": "user", "content": "keep me"}]
     path = tmp_path / "bad.json"

@@ -7,7 +7,9 @@ from llmkit.store.paths import model_directory, validate_model_name
 from llmkit.store.store import ModelStore, sha256_of
 
 
-@pytest.mark.parametrize("name", ["../evil", "/etc/passwd", "a/b", "..", "UPPER", "", "a" * 65, "x:../y", "-lead", "a b"])
+@pytest.mark.parametrize(
+    "name", ["../evil", "/etc/passwd", "a/b", "..", "UPPER", "", "a" * 65, "x:../y", "-lead", "a b"]
+)
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidParameterError):
         validate_model_name(name)
@@ -48,7 +50,9 @@ def test_existing_name_needs_force(fresh_home: Path, tiny_gguf: Path) -> None:
     store.import_model(tiny_gguf, "tiny", force=True)
 
 
-def test_broken_file_leaves_nothing_behind(fresh_home: Path, tmp_path: Path, tiny_gguf: Path) -> None:
+def test_broken_file_leaves_nothing_behind(
+    fresh_home: Path, tmp_path: Path, tiny_gguf: Path
+) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(tiny_gguf.read_bytes()[:20000])
     with pytest.raises(InvalidModelFileError):

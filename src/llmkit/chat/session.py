@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 
 class ChatSession:
-    def __init__(self, model: Model, system: str | None = None, params: SamplingParams | None = None) -> None:
+    def __init__(
+        self, model: Model, system: str | None = None, params: SamplingParams | None = None
+    ) -> None:
         self.model = model
         self.system = system if system is not None else model.system_prompt
         self.params = params or model.default_params
@@ -79,7 +81,11 @@ class ChatSession:
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         path = Path(path).expanduser()
-        data: dict[str, Any] = {"model": self.model.name, "system": self.system, "messages": self.messages}
+        data: dict[str, Any] = {
+            "model": self.model.name,
+            "system": self.system,
+            "messages": self.messages,
+        }
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         return path
 
@@ -93,10 +99,14 @@ class ChatSession:
             raise LlmkitError(f"{path} is not valid JSON ({error}).") from error
         messages = data.get("messages") if isinstance(data, dict) else data
         if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in {"system", "user", "assistant", "tool"}
-            and isinstance(m.get("content"), str) for m in messages
+            isinstance(m, dict)
+            and m.get("role") in {"system", "user", "assistant", "tool"}
+            and isinstance(m.get("content"), str)
+            for m in messages
         ):
-            raise LlmkitError(f"{path} does not hold a conversation (a list of role/content messages).")
+            raise LlmkitError(
+                f"{path} does not hold a conversation (a list of role/content messages)."
+            )
         system = data.get("system") if isinstance(data, dict) else None
         if messages and messages[0]["role"] == "system":
             system = messages.pop(0)["content"]

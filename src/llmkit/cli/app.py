@@ -24,7 +24,12 @@ def _register_commands() -> None:
 
     for module in (models, generate):
         module.register(app)
-    for optional in ("llmkit.cli.plan", "llmkit.cli.prompt", "llmkit.cli.bench", "llmkit.cli.serve"):
+    for optional in (
+        "llmkit.cli.plan",
+        "llmkit.cli.prompt",
+        "llmkit.cli.bench",
+        "llmkit.cli.serve",
+    ):
         try:
             module = __import__(optional, fromlist=["register"])
         except ModuleNotFoundError as error:

@@ -13,10 +13,19 @@ from llmkit.cli.output import console, error_console, print_json
 
 def bench(
     model: Annotated[str, typer.Argument(help="Model name or GGUF path.")] = "smollm2",
-    engines: Annotated[list[str] | None, typer.Option("--engine", "-e", help="Engine to measure; repeat to compare (default: llamacpp).")] = None,
-    prompt_tokens: Annotated[int, typer.Option(help="Prompt length for the prefill measurement.", min=1)] = 128,
+    engines: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine", "-e", help="Engine to measure; repeat to compare (default: llamacpp)."
+        ),
+    ] = None,
+    prompt_tokens: Annotated[
+        int, typer.Option(help="Prompt length for the prefill measurement.", min=1)
+    ] = 128,
     generate_tokens: Annotated[int, typer.Option(help="Tokens to generate per run.", min=2)] = 64,
-    repetitions: Annotated[int, typer.Option(help="Runs per engine (the median is reported).", min=1)] = 3,
+    repetitions: Annotated[
+        int, typer.Option(help="Runs per engine (the median is reported).", min=1)
+    ] = 3,
     threads: opt.Threads = None,
     context: opt.Context = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -27,30 +36,55 @@ def bench(
     from llmkit.bench import run_benchmarks
 
     engines = engines or ["llamacpp"]
-    with Progress(SpinnerColumn(), "{task.description}", "{task.completed}/{task.total}",
-                  TimeElapsedColumn(), console=error_console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        "{task.description}",
+        "{task.completed}/{task.total}",
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("Benchmarking", total=len(engines))
 
         def started(engine: str) -> None:
             done = len(engines) - engines[::-1].index(engine) - 1
             progress.update(task, completed=done, description=f"Benchmarking {model} on {engine}")
 
-        results = run_benchmarks(model, engines, on_start=started, prompt_tokens=prompt_tokens,
-                                 generate_tokens=generate_tokens, repetitions=repetitions,
-                                 threads=threads, context_length=context)
+        results = run_benchmarks(
+            model,
+            engines,
+            on_start=started,
+            prompt_tokens=prompt_tokens,
+            generate_tokens=generate_tokens,
+            repetitions=repetitions,
+            threads=threads,
+            context_length=context,
+        )
         progress.update(task, completed=len(engines))
     if json_output:
         print_json([asdict(r) for r in results])
         return
     from rich.table import Table
 
-    table = Table("engine", "load (s)", "prompt tok/s", "generation tok/s", "first token (ms)",
-                  "peak memory (MB)", title=f"{model}: {results[0].prompt_tokens}-token prompt, "
-                  f"{results[0].generated_tokens} generated, median of {repetitions}")
+    table = Table(
+        "engine",
+        "load (s)",
+        "prompt tok/s",
+        "generation tok/s",
+        "first token (ms)",
+        "peak memory (MB)",
+        title=f"{model}: {results[0].prompt_tokens}-token prompt, "
+        f"{results[0].generated_tokens} generated, median of {repetitions}",
+    )
     for r in results:
-        table.add_row(r.engine, f"{r.load_seconds:.2f}", f"{r.prompt_tokens_per_second:.0f}",
-                      f"{r.generation_tokens_per_second:.1f}", f"{r.time_to_first_token_seconds * 1000:.0f}",
-                      f"{r.peak_memory_mb:.0f}")
+        table.add_row(
+            r.engine,
+            f"{r.load_seconds:.2f}",
+            f"{r.prompt_tokens_per_second:.0f}",
+            f"{r.generation_tokens_per_second:.1f}",
+            f"{r.time_to_first_token_seconds * 1000:.0f}",
+            f"{r.peak_memory_mb:.0f}",
+        )
     table.columns[0].no_wrap = True
     console.print(table)
 

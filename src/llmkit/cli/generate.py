@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated
 
@@ -18,35 +19,65 @@ def _stream_to_terminal(stream, *, mark_stops: bool = True):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
         if chunk.would_stop_at and mark_stops:
-            console.print(f"[reverse yellow]⟨would stop: {chunk.would_stop_at}⟩[/]", end="", markup=True)
+            console.print(
+                f"[reverse yellow]⟨would stop: {chunk.would_stop_at}⟩[/]", end="", markup=True
+            )
     return stream.result
 
 
 def run(
     model: Annotated[str, typer.Argument(help="Model name from `llmkit list`, or a GGUF path.")],
-    prompt: Annotated[str | None, typer.Argument(help="The prompt; read from stdin when omitted.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt; read from stdin when omitted.")
+    ] = None,
     system: opt.System = None,
-    raw: Annotated[bool, typer.Option("--raw", help="Plain completion: no chat template (for base models).")] = False,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the answer with usage and timing as JSON.")] = False,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past the end-of-turn token, marking where the model would have stopped.")] = False,
-    temperature: opt.Temperature = None, top_k: opt.TopK = None, top_p: opt.TopP = None,
-    min_p: opt.MinP = None, repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None,
-    max_tokens: opt.MaxTokens = None, stop: opt.Stop = None,
-    engine: opt.Engine = "llamacpp", context: opt.Context = None, threads: opt.Threads = None,
-    template: opt.Template = None, verbose: opt.Verbose = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Plain completion: no chat template (for base models).")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the answer with usage and timing as JSON.")
+    ] = False,
+    ignore_eos: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-eos",
+            help="Keep going past the end-of-turn token, marking where the model would have stopped.",
+        ),
+    ] = False,
+    temperature: opt.Temperature = None,
+    top_k: opt.TopK = None,
+    top_p: opt.TopP = None,
+    min_p: opt.MinP = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    max_tokens: opt.MaxTokens = None,
+    stop: opt.Stop = None,
+    engine: opt.Engine = "llamacpp",
+    context: opt.Context = None,
+    threads: opt.Threads = None,
+    template: opt.Template = None,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Answer one prompt, streamed, using the model's own chat template."""
     from llmkit.errors import InvalidParameterError
 
     if prompt is None:
         if sys.stdin.isatty():
-            raise InvalidParameterError("Give a prompt, or pipe one in: echo 'Hi' | llmkit run MODEL")
+            raise InvalidParameterError(
+                "Give a prompt, or pipe one in: echo 'Hi' | llmkit run MODEL"
+            )
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise InvalidParameterError("The prompt is empty.")
     overrides = opt.sampling_overrides(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens, stop=stop,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+        max_tokens=max_tokens,
+        stop=stop,
         ignore_eos=ignore_eos or None,
     )
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
@@ -60,17 +91,27 @@ def run(
             pass
         result = stream.result
         usage, timing = result.usage, result.timing
-        print_json({
-            "model": loaded.name, "engine": loaded.engine.name, "text": result.text,
-            "finish_reason": result.finish_reason, "stopped_by": result.stopped_by,
-            "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                      "total_tokens": usage.total_tokens},
-            "timing": {"time_to_first_token_s": round(timing.first_token_seconds, 4),
-                       "generation_s": round(timing.generation_seconds, 4),
-                       "prompt_tokens_per_s": round(timing.prompt_tokens_per_second(usage), 1),
-                       "generation_tokens_per_s": round(timing.generation_tokens_per_second(usage), 1)},
-            "params": stream.params.to_json(),
-        })
+        print_json(
+            {
+                "model": loaded.name,
+                "engine": loaded.engine.name,
+                "text": result.text,
+                "finish_reason": result.finish_reason,
+                "stopped_by": result.stopped_by,
+                "usage": {
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                },
+                "timing": {
+                    "time_to_first_token_s": round(timing.first_token_seconds, 4),
+                    "generation_s": round(timing.generation_seconds, 4),
+                    "prompt_tokens_per_s": round(timing.prompt_tokens_per_second(usage), 1),
+                    "generation_tokens_per_s": round(timing.generation_tokens_per_second(usage), 1),
+                },
+                "params": stream.params.to_json(),
+            }
+        )
         return
     try:
         result = _stream_to_terminal(stream)
@@ -78,6 +119,7 @@ def run(
         sys.stdout.write("\n")
         raise typer.Exit(130) from None
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if result and result.finish_reason == "length":
         error_console.print("[dim](stopped: token limit reached)[/]")
 
@@ -88,34 +130,52 @@ Ctrl-C stops an answer without leaving the chat."""
 
 
 def chat(
-    model: Annotated[str, typer.Argument(help="Model name (default: the built-in smollm2).")] = "smollm2",
+    model: Annotated[
+        str, typer.Argument(help="Model name (default: the built-in smollm2).")
+    ] = "smollm2",
     system: opt.System = None,
-    temperature: opt.Temperature = None, top_k: opt.TopK = None, top_p: opt.TopP = None,
-    min_p: opt.MinP = None, repeat_penalty: opt.RepeatPenalty = None, seed: opt.Seed = None,
-    max_tokens: opt.MaxTokens = None, stop: opt.Stop = None,
-    engine: opt.Engine = "llamacpp", context: opt.Context = None, threads: opt.Threads = None,
-    template: opt.Template = None, verbose: opt.Verbose = False,
+    temperature: opt.Temperature = None,
+    top_k: opt.TopK = None,
+    top_p: opt.TopP = None,
+    min_p: opt.MinP = None,
+    repeat_penalty: opt.RepeatPenalty = None,
+    seed: opt.Seed = None,
+    max_tokens: opt.MaxTokens = None,
+    stop: opt.Stop = None,
+    engine: opt.Engine = "llamacpp",
+    context: opt.Context = None,
+    threads: opt.Threads = None,
+    template: opt.Template = None,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Talk to a model in the terminal, with its own chat template and stop tokens."""
     from llmkit.chat.session import ChatSession
 
     overrides = opt.sampling_overrides(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-        repeat_penalty=repeat_penalty, seed=seed, max_tokens=max_tokens, stop=stop,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+        max_tokens=max_tokens,
+        stop=stop,
     )
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
     session = ChatSession(loaded, system, loaded.params(**overrides))
     if loaded.template is None:
         loaded.render_prompt([])  # raises the clear "no chat template" error before the first turn
     if loaded.template.source.startswith("builtin:"):
-        error_console.print(f"[yellow]{loaded.name} has no chat template; using the built-in "
-                            f"'{loaded.template.source[8:]}' template.[/]")
-    console.print(f"[bold]{loaded.name}[/] · {loaded.engine.name} · context {loaded.context_length:,} "
-                  "tokens · /help for commands, Ctrl-D to leave")
-    try:
+        error_console.print(
+            f"[yellow]{loaded.name} has no chat template; using the built-in "
+            f"'{loaded.template.source[8:]}' template.[/]"
+        )
+    console.print(
+        f"[bold]{loaded.name}[/] · {loaded.engine.name} · context {loaded.context_length:,} "
+        "tokens · /help for commands, Ctrl-D to leave"
+    )
+    with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
-    except ImportError:
-        pass
     while True:
         try:
             line = input(">>> ")
@@ -140,8 +200,10 @@ def _answer(session, text: str) -> None:
     try:
         dropped = session.fit(text)
         if dropped:
-            error_console.print(f"[yellow](the conversation outgrew the context window: the oldest "
-                                f"{dropped} message(s) were dropped; the system prompt is kept)[/]")
+            error_console.print(
+                f"[yellow](the conversation outgrew the context window: the oldest "
+                f"{dropped} message(s) were dropped; the system prompt is kept)[/]"
+            )
         stream = session.ask(text)
     except LlmkitError as error:
         error_console.print(f"[bold red]Error:[/] {error}")

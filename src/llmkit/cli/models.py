@@ -27,28 +27,42 @@ def list_models(
     table = Table("NAME", "ARCHITECTURE", "PARAMETERS", "QUANTIZATION", "SIZE", "SOURCE", box=None)
     for model in models:
         info = model.info
-        table.add_row(model.name, info.get("architecture", "-"), human_count(info.get("parameters")),
-                      info.get("quantization", "-"), human_size(model.size_bytes), model.source)
+        table.add_row(
+            model.name,
+            info.get("architecture", "-"),
+            human_count(info.get("parameters")),
+            info.get("quantization", "-"),
+            human_size(model.size_bytes),
+            model.source,
+        )
     console.print(table)
     missing = [b for b in BUILTIN_MODELS.values() if b.name not in {m.name for m in models}]
     for builtin in missing:
-        console.print(f"[dim]{builtin.name}: {builtin.description} — not installed; "
-                      f"`llmkit pull {builtin.name}` installs it[/]")
+        console.print(
+            f"[dim]{builtin.name}: {builtin.description} — not installed; "
+            f"`llmkit pull {builtin.name}` installs it[/]"
+        )
 
 
 def _summary(model) -> dict:
     info = model.info
     return {
-        "name": model.name, "architecture": info.get("architecture"),
-        "parameters": info.get("parameters"), "quantization": info.get("quantization"),
-        "size_bytes": model.size_bytes, "source": model.source, "path": model.path,
+        "name": model.name,
+        "architecture": info.get("architecture"),
+        "parameters": info.get("parameters"),
+        "quantization": info.get("quantization"),
+        "size_bytes": model.size_bytes,
+        "source": model.source,
+        "path": model.path,
     }
 
 
 def show(
     model: Annotated[str, typer.Argument(help="A model name from `llmkit list`, or a GGUF path.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    template: Annotated[bool, typer.Option("--template", help="Print only the chat template.")] = False,
+    template: Annotated[
+        bool, typer.Option("--template", help="Print only the chat template.")
+    ] = False,
 ) -> None:
     """Everything about a model: shape, tokens, template, file, provenance."""
     from llmkit.store.store import ModelStore
@@ -67,17 +81,30 @@ def show(
     from rich.table import Table
 
     rows = [
-        ("name", manifest.name), ("architecture", info.get("architecture")),
-        ("parameters", f"{human_count(info.get('parameters'))} ({info.get('parameters') or '-':,})"
-         if info.get("parameters") else "-"),
-        ("layers", info.get("layers")), ("attention heads", info.get("heads")),
-        ("KV heads", info.get("kv_heads")), ("embedding length", info.get("embedding_length")),
-        ("context length", info.get("context_length")), ("vocabulary size", info.get("vocab_size")),
-        ("quantization", info.get("quantization")), ("format", manifest.format),
-        ("file size", human_size(manifest.size_bytes)), ("sha256", manifest.sha256 or "-"),
-        ("BOS token", info.get("bos_token")), ("EOS token", info.get("eos_token")),
+        ("name", manifest.name),
+        ("architecture", info.get("architecture")),
+        (
+            "parameters",
+            f"{human_count(info.get('parameters'))} ({info.get('parameters') or '-':,})"
+            if info.get("parameters")
+            else "-",
+        ),
+        ("layers", info.get("layers")),
+        ("attention heads", info.get("heads")),
+        ("KV heads", info.get("kv_heads")),
+        ("embedding length", info.get("embedding_length")),
+        ("context length", info.get("context_length")),
+        ("vocabulary size", info.get("vocab_size")),
+        ("quantization", info.get("quantization")),
+        ("format", manifest.format),
+        ("file size", human_size(manifest.size_bytes)),
+        ("sha256", manifest.sha256 or "-"),
+        ("BOS token", info.get("bos_token")),
+        ("EOS token", info.get("eos_token")),
         ("end-of-turn token", info.get("eot_token") or _end_of_turn(manifest)),
-        ("license", info.get("license")), ("source", manifest.source), ("path", manifest.path),
+        ("license", info.get("license")),
+        ("source", manifest.source),
+        ("path", manifest.path),
     ]
     if manifest.system_prompt:
         rows.append(("system prompt", manifest.system_prompt))
@@ -98,23 +125,33 @@ def _end_of_turn(manifest) -> str | None:
     if not template:
         return None
     info = manifest.info
-    return end_of_turn_text(template, bos_token=info.get("bos_token"), eos_token=info.get("eos_token"),
-                            special_tokens=info.get("special_tokens") or {})
+    return end_of_turn_text(
+        template,
+        bos_token=info.get("bos_token"),
+        eos_token=info.get("eos_token"),
+        special_tokens=info.get("special_tokens") or {},
+    )
 
 
 def import_model(
     path: Annotated[Path, typer.Argument(help="A .gguf file, or a Hugging Face model folder.")],
     name: Annotated[str, typer.Option("--name", "-n", help="The name to store it under.")],
-    link: Annotated[bool, typer.Option("--link", help="Point at the file instead of copying it.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a model with the same name.")] = False,
+    link: Annotated[
+        bool, typer.Option("--link", help="Point at the file instead of copying it.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model with the same name.")
+    ] = False,
 ) -> None:
     """Add a local GGUF file (or HF folder) to the store; it is checked and hashed first."""
     from llmkit.store.store import ModelStore
 
     with byte_progress(f"Importing {path.name}") as progress:
         manifest = ModelStore().import_model(path, name, link=link, force=force, progress=progress)
-    console.print(f"Imported [bold]{manifest.name}[/] ({human_size(manifest.size_bytes)}, "
-                  f"sha256 {manifest.sha256[:12]}…){' as a link' if link else ''}.")
+    console.print(
+        f"Imported [bold]{manifest.name}[/] ({human_size(manifest.size_bytes)}, "
+        f"sha256 {manifest.sha256[:12]}…){' as a link' if link else ''}."
+    )
 
 
 def remove(
@@ -130,12 +167,22 @@ def remove(
 
 
 def pull(
-    source: Annotated[str, typer.Argument(help="A built-in name (smollm2, gemma3-base) or hf:OWNER/REPO.")],
-    file: Annotated[str | None, typer.Option("--file", "-f", help="The GGUF file in the repository.")] = None,
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Store name (default: from the file).")] = None,
+    source: Annotated[
+        str, typer.Argument(help="A built-in name (smollm2, gemma3-base) or hf:OWNER/REPO.")
+    ],
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="The GGUF file in the repository.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", "-n", help="Store name (default: from the file).")
+    ] = None,
     revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
-    endpoint: Annotated[str | None, typer.Option(help="Hub address (default: $HF_ENDPOINT or huggingface.co).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a model with the same name.")] = False,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Hub address (default: $HF_ENDPOINT or huggingface.co).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model with the same name.")
+    ] = False,
 ) -> None:
     """Download a model into the store, or install a built-in one."""
     from llmkit.store.hub import pull_builtin, pull_from_hub
@@ -145,11 +192,15 @@ def pull(
             from llmkit.errors import InvalidParameterError
 
             raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
-        manifest = pull_from_hub(source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force)
+        manifest = pull_from_hub(
+            source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force
+        )
     else:
         manifest = pull_builtin(source)
-    console.print(f"[bold]{manifest.name}[/] is ready ({human_size(manifest.size_bytes)}, "
-                  f"sha256 {manifest.sha256[:12]}…). Chat with it: llmkit chat {manifest.name}")
+    console.print(
+        f"[bold]{manifest.name}[/] is ready ({human_size(manifest.size_bytes)}, "
+        f"sha256 {manifest.sha256[:12]}…). Chat with it: llmkit chat {manifest.name}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,19 @@ class EngineOptions:
 DEFAULT_CONTEXT = 4096
 
 
+def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
+    """How many tokens of a new prompt are already in the KV cache.
+
+    At least the last prompt token is always evaluated again, because its logits are needed.
+    """
+    shared = 0
+    for old, new in zip(cached, prompt):
+        if old != new:
+            break
+        shared += 1
+    return min(shared, len(prompt) - 1)
+
+
 class Sampler(Protocol):
     def sample(self) -> int:
         """Choose the next token from the engine's latest logits (and remember it for penalties)."""

@@ -11,8 +11,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions
-from llmkit.errors import ContextOverflowError, InvalidModelFileError, InvalidParameterError, require_module
+from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
+from llmkit.errors import (
+    ContextOverflowError,
+    InvalidModelFileError,
+    InvalidParameterError,
+    require_module,
+)
 from llmkit.generation.params import SamplingParams
 from llmkit.store.store import ModelManifest
 
@@ -147,8 +152,12 @@ class LlamaCppEngine:
 
         model_params = llama.llama_model_default_params()
         gpu = llama.llama_supports_gpu_offload()
-        model_params.n_gpu_layers = (999 if options.gpu_layers < 0 else options.gpu_layers) if gpu else 0
-        self.model = llama.llama_model_load_from_file(str(manifest.weights_path).encode(), model_params)
+        model_params.n_gpu_layers = (
+            (999 if options.gpu_layers < 0 else options.gpu_layers) if gpu else 0
+        )
+        self.model = llama.llama_model_load_from_file(
+            str(manifest.weights_path).encode(), model_params
+        )
         if not self.model:
             raise InvalidModelFileError(f"llama.cpp could not load {manifest.weights_path}.")
         self.vocab = llama.llama_model_get_vocab(self.model)
@@ -163,7 +172,9 @@ class LlamaCppEngine:
         self.context = llama.llama_init_from_model(self.model, context_params)
         if not self.context:
             llama.llama_model_free(self.model)
-            raise ContextOverflowError(f"llama.cpp could not create a {context_length:,}-token context.")
+            raise ContextOverflowError(
+                f"llama.cpp could not create a {context_length:,}-token context."
+            )
         self.context_length = llama.llama_n_ctx(self.context)
         self.batch_size = context_params.n_batch
         self.memory = llama.llama_get_memory(self.context)
@@ -204,12 +215,7 @@ class LlamaCppEngine:
     # ---- evaluation ----------------------------------------------------------------------
     def prefill(self, token_ids: Sequence[int]) -> int:
         token_ids = list(token_ids)
-        reused = 0
-        for cached, new in zip(self._tokens, token_ids):
-            if cached != new:
-                break
-            reused += 1
-        reused = min(reused, len(token_ids) - 1)  # the last prompt token must be run for its logits
+        reused = reusable_prefix(self._tokens, token_ids)
         self.llama.llama_memory_seq_rm(self.memory, 0, reused, -1)
         self._tokens = token_ids[:reused]
         for start in range(reused, len(token_ids), self.batch_size):
@@ -229,7 +235,9 @@ class LlamaCppEngine:
             # The KV cache is in an unknown state now: forget it, so the next prefill starts clean.
             self.llama.llama_memory_clear(self.memory, True)
             self._tokens = []
-            raise ContextOverflowError(f"llama.cpp could not evaluate the tokens (status {status}).")
+            raise ContextOverflowError(
+                f"llama.cpp could not evaluate the tokens (status {status})."
+            )
         self._tokens.extend(token_ids)
 
     def new_sampler(self, params: SamplingParams, history: Sequence[int]) -> LlamaCppSampler:

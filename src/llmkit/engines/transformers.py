@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions
+from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
 from llmkit.errors import InvalidModelFileError, require_module
 from llmkit.generation.params import SamplingParams
 from llmkit.generation.sampling import LogitsSampler
@@ -17,9 +17,13 @@ from llmkit.store.store import ModelManifest
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
-def _byte_level_decoder() -> dict[str, int]:
-    """GPT-2's byte-to-printable-character table, inverted (byte-level BPE vocabularies use it)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+def byte_level_alphabet() -> list[str]:
+    """GPT-2's byte-to-printable-character table (byte-level BPE vocabularies spell bytes this way)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     codes = list(printable)
     extra = 0
     for byte in range(256):
@@ -27,7 +31,8 @@ def _byte_level_decoder() -> dict[str, int]:
             printable.append(byte)
             codes.append(256 + extra)
             extra += 1
-    return {chr(code): byte for byte, code in zip(printable, codes)}
+    table = dict(zip(printable, codes))
+    return [chr(table[byte]) for byte in range(256)]
 
 
 class TransformersEngine:
@@ -36,7 +41,9 @@ class TransformersEngine:
     def __init__(self, manifest: ModelManifest, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()
         torch = require_module("torch", feature="The transformers engine", extra="torch")
-        transformers = require_module("transformers", feature="The transformers engine", extra="torch")
+        transformers = require_module(
+            "transformers", feature="The transformers engine", extra="torch"
+        )
         self.torch = torch
         if options.threads:
             torch.set_num_threads(options.threads)
@@ -75,7 +82,7 @@ class TransformersEngine:
         }
         decoder = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = type(decoder).__name__ == "ByteLevel"
-        self._byte_decoder = _byte_level_decoder() if self._byte_level else {}
+        self._byte_decoder = {char: byte for byte, char in enumerate(byte_level_alphabet())}
         self._tokens: list[int] = []
         self._cache: Any = None
         self._logits: Any = None
@@ -107,12 +114,7 @@ class TransformersEngine:
     # ---- evaluation ----------------------------------------------------------------------
     def prefill(self, token_ids: Sequence[int]) -> int:
         token_ids = list(token_ids)
-        reused = 0
-        for cached, new in zip(self._tokens, token_ids):
-            if cached != new:
-                break
-            reused += 1
-        reused = min(reused, len(token_ids) - 1)  # the last prompt token must be run for its logits
+        reused = reusable_prefix(self._tokens, token_ids)
         if reused == 0 or self._cache is None:
             from transformers import DynamicCache
 
@@ -132,7 +134,9 @@ class TransformersEngine:
         torch = self.torch
         with torch.inference_mode():
             inputs = torch.tensor([token_ids], device=self.device)
-            output = self.model(input_ids=inputs, use_cache=True, **{self._cache_argument: self._cache})
+            output = self.model(
+                input_ids=inputs, use_cache=True, **{self._cache_argument: self._cache}
+            )
         self._cache = getattr(output, self._cache_argument)
         self._logits = output.logits[0, -1].float().cpu().numpy()
         self._tokens.extend(token_ids)

@@ -65,7 +65,9 @@ class GenerationResult:
     stopped_by: str | None = None  # the stop token or stop string that ended the answer
 
 
-def generate_step(engine: Engine, prompt_ids: Sequence[int], params: SamplingParams) -> Iterator[int]:
+def generate_step(
+    engine: Engine, prompt_ids: Sequence[int], params: SamplingParams
+) -> Iterator[int]:
     """Token ids, one per step, forever; the caller decides when to stop (and closes the iterator)."""
     engine.prefill(prompt_ids)
     sampler = engine.new_sampler(params, prompt_ids)
@@ -147,7 +149,9 @@ class GenerationStream:
         finally:
             steps.close()
             if tokens:
-                timing.generation_seconds = time.perf_counter() - started - timing.first_token_seconds
+                timing.generation_seconds = (
+                    time.perf_counter() - started - timing.first_token_seconds
+                )
             self.result = GenerationResult(
                 "".join(pieces), finish_reason, usage, timing, tokens, stopped_by
             )

@@ -31,13 +31,19 @@ class SamplingParams:
             (self.top_k >= 0, "top_k must be 0 (off) or a positive integer"),
             (0.0 < self.top_p <= 1.0, "top_p must be greater than 0 and at most 1"),
             (0.0 <= self.min_p <= 1.0, "min_p must be between 0 and 1"),
-            (0.0 < self.repeat_penalty <= 10.0, "repeat_penalty must be greater than 0 and at most 10"),
+            (
+                0.0 < self.repeat_penalty <= 10.0,
+                "repeat_penalty must be greater than 0 and at most 10",
+            ),
             (self.repeat_last_n >= 0, "repeat_last_n must not be negative"),
             (-2.0 <= self.presence_penalty <= 2.0, "presence_penalty must be between -2 and 2"),
             (-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty must be between -2 and 2"),
             (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be at least 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be between 0 and 2^32-1"),
-            (all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text"),
+            (
+                all(isinstance(s, str) and s for s in self.stop),
+                "stop strings must be non-empty text",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -52,7 +58,9 @@ class SamplingParams:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:
-            raise InvalidParameterError(f"Unknown sampling parameter(s): {', '.join(sorted(unknown))}.")
+            raise InvalidParameterError(
+                f"Unknown sampling parameter(s): {', '.join(sorted(unknown))}."
+            )
         given = {key: value for key, value in changes.items() if value is not None}
         if "stop" in given:
             given["stop"] = tuple(given["stop"])

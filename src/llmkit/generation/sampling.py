@@ -29,10 +29,7 @@ class LogitsSampler:
     def sample(self) -> int:
         logits = np.array(self.latest_logits(), dtype=np.float64)
         self._apply_penalties(logits)
-        if self.params.greedy:
-            token = int(np.argmax(logits))
-        else:
-            token = self._draw(logits)
+        token = int(np.argmax(logits)) if self.params.greedy else self._draw(logits)
         self.history.append(token)
         return token
 
@@ -50,7 +47,9 @@ class LogitsSampler:
         ids = np.fromiter(counts.keys(), dtype=np.int64)
         frequency = np.fromiter(counts.values(), dtype=np.float64)
         values = logits[ids]
-        values = np.where(values > 0, values / params.repeat_penalty, values * params.repeat_penalty)
+        values = np.where(
+            values > 0, values / params.repeat_penalty, values * params.repeat_penalty
+        )
         values -= frequency * params.frequency_penalty + params.presence_penalty
         logits[ids] = values
 

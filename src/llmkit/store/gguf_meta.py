@@ -159,7 +159,9 @@ class _Cursor:
             if item_type == _STRING:
                 return self.strings(count)
             return [self.value(item_type) for _ in range(count)]
-        raise InvalidModelFileError(f"{self.path} is corrupt: unknown GGUF value type {value_type}.")
+        raise InvalidModelFileError(
+            f"{self.path} is corrupt: unknown GGUF value type {value_type}."
+        )
 
 
 def read_gguf_header(path: str | Path) -> GGUFHeader:

