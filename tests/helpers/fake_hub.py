@@ -57,13 +57,16 @@ class HubServer:
                     self.send_header("Content-Range", f"bytes {start}-{data_size - 1}/{data_size}")
                 self.end_headers()
 
+            def _not_found(self) -> None:
+                self.send_response(404)
+                self.send_header("X-Error-Code", "EntryNotFound")
+                self.end_headers()
+
             def do_HEAD(self) -> None:
                 hub.requests.append(("HEAD", self.path, None))
                 path = self._target()
                 if path is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.end_headers()
+                    self._not_found()
                     return
                 self._headers(path, 200)
 
@@ -72,9 +75,7 @@ class HubServer:
                 hub.requests.append(("GET", self.path, range_header))
                 path = self._target()
                 if path is None:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.end_headers()
+                    self._not_found()
                     return
                 start = int(range_header.split("=")[1].split("-")[0]) if range_header else 0
                 self._headers(path, 206 if range_header else 200, start)
