@@ -94,3 +94,21 @@ def test_streaming_python_api_yields_text_pieces(tiny_llamacpp) -> None:
     assert len(pieces) > 1 and "".join(pieces) == tiny_llamacpp.chat(
         QUESTION, temperature=0, max_tokens=8
     )
+
+
+def test_context_the_machine_cannot_hold_is_refused(
+    tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.engines import llamacpp
+
+    monkeypatch.setattr(llamacpp, "_available_memory_bytes", lambda: 100_000)
+    with pytest.raises(ContextOverflowError, match="only 0.0 GiB of memory is free"):
+        llmkit.load(str(tiny_gguf), context_length=256)
+
+
+def test_kv_cache_size_follows_the_model_shape() -> None:
+    from llmkit.engines.llamacpp import kv_cache_bytes
+
+    smollm2 = {"layers": 30, "heads": 9, "kv_heads": 3, "embedding_length": 576}
+    # keys and values x 30 layers x 4096 positions x 3 KV heads x 64 dims x 2 bytes (f16)
+    assert kv_cache_bytes(smollm2, 4096) == 2 * 30 * 4096 * 3 * 64 * 2
