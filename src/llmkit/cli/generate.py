@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from llmkit.cli import options as opt
-from llmkit.cli.output import console, error_console, print_json
+from llmkit.cli.output import console, error_console, print_error, print_json
 
 
 def _stream_to_terminal(stream, *, mark_stops: bool = True):
@@ -206,7 +206,7 @@ def _answer(session, text: str) -> None:
             )
         stream = session.ask(text)
     except LlmkitError as error:
-        error_console.print(f"[bold red]Error:[/] {error}")
+        print_error(error)
         return
     try:
         _stream_to_terminal(stream)
@@ -247,7 +247,7 @@ def _chat_command(session, line: str) -> bool:
         else:
             raise LlmkitError(f"Unknown command {command}; /help lists them.")
     except LlmkitError as error:
-        error_console.print(f"[bold red]Error:[/] {error}")
+        print_error(error)
     return False
 
 

@@ -78,6 +78,7 @@ def show(
         data["info"]["special_tokens"] = sorted(info.get("special_tokens") or {})
         print_json(data)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     rows = [
@@ -112,7 +113,7 @@ def show(
         rows.append(("parameters (defaults)", str(manifest.parameters)))
     table = Table(show_header=False, box=None)
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/]", "-" if value is None else str(value))
+        table.add_row(f"[bold]{key}[/]", "-" if value is None else escape(str(value)))
     console.print(table)
     console.print("[bold]chat template[/]")
     console.print(info.get("chat_template") or "none", markup=False)

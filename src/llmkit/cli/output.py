@@ -14,6 +14,13 @@ console = Console(highlight=False)
 error_console = Console(stderr=True, highlight=False)
 
 
+def print_error(error: object) -> None:
+    """One line on stderr; the message is escaped so text like 'llmkit[torch]' is not read as markup."""
+    from rich.markup import escape
+
+    error_console.print(f"[bold red]Error:[/] {escape(str(error))}")
+
+
 def human_size(size: float | None) -> str:
     if size is None:
         return "-"
