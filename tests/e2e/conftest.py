@@ -42,17 +42,39 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(builtin_model_path: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    builtin_model_path: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     command = [
-        sys.executable, "-m", "llmkit", "serve", "smollm2", "--port", str(port),
-        "--api-key", API_KEY, "--parallel", str(PARALLEL), "--queue", str(QUEUE),
-        "--context", "1024", "--max-body", str(MAX_BODY), "--threads", "2",
+        sys.executable,
+        "-m",
+        "llmkit",
+        "serve",
+        "smollm2",
+        "--port",
+        str(port),
+        "--api-key",
+        API_KEY,
+        "--parallel",
+        str(PARALLEL),
+        "--queue",
+        str(QUEUE),
+        "--context",
+        "1024",
+        "--max-body",
+        str(MAX_BODY),
+        "--threads",
+        "2",
     ]
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "LLMKIT_HOME": str(session_home)})
+        process = subprocess.Popen(
+            command,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LLMKIT_HOME": str(session_home)},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -82,7 +104,10 @@ def wait_for_idle(server: Server, timeout: float = 20) -> dict[str, float]:
     deadline = time.monotonic() + timeout
     while True:
         figures = metrics(server)
-        if figures['llmkit_slots_busy{model="smollm2"}'] == 0 and figures['llmkit_queue_depth{model="smollm2"}'] == 0:
+        if (
+            figures['llmkit_slots_busy{model="smollm2"}'] == 0
+            and figures['llmkit_queue_depth{model="smollm2"}'] == 0
+        ):
             return figures
         if time.monotonic() > deadline:
             raise AssertionError(f"slots still busy after {timeout} s: {figures}")

@@ -13,7 +13,10 @@ jsonschema = pytest.importorskip("jsonschema")
 
 CITY = {
     "type": "object",
-    "properties": {"city": {"type": "string", "maxLength": 30}, "country": {"type": "string", "maxLength": 30}},
+    "properties": {
+        "city": {"type": "string", "maxLength": 30},
+        "country": {"type": "string", "maxLength": 30},
+    },
     "required": ["city", "country"],
 }
 
@@ -47,17 +50,27 @@ def test_chat_streamed_and_not(client) -> None:
 
 
 def test_generate(client) -> None:
-    reply = client.generate(model="smollm2", prompt="Say hi.", options={"num_predict": 6, "temperature": 0})
+    reply = client.generate(
+        model="smollm2", prompt="Say hi.", options={"num_predict": 6, "temperature": 0}
+    )
     assert reply.response and reply.done
-    raw = client.generate(model="smollm2", prompt="The sky is", raw=True, options={"num_predict": 4}, stream=True)
+    raw = client.generate(
+        model="smollm2", prompt="The sky is", raw=True, options={"num_predict": 4}, stream=True
+    )
     assert any(part.response for part in raw)
 
 
 def test_format_schema_and_json(client) -> None:
-    reply = client.chat(model="smollm2", messages=[{"role": "user", "content": "Where is the Eiffel tower?"}],
-                        format=CITY, options={"num_predict": 60, "temperature": 0})
+    reply = client.chat(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Where is the Eiffel tower?"}],
+        format=CITY,
+        options={"num_predict": 60, "temperature": 0},
+    )
     jsonschema.validate(json.loads(reply.message.content), CITY)
-    reply = client.generate(model="smollm2", prompt="A cat as JSON.", format="json", options={"num_predict": 40})
+    reply = client.generate(
+        model="smollm2", prompt="A cat as JSON.", format="json", options={"num_predict": 40}
+    )
     assert reply.response.startswith("{")
 
 
@@ -70,8 +83,12 @@ def test_tools(client) -> None:
         """
         return "sunny"
 
-    reply = client.chat(model="smollm2", messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-                        tools=[get_weather], options={"num_predict": 40, "temperature": 0})
+    reply = client.chat(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+        tools=[get_weather],
+        options={"num_predict": 40, "temperature": 0},
+    )
     # "auto": a 135M model may answer in words; a call, when made, must be well-formed.
     for call in reply.message.tool_calls or []:
         assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
@@ -88,7 +105,11 @@ def test_errors(client, server: Server) -> None:
         client.chat(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert caught.value.status_code == 404 and "not served" in caught.value.error
     with pytest.raises(ollama.ResponseError) as caught:
-        client.chat(model="smollm2", messages=[{"role": "user", "content": "hi"}], options={"temperature": -1})
+        client.chat(
+            model="smollm2",
+            messages=[{"role": "user", "content": "hi"}],
+            options={"temperature": -1},
+        )
     assert caught.value.status_code == 400 and "temperature" in caught.value.error
     anonymous = ollama.Client(host=server.url)
     with pytest.raises(ollama.ResponseError) as caught:

@@ -34,7 +34,9 @@ WEATHER_TOOL = {
 
 @pytest.fixture(scope="module")
 def client(server: Server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=f"{server.url}/v1", api_key=server.api_key, max_retries=0, timeout=120
+    )
 
 
 def test_models_are_listed(client) -> None:
@@ -43,14 +45,20 @@ def test_models_are_listed(client) -> None:
 
 
 def test_chat_streamed_and_not_give_the_same_greedy_answer(client) -> None:
-    reply = client.chat.completions.create(model="smollm2", messages=QUESTION, max_tokens=12, temperature=0)
+    reply = client.chat.completions.create(
+        model="smollm2", messages=QUESTION, max_tokens=12, temperature=0
+    )
     choice = reply.choices[0]
     assert choice.message.role == "assistant" and choice.message.content
     assert choice.finish_reason in ("stop", "length")
     assert reply.usage.completion_tokens <= 12 and reply.usage.prompt_tokens > 5
 
     stream = client.chat.completions.create(
-        model="smollm2", messages=QUESTION, max_tokens=12, temperature=0, stream=True,
+        model="smollm2",
+        messages=QUESTION,
+        max_tokens=12,
+        temperature=0,
+        stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -61,16 +69,28 @@ def test_chat_streamed_and_not_give_the_same_greedy_answer(client) -> None:
 
 
 def test_legacy_completions(client) -> None:
-    reply = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0)
+    reply = client.completions.create(
+        model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0
+    )
     assert reply.choices[0].text and reply.usage.completion_tokens <= 6
     pieces = client.completions.create(
-        model="smollm2", prompt="The capital of France is", max_tokens=6, temperature=0, stream=True,
+        model="smollm2",
+        prompt="The capital of France is",
+        max_tokens=6,
+        temperature=0,
+        stream=True,
     )
     assert "".join(chunk.choices[0].text for chunk in pieces) == reply.choices[0].text
 
 
 def test_stop_strings_and_seed(client) -> None:
-    kwargs = {"model": "smollm2", "messages": QUESTION, "max_tokens": 16, "temperature": 0.9, "seed": 11}
+    kwargs = {
+        "model": "smollm2",
+        "messages": QUESTION,
+        "max_tokens": 16,
+        "temperature": 0.9,
+        "seed": 11,
+    }
     first = client.chat.completions.create(**kwargs).choices[0].message.content
     assert client.chat.completions.create(**kwargs).choices[0].message.content == first
     word = first.split()[1] if len(first.split()) > 1 else first[:2]
@@ -81,9 +101,15 @@ def test_stop_strings_and_seed(client) -> None:
 def test_json_schema_output_always_validates(client) -> None:
     for seed in (1, 2, 3):
         reply = client.chat.completions.create(
-            model="smollm2", messages=[{"role": "user", "content": "Invent a person."}], max_tokens=60,
-            temperature=1.0, seed=seed,
-            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}},
+            model="smollm2",
+            messages=[{"role": "user", "content": "Invent a person."}],
+            max_tokens=60,
+            temperature=1.0,
+            seed=seed,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": PERSON},
+            },
         )
         assert reply.choices[0].finish_reason == "stop"
         jsonschema.validate(json.loads(reply.choices[0].message.content), PERSON)
@@ -91,8 +117,11 @@ def test_json_schema_output_always_validates(client) -> None:
 
 def test_json_object_output_parses(client) -> None:
     reply = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Describe a cat in JSON."}], max_tokens=60,
-        temperature=0, response_format={"type": "json_object"},
+        model="smollm2",
+        messages=[{"role": "user", "content": "Describe a cat in JSON."}],
+        max_tokens=60,
+        temperature=0,
+        response_format={"type": "json_object"},
     )
     if reply.choices[0].finish_reason == "stop":
         assert isinstance(json.loads(reply.choices[0].message.content), dict)
@@ -103,7 +132,12 @@ def test_json_object_output_parses(client) -> None:
 def test_required_tool_call_and_tool_result(client) -> None:
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     reply = client.chat.completions.create(
-        model="smollm2", messages=messages, tools=[WEATHER_TOOL], tool_choice="required", max_tokens=40, temperature=0,
+        model="smollm2",
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
+        max_tokens=40,
+        temperature=0,
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -112,16 +146,25 @@ def test_required_tool_call_and_tool_result(client) -> None:
     arguments = json.loads(call.function.arguments)
     jsonschema.validate(arguments, WEATHER_TOOL["function"]["parameters"])
 
-    follow_up = [*messages, choice.message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "clear"}'}]
-    answer = client.chat.completions.create(model="smollm2", messages=follow_up, max_tokens=12, temperature=0)
+    follow_up = [
+        *messages,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21, "sky": "clear"}'},
+    ]
+    answer = client.chat.completions.create(
+        model="smollm2", messages=follow_up, max_tokens=12, temperature=0
+    )
     assert answer.choices[0].message.content
 
 
 def test_named_tool_call_streamed(client) -> None:
     stream = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Weather in Rome?"}], tools=[WEATHER_TOOL],
-        tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=40, temperature=0,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        tools=[WEATHER_TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        max_tokens=40,
+        temperature=0,
         stream=True,
     )
     chunks = [chunk for chunk in stream if chunk.choices]
@@ -133,8 +176,11 @@ def test_named_tool_call_streamed(client) -> None:
 
 def test_auto_tool_choice_answers_one_way_or_the_other(client) -> None:
     reply = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Say hello."}], tools=[WEATHER_TOOL],
-        max_tokens=12, temperature=0,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Say hello."}],
+        tools=[WEATHER_TOOL],
+        max_tokens=12,
+        temperature=0,
     )
     message = reply.choices[0].message
     assert message.content or message.tool_calls
@@ -152,11 +198,15 @@ def test_errors_come_back_as_openai_errors(client, server: Server) -> None:
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.chat.completions.create(model="smollm2", messages=QUESTION, temperature=50)
     with pytest.raises(openai.BadRequestError, match="context window"):
-        client.chat.completions.create(model="smollm2", messages=[{"role": "user", "content": "word " * 2000}])
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "word " * 2000}]
+        )
     with pytest.raises(openai.BadRequestError, match="n=1"):
         client.chat.completions.create(model="smollm2", messages=QUESTION, n=2)
     with pytest.raises(openai.BadRequestError, match="schema"):
-        client.chat.completions.create(model="smollm2", messages=QUESTION, response_format={"type": "json_schema"})
+        client.chat.completions.create(
+            model="smollm2", messages=QUESTION, response_format={"type": "json_schema"}
+        )
     wrong_key = openai.OpenAI(base_url=f"{server.url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError, match="API key"):
         wrong_key.models.list()

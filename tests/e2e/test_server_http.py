@@ -23,17 +23,30 @@ def test_health_needs_no_key_but_everything_else_does(server: Server) -> None:
 def test_bad_requests_get_one_clear_sentence(server: Server) -> None:
     with server.client() as client:
         response = client.post("/v1/chat/completions", content=b"{not json")
-        assert response.status_code == 400 and response.json()["error"]["message"] == "The request body is not valid JSON."
+        assert (
+            response.status_code == 400
+            and response.json()["error"]["message"] == "The request body is not valid JSON."
+        )
         response = client.post("/v1/chat/completions", json={"messages": "hi"})
         assert response.status_code == 400 and "messages" in response.json()["error"]["message"]
-        response = client.post("/api/generate", json={"model": "smollm2", "prompt": "hi", "options": {"num_predict": "x"}})
-        assert response.status_code == 400 and response.json() == {"error": "options.num_predict must be an integer."}
-        response = client.post("/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]})
+        response = client.post(
+            "/api/generate",
+            json={"model": "smollm2", "prompt": "hi", "options": {"num_predict": "x"}},
+        )
+        assert response.status_code == 400 and response.json() == {
+            "error": "options.num_predict must be an integer."
+        }
+        response = client.post(
+            "/v1/chat/completions",
+            json={**CHAT, "messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        )
         assert response.status_code == 400 and "image_url" in response.json()["error"]["message"]
         assert client.get("/v1/nowhere").status_code == 404
         too_big = client.post("/v1/chat/completions", content=b"x" * (MAX_BODY + 1))
         assert too_big.status_code == 413 and "limit" in too_big.json()["error"]["message"]
-        assert client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1}).status_code == 200
+        assert (
+            client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1}).status_code == 200
+        )
 
 
 def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
@@ -53,19 +66,29 @@ def test_a_full_queue_answers_503_with_retry_after(server: Server) -> None:
             for stream in streams:  # hanging up must cancel each generation and free its slot
                 stream.__exit__(None, None, None)
     figures = wait_for_idle(server)
-    assert figures['llmkit_generation_finished_total{model="smollm2",reason="cancelled"}'] >= PARALLEL
+    assert (
+        figures['llmkit_generation_finished_total{model="smollm2",reason="cancelled"}'] >= PARALLEL
+    )
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(server: Server) -> None:
-    before = metrics(server).get('llmkit_generation_finished_total{model="smollm2",reason="cancelled"}', 0)
-    with server.client() as client, client.stream(
-        "POST", "/api/chat", json={**CHAT, "options": {"num_predict": 500}}
-    ) as response:
+    before = metrics(server).get(
+        'llmkit_generation_finished_total{model="smollm2",reason="cancelled"}', 0
+    )
+    with (
+        server.client() as client,
+        client.stream(
+            "POST", "/api/chat", json={**CHAT, "options": {"num_predict": 500}}
+        ) as response,
+    ):
         for line in response.iter_lines():
             if line:
                 break
     figures = wait_for_idle(server)
-    assert figures['llmkit_generation_finished_total{model="smollm2",reason="cancelled"}'] == before + 1
+    assert (
+        figures['llmkit_generation_finished_total{model="smollm2",reason="cancelled"}']
+        == before + 1
+    )
 
 
 def test_metrics_report_tokens_and_time_to_first_token(server: Server) -> None:

@@ -12,10 +12,19 @@ from tests.e2e.conftest import Server, wait_for_idle
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +65,9 @@ def test_ask_stream_stop_reload_and_find_the_conversation(page, server: Server) 
 
     # Regenerate replaces the answer with a new one.
     page.click("#regenerate")
-    page.wait_for_function("() => document.querySelector('.message.assistant .content').textContent.length > 10")
+    page.wait_for_function(
+        "() => document.querySelector('.message.assistant .content').textContent.length > 10"
+    )
     page.click("#stop")
     expect(page.locator("#send")).to_be_visible()
     assert page.locator(".message.assistant").count() == 1

@@ -61,7 +61,9 @@ def test_penalties_and_seeded_sampling_match_too(tiny, scheduler) -> None:
 
 def test_max_tokens_is_clamped_to_the_slot_context(tiny, scheduler) -> None:
     prompt = _ids(tiny, "the " * 40)
-    handle = scheduler.submit(BatchRequest(prompt, tiny.params(temperature=0, max_tokens=10_000, ignore_eos=True)))
+    handle = scheduler.submit(
+        BatchRequest(prompt, tiny.params(temperature=0, max_tokens=10_000, ignore_eos=True))
+    )
     list(handle)
     assert handle.result.finish_reason == "length"
     assert len(prompt) + handle.result.usage.completion_tokens == 128
@@ -128,14 +130,18 @@ def test_a_grammar_constrains_the_answer(tiny, scheduler) -> None:
 
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     params = tiny.params(temperature=1.0, seed=3, max_tokens=40)
-    handle = scheduler.submit(BatchRequest(_ids(tiny, "hello"), params, grammar=schema_grammar(schema)))
+    handle = scheduler.submit(
+        BatchRequest(_ids(tiny, "hello"), params, grammar=schema_grammar(schema))
+    )
     text = _text(handle)
     assert handle.result.finish_reason == "stop", text
     assert isinstance(json.loads(text)["ok"], bool)
 
 
 def test_a_broken_grammar_is_reported_to_the_caller(tiny, scheduler) -> None:
-    handle = scheduler.submit(BatchRequest(_ids(tiny, "hello"), tiny.params(), grammar="root ::= ("))
+    handle = scheduler.submit(
+        BatchRequest(_ids(tiny, "hello"), tiny.params(), grammar="root ::= (")
+    )
     with pytest.raises(InvalidParameterError, match="grammar"):
         list(handle)
     assert scheduler.busy_slots == 0
@@ -147,7 +153,10 @@ def test_async_callers_get_the_same_chunks(tiny, scheduler) -> None:
 
     async def ask() -> list[str]:
         handles = [scheduler.submit(BatchRequest(_ids(tiny, "the cat"), params)) for _ in range(3)]
-        return ["".join([chunk.text async for chunk in handle]) for handle in handles]
+        answers = []
+        for handle in handles:
+            answers.append("".join([chunk.text async for chunk in handle]))
+        return answers
 
     assert asyncio.run(ask()) == [expected] * 3
 

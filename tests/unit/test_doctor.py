@@ -27,7 +27,17 @@ def test_doctor_json_lists_every_area():
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     areas = {check["area"] for check in data["checks"]}
-    assert {"os", "python", "cpu", "ram", "disk", "gpu", "pytorch", "llama.cpp", "extra serve"} <= areas
+    assert {
+        "os",
+        "python",
+        "cpu",
+        "ram",
+        "disk",
+        "gpu",
+        "pytorch",
+        "llama.cpp",
+        "extra serve",
+    } <= areas
     assert set(data["largest_models"]) == {"chat", "lora", "qlora"}
     assert all(check["status"] in ("ok", "info", "warn", "fail") for check in data["checks"])
 
@@ -50,7 +60,9 @@ def test_nvidia_smi_output_is_parsed(monkeypatch):
     monkeypatch.setattr(hardware.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
     output = "NVIDIA A10G, 23028, 550.54\nTesla T4, 15360, 550.54\n"
     monkeypatch.setattr(
-        hardware.subprocess, "run", lambda *args, **kwargs: SimpleNamespace(stdout=output, returncode=0)
+        hardware.subprocess,
+        "run",
+        lambda *args, **kwargs: SimpleNamespace(stdout=output, returncode=0),
     )
     gpus = hardware.nvidia_smi_gpus()
     assert [(gpu.name, gpu.memory_bytes // 1024**2, gpu.driver) for gpu in gpus] == [

@@ -30,13 +30,31 @@ def invoke(app, *args: str):
     return CliRunner().invoke(app, ["plan", *args], env={"COLUMNS": "240"})
 
 
-SLIDE = ["llama-3.2-1b", "--task", "full", "--dtype", "fp32", "--batch-size", "32", "--seq-len", "128"]
+SLIDE = [
+    "llama-3.2-1b",
+    "--task",
+    "full",
+    "--dtype",
+    "fp32",
+    "--batch-size",
+    "32",
+    "--seq-len",
+    "128",
+]
 
 
 def test_slide_example_table_shows_parts_verdict_and_advice(app):
     result = invoke(app, *SLIDE, "--device", "T4")
     assert result.exit_code == 0, result.output
-    for text in ("1,235,814,400", "gradients", "optimizer states", "activations", "logits", "does not fit", "fits"):
+    for text in (
+        "1,235,814,400",
+        "gradients",
+        "optimizer states",
+        "activations",
+        "logits",
+        "does not fit",
+        "fits",
+    ):
         assert text in result.output
     assert "what would make it fit" in result.output
 
@@ -47,9 +65,20 @@ def test_explain_shows_formulas(app):
 
 
 def test_json_output_shape(app):
-    result = invoke(app, *SLIDE, "--device", "T4", "--json", "--tokens", "2T", "--utilization", "0.5")
+    result = invoke(
+        app, *SLIDE, "--device", "T4", "--json", "--tokens", "2T", "--utilization", "0.5"
+    )
     data = json.loads(result.output)
-    assert set(data) >= {"model", "request", "memory", "device", "verdict", "suggestions", "budget", "warnings"}
+    assert set(data) >= {
+        "model",
+        "request",
+        "memory",
+        "device",
+        "verdict",
+        "suggestions",
+        "budget",
+        "warnings",
+    }
     assert data["model"]["parameters"] == 1_235_814_400
     parts = {part["key"]: part["bytes"] for part in data["memory"]["parts"]}
     assert parts["weights"] == 4 * 1_235_814_400
@@ -69,7 +98,14 @@ def test_training_budget_text(app):
 def test_catalog_list(app):
     result = CliRunner().invoke(app, ["plan", "--list", "--json"])
     names = {row["name"] for row in json.loads(result.output)}
-    assert {"llama-3.2-1b", "qwen2.5-72b", "gemma-3-27b", "smollm2-135m", "phi-4", "mistral-7b"} <= names
+    assert {
+        "llama-3.2-1b",
+        "qwen2.5-72b",
+        "gemma-3-27b",
+        "smollm2-135m",
+        "phi-4",
+        "mistral-7b",
+    } <= names
 
 
 def test_chart_is_written(app, tmp_path):

@@ -20,7 +20,13 @@ def spec(name: str):
 
 
 def slide_request(**changes) -> PlanRequest:
-    values = {"task": "full", "dtype": "fp32", "batch_size": 32, "seq_len": 128, "optimizer": "adamw"}
+    values = {
+        "task": "full",
+        "dtype": "fp32",
+        "batch_size": 32,
+        "seq_len": 128,
+        "optimizer": "adamw",
+    }
     return PlanRequest(**{**values, **changes})
 
 
@@ -41,8 +47,10 @@ def test_slide_example_does_not_fit_a_t4_and_advice_fits():
     assert fitting, "some change must fit a T4"
     assert plan.suggestions[0].fits  # the ones that fit come first
     assert all(item.total < plan.estimate.total for item in fitting)
-    assert any("T4 has no bf16" in warning for warning in make_plan(
-        "llama-3.2-1b", slide_request(dtype="bf16"), "T4").warnings)
+    assert any(
+        "T4 has no bf16" in warning
+        for warning in make_plan("llama-3.2-1b", slide_request(dtype="bf16"), "T4").warnings
+    )
 
 
 def test_parts_add_up_to_the_total_and_overlap_is_not_positive():
@@ -60,18 +68,23 @@ def test_activation_bytes_per_token_and_layer_closed_form():
 
 
 def test_lora_trainable_parameters_for_llama_1b_rank_16_all_linear():
-    assert lora_parameters(spec("llama-3.2-1b"), ("q", "k", "v", "o", "gate", "up", "down"), 16) == 11_272_192
+    assert (
+        lora_parameters(spec("llama-3.2-1b"), ("q", "k", "v", "o", "gate", "up", "down"), 16)
+        == 11_272_192
+    )
 
 
 def test_kv_cache_of_llama_8b_at_8k_context_is_one_gib():
-    estimate = estimate_memory(spec("llama-3.1-8b"), PlanRequest(task="chat", dtype="bf16", context=8192))
+    estimate = estimate_memory(
+        spec("llama-3.1-8b"), PlanRequest(task="chat", dtype="bf16", context=8192)
+    )
     assert estimate.part("kv_cache") == 2 * 32 * 1024 * 8192 * 2 == GIB
 
 
 def test_quantized_chat_uses_llama_cpp_and_fewer_bytes():
     q4 = estimate_memory(spec("llama-3.1-8b"), PlanRequest(task="chat", dtype="q4"))
     bf16 = estimate_memory(spec("llama-3.1-8b"), PlanRequest(task="chat", dtype="bf16"))
-    assert q4.engine == "llama.cpp" and bf16.engine == "torch"
+    assert q4.engine == "llamacpp" and bf16.engine == "transformers"
     assert q4.part("weights") == pytest.approx(8_030_261_248 * 4.85 / 8)
     assert q4.total < bf16.total / 2
 
@@ -79,10 +92,22 @@ def test_quantized_chat_uses_llama_cpp_and_fewer_bytes():
 def test_cheaper_settings_cost_less():
     model = spec("qwen2.5-1.5b")
     base = estimate_memory(model, PlanRequest(task="full", batch_size=4, seq_len=1024)).total
-    assert estimate_memory(model, PlanRequest(task="full", batch_size=4, seq_len=1024, grad_checkpointing=True)).total < base
+    assert (
+        estimate_memory(
+            model, PlanRequest(task="full", batch_size=4, seq_len=1024, grad_checkpointing=True)
+        ).total
+        < base
+    )
     assert estimate_memory(model, PlanRequest(task="lora", batch_size=4, seq_len=1024)).total < base
-    assert estimate_memory(model, PlanRequest(task="qlora", batch_size=4, seq_len=1024)).total < base
-    assert estimate_memory(model, PlanRequest(task="full", batch_size=4, seq_len=1024, optimizer="adamw8bit")).total < base
+    assert (
+        estimate_memory(model, PlanRequest(task="qlora", batch_size=4, seq_len=1024)).total < base
+    )
+    assert (
+        estimate_memory(
+            model, PlanRequest(task="full", batch_size=4, seq_len=1024, optimizer="adamw8bit")
+        ).total
+        < base
+    )
     assert estimate_memory(model, PlanRequest(task="full", batch_size=2, seq_len=1024)).total < base
 
 
@@ -144,7 +169,9 @@ def test_batch_size_suggestion_is_the_largest_that_fits():
     batch = next(item for item in plan.suggestions if item.description.startswith("batch size"))
     size = batch.changes["batch_size"]
     assert batch.fits
-    bigger = estimate_memory(model, PlanRequest(**{**request.__dict__, "batch_size": size + 1, "device_type": "cuda"}))
+    bigger = estimate_memory(
+        model, PlanRequest(**{**request.__dict__, "batch_size": size + 1, "device_type": "cuda"})
+    )
     assert bigger.total > device.memory_bytes * 0.9
 
 
@@ -173,7 +200,9 @@ def test_training_budget_tokens_per_parameter_flops_and_time():
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize(("task", "dtype"), [("full", "fp32"), ("full", "bf16"), ("lora", "fp32"), ("lora", "bf16")])
+@pytest.mark.parametrize(
+    ("task", "dtype"), [("full", "fp32"), ("full", "bf16"), ("lora", "fp32"), ("lora", "bf16")]
+)
 def test_activation_formula_matches_what_autograd_saves(task, dtype):
     """Count the bytes autograd keeps for backward in a tiny Llama and compare with the formula."""
     torch = pytest.importorskip("torch")
@@ -192,7 +221,9 @@ def test_activation_formula_matches_what_autograd_saves(task, dtype):
     )
     if task == "lora":
         targets = [f"{name}_proj" for name in ("q", "k", "v", "o", "gate", "up", "down")]
-        model = peft.get_peft_model(model, peft.LoraConfig(r=8, target_modules=targets, lora_dropout=0.0))
+        model = peft.get_peft_model(
+            model, peft.LoraConfig(r=8, target_modules=targets, lora_dropout=0.0)
+        )
     model.train()
     weights = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
     saved: dict[int, int] = {}

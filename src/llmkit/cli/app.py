@@ -29,6 +29,7 @@ def _register_commands() -> None:
         "llmkit.cli.prompt",
         "llmkit.cli.bench",
         "llmkit.cli.serve",
+        "llmkit.cli.finetune",
     ):
         try:
             module = __import__(optional, fromlist=["register"])

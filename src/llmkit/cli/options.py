@@ -56,26 +56,6 @@ def sampling_overrides(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value not in (None, [])}
 
 
-def read_template_option(template: str | None) -> str | None:
-    """--template takes a built-in name or a file path; return the name or the file's text."""
-    if template is None:
-        return None
-    from pathlib import Path
-
-    from llmkit.chat.template import BUILTIN_TEMPLATES
-    from llmkit.errors import InvalidParameterError
-
-    if template in BUILTIN_TEMPLATES:
-        return template
-    path = Path(template).expanduser()
-    if not path.is_file():
-        raise InvalidParameterError(
-            f"--template '{template}' is neither a built-in template ({', '.join(BUILTIN_TEMPLATES)}) "
-            "nor a file."
-        )
-    return path.read_text()
-
-
 def load_model(
     model: str,
     engine: str,
@@ -85,10 +65,11 @@ def load_model(
     verbose: bool = False,
 ):
     """Load a model for the CLI with a spinner on stderr."""
+    from llmkit.chat.template import template_argument
     from llmkit.cli.output import error_console
     from llmkit.model import load
 
-    template_text = read_template_option(template)
+    template_text = template_argument(template) if template else None
     with error_console.status(f"Loading {model} ({engine})…"):
         return load(
             model,

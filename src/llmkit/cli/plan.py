@@ -13,25 +13,65 @@ from llmkit.errors import InvalidParameterError
 
 
 def plan(
-    model: Annotated[str | None, typer.Argument(help="A store model, a GGUF file, an HF folder or a catalog name.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Argument(help="A store model, a GGUF file, an HF folder or a catalog name."),
+    ] = None,
     task: Annotated[str, typer.Option("--task", "-t", help="chat, lora, qlora or full.")] = "chat",
-    context: Annotated[int | None, typer.Option(help="chat: tokens in the KV cache (default: min(model max, 4096)).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences processed at once.")] = 1,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-s", help="Training: tokens per sequence.")] = 512,
-    dtype: Annotated[str | None, typer.Option(help="fp32, bf16, fp16, int8, q8_0, q4_k_m (q4), nf4, ...")] = None,
-    optimizer: Annotated[str, typer.Option(help="adamw, adamw8bit or sgd (with momentum).")] = "adamw",
-    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward.")] = False,
+    context: Annotated[
+        int | None,
+        typer.Option(help="chat: tokens in the KV cache (default: min(model max, 4096))."),
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Sequences processed at once.")
+    ] = 1,
+    seq_len: Annotated[
+        int, typer.Option("--seq-len", "-s", help="Training: tokens per sequence.")
+    ] = 512,
+    dtype: Annotated[
+        str | None, typer.Option(help="fp32, bf16, fp16, int8, q8_0, q4_k_m (q4), nf4, ...")
+    ] = None,
+    optimizer: Annotated[
+        str, typer.Option(help="adamw, adamw8bit or sgd (with momentum).")
+    ] = "adamw",
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward.")
+    ] = False,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lora_targets: Annotated[str, typer.Option(help="all, attention, qv, mlp or a list like q,v,down.")] = "all",
-    device: Annotated[str, typer.Option("--device", "-d", help="cpu, auto, T4, A10G, L4, A100-40, A100-80, H100, H200 or a size like 24GB.")] = "cpu",
-    engine: Annotated[str, typer.Option(help="chat: auto (llama.cpp for quantized weights), llama.cpp or torch.")] = "auto",
-    tokens: Annotated[str | None, typer.Option("--tokens", "--data-tokens", help="Training budget for this many tokens, e.g. 2T.")] = None,
-    utilization: Annotated[float, typer.Option(help="Budget: fraction of the GPU's peak FLOPS achieved.")] = 0.4,
+    lora_targets: Annotated[
+        str, typer.Option(help="all, attention, qv, mlp or a list like q,v,down.")
+    ] = "all",
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            "-d",
+            help="cpu, auto, T4, A10G, L4, A100-40, A100-80, H100, H200 or a size like 24GB.",
+        ),
+    ] = "cpu",
+    engine: Annotated[
+        str, typer.Option(help="chat: auto (llamacpp for quantized weights, else transformers), llamacpp or transformers.")
+    ] = "auto",
+    tokens: Annotated[
+        str | None,
+        typer.Option(
+            "--tokens", "--data-tokens", help="Training budget for this many tokens, e.g. 2T."
+        ),
+    ] = None,
+    utilization: Annotated[
+        float, typer.Option(help="Budget: fraction of the GPU's peak FLOPS achieved.")
+    ] = 0.4,
     gpus: Annotated[int, typer.Option(help="Budget: number of GPUs.")] = 1,
-    explain: Annotated[bool, typer.Option("--explain", help="Show the formula behind each line.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show the formula behind each line.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-    chart: Annotated[str | None, typer.Option(help="Draw the breakdown as a stacked bar (PNG).")] = None,
-    list_models: Annotated[bool, typer.Option("--list", help="List the bundled catalog and exit.")] = False,
+    chart: Annotated[
+        str | None, typer.Option(help="Draw the breakdown as a stacked bar (PNG).")
+    ] = None,
+    list_models: Annotated[
+        bool, typer.Option("--list", help="List the bundled catalog and exit.")
+    ] = False,
 ) -> None:
     """Will MODEL run or train here (or on that GPU)? Memory part by part, a verdict, and what would fit."""
     from llmkit.plan.memory import PlanRequest
@@ -43,7 +83,9 @@ def plan(
         _print_catalog(console, json_output)
         return
     if model is None:
-        raise InvalidParameterError("Name a model to plan (see `llmkit plan --list`), e.g. `llmkit plan llama-3.2-1b`.")
+        raise InvalidParameterError(
+            "Name a model to plan (see `llmkit plan --list`), e.g. `llmkit plan llama-3.2-1b`."
+        )
     request = PlanRequest(
         task=task.lower(),
         dtype=dtype,
@@ -56,7 +98,9 @@ def plan(
         lora_targets=lora_targets,
         engine=engine.lower(),
     )
-    result = make_plan(model, request, device, tokens=tokens, utilization=utilization, device_count=gpus)
+    result = make_plan(
+        model, request, device, tokens=tokens, utilization=utilization, device_count=gpus
+    )
     chart_path = write_chart(result, chart) if chart else None
     if json_output:
         data = result.to_json()
@@ -74,15 +118,31 @@ def _print_catalog(console: Console, json_output: bool) -> None:
 
     entries = list(catalog().values())
     if json_output:
-        rows = [{"name": e.name, "display": e.display, "repo": e.repo, "parameters": e.spec().parameters} for e in entries]
+        rows = [
+            {
+                "name": e.name,
+                "display": e.display,
+                "repo": e.repo,
+                "parameters": e.spec().parameters,
+            }
+            for e in entries
+        ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title="bundled model configs", show_edge=False, header_style="bold", title_justify="left")
+    table = Table(
+        title="bundled model configs", show_edge=False, header_style="bold", title_justify="left"
+    )
     for column in ("name", "model", "parameters", "context", "from"):
         table.add_column(column, justify="right" if column in ("parameters", "context") else "left")
     for entry in entries:
         spec = entry.spec()
-        table.add_row(entry.name, entry.display, format_count(spec.parameters), f"{spec.max_context or 0:,}", entry.repo)
+        table.add_row(
+            entry.name,
+            entry.display,
+            format_count(spec.parameters),
+            f"{spec.max_context or 0:,}",
+            entry.repo,
+        )
     console.print(table)
 
 
@@ -98,23 +158,47 @@ def doctor(
         typer.echo(json.dumps(report, indent=2))
         return
     console = Console()
-    styles = {"ok": "[green]ok[/]", "info": "[cyan]··[/]", "warn": "[yellow]warn[/]", "fail": "[bold red]fail[/]"}
+    styles = {
+        "ok": "[green]ok[/]",
+        "info": "[cyan]··[/]",
+        "warn": "[yellow]warn[/]",
+        "fail": "[bold red]fail[/]",
+    }
     table = Table(show_edge=False, header_style="bold", show_header=False)
     table.add_column("area", style="bold")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for check in report["checks"]:
-        detail = check["detail"] + (f"\n[dim]fix:[/] [bold]{check['fix']}[/]" if check["fix"] and check["status"] != "ok" else "")
+        detail = check["detail"] + (
+            f"\n[dim]fix:[/] [bold]{check['fix']}[/]"
+            if check["fix"] and check["status"] != "ok"
+            else ""
+        )
         table.add_row(check["area"], styles[check["status"]], detail)
     console.print(table)
-    console.print(f"\n[bold]largest catalog models for {report['device']['name']}[/] (from `llmkit plan`):")
-    labels = {"chat": "chat (Q4_K_M, 4K context)", "lora": "LoRA (bf16, checkpointing)", "qlora": "QLoRA (4-bit, checkpointing)"}
+    console.print(
+        f"\n[bold]largest catalog models for {report['device']['name']}[/] (from `llmkit plan`):"
+    )
+    labels = {
+        "chat": "chat (Q4_K_M, 4K context)",
+        "lora": "LoRA (bf16, checkpointing)",
+        "qlora": "QLoRA (4-bit, checkpointing)",
+    }
     for key, label in labels.items():
         found = report["largest_models"][key]
-        text = f"{found['display']} ({found['model']}, {gib(found['total_bytes'])})" if found else "none of the catalog"
+        if found:
+            text = f"{found['display']} ({found['model']}, {gib(found['total_bytes'])})"
+        elif key == "qlora" and report["device"]["type"] == "cpu":
+            text = "needs a CUDA GPU (bitsandbytes 4-bit)"
+        else:
+            text = "none of the catalog"
         console.print(f"  {label}: {text}")
     problems = report["problems"]
-    console.print(f"\n{problems} problem{'s' if problems != 1 else ''} found." if problems else "\nNo problems found.")
+    console.print(
+        f"\n{problems} problem{'s' if problems != 1 else ''} found."
+        if problems
+        else "\nNo problems found."
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 
 import typer
 
@@ -11,17 +12,42 @@ from llmkit.errors import require_module
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        models: list[str] = typer.Argument(None, help="Models to serve (default: the built-in smollm2)."),
-        host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback needs an API key."),
-        port: int = typer.Option(11435, help="Port to listen on."),
-        api_key: str = typer.Option(None, "--api-key", envvar="LLMKIT_API_KEY", show_envvar=True,
-                                    help="Require 'Authorization: Bearer KEY' on every endpoint but /health."),
-        parallel: int = typer.Option(4, help="Requests decoded together (slots); more wait in a queue."),
-        queue: int = typer.Option(32, help="Requests that may wait for a slot; past it: HTTP 503."),
-        context: int = typer.Option(None, help="Context length of each slot (default: the model's, at most 4096)."),
-        threads: int = typer.Option(None, help="CPU threads (default: all cores)."),
-        max_body: int = typer.Option(4 * 1024 * 1024, help="Largest request body accepted, in bytes."),
-        log_prompts: bool = typer.Option(False, help="Write prompts to the server log (off: they stay private)."),
+        models: Annotated[
+            list[str] | None,
+            typer.Argument(help="Models to serve (default: the built-in smollm2)."),
+        ] = None,
+        host: Annotated[
+            str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 11435,
+        api_key: Annotated[
+            str | None,
+            typer.Option(
+                "--api-key",
+                envvar="LLMKIT_API_KEY",
+                show_envvar=True,
+                help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
+            ),
+        ] = None,
+        parallel: Annotated[
+            int, typer.Option(help="Requests decoded together (slots); more wait in a queue.")
+        ] = 4,
+        queue: Annotated[
+            int, typer.Option(help="Requests that may wait for a slot; past it: HTTP 503.")
+        ] = 32,
+        context: Annotated[
+            int | None,
+            typer.Option(help="Context length of each slot (default: the model's, at most 4096)."),
+        ] = None,
+        threads: Annotated[
+            int | None, typer.Option(help="CPU threads (default: all cores).")
+        ] = None,
+        max_body: Annotated[int, typer.Option(help="Largest request body accepted, in bytes.")] = 4
+        * 1024
+        * 1024,
+        log_prompts: Annotated[
+            bool, typer.Option(help="Write prompts to the server log (off: they stay private).")
+        ] = False,
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
@@ -32,8 +58,15 @@ def register(app: typer.Typer) -> None:
         from llmkit.server.state import ServerSettings, check_exposure
 
         settings = ServerSettings(
-            host=host, port=port, api_key=api_key or None, parallel=parallel, max_queue=queue,
-            context_length=context, threads=threads, max_body_bytes=max_body, log_prompts=log_prompts,
+            host=host,
+            port=port,
+            api_key=api_key or None,
+            parallel=parallel,
+            max_queue=queue,
+            context_length=context,
+            threads=threads,
+            max_body_bytes=max_body,
+            log_prompts=log_prompts,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
         console = Console(stderr=True)
@@ -41,9 +74,14 @@ def register(app: typer.Typer) -> None:
         def ready(state: object) -> None:
             shown = f"[{host}]" if ":" in host else host
             names = ", ".join(state.models)  # type: ignore[attr-defined]
-            console.print(f"Serving [bold]{names}[/] at [bold]http://{shown}:{port}[/] "
-                          f"({parallel} slots). OpenAI: /v1, Ollama: /api, chat page: /", highlight=False)
+            console.print(
+                f"Serving [bold]{names}[/] at [bold]http://{shown}:{port}[/] ({parallel} slots). "
+                "OpenAI: /v1, Ollama: /api, chat page: /",
+                highlight=False,
+            )
             if api_key:
-                console.print("API key required: send 'Authorization: Bearer <key>'.", highlight=False)
+                console.print(
+                    "API key required: send 'Authorization: Bearer <key>'.", highlight=False
+                )
 
         run_server(models or ["smollm2"], settings, on_ready=ready)

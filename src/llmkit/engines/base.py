@@ -18,6 +18,8 @@ class EngineOptions:
     gpu_layers: int = -1  # llama.cpp: -1 offloads everything when the build has a GPU backend
     device: str | None = None  # transformers: "cpu", "cuda", or None for automatic
     verbose: bool = False
+    adapter_path: str | None = None  # llama.cpp: a GGUF LoRA adapter applied over the weights
+    adapter_scale: float = 1.0
 
 
 DEFAULT_CONTEXT = 4096

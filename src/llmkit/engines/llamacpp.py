@@ -175,6 +175,10 @@ class LlamaCppEngine:
             raise ContextOverflowError(
                 f"llama.cpp could not create a {context_length:,}-token context."
             )
+        self._adapter = None
+        self.adapter_scale = options.adapter_scale
+        if options.adapter_path:
+            self._load_adapter(options.adapter_path)
         self.context_length = llama.llama_n_ctx(self.context)
         self.batch_size = context_params.n_batch
         self.memory = llama.llama_get_memory(self.context)
@@ -183,6 +187,27 @@ class LlamaCppEngine:
         self._one_token = (llama.llama_token * 1)()
         self._one_batch = llama.llama_batch_get_one(self._one_token, 1)
         self.last_reused_tokens = 0
+
+    def _load_adapter(self, path: str) -> None:
+        # The adapter belongs to the model (llama.cpp frees it with the model); it only has to be
+        # switched on in each context that should use it.
+        self._adapter = self.llama.llama_adapter_lora_init(self.model, str(path).encode())
+        if not self._adapter:
+            self.close()
+            raise InvalidModelFileError(
+                f"llama.cpp could not load the LoRA adapter {path} over this base model."
+            )
+        self.apply_adapter(self.context)
+
+    def apply_adapter(self, context: Any) -> None:
+        """Switch this engine's LoRA adapter (if any) on in a context made from its model."""
+        if self._adapter is None:
+            return
+        llama = self.llama
+        adapters = (llama.llama_adapter_lora_p_ctypes * 1)(self._adapter)
+        scales = (ctypes.c_float * 1)(self.adapter_scale)
+        if llama.llama_set_adapters_lora(context, adapters, 1, scales) != 0:
+            raise InvalidModelFileError("llama.cpp could not apply the LoRA adapter.")
 
     # ---- vocabulary ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:

@@ -153,7 +153,9 @@ class BatchScheduler:
     ) -> None:
         engine = model.engine
         if getattr(engine, "name", None) != "llamacpp":
-            raise InvalidParameterError("Batched serving needs the llama.cpp engine (a GGUF model).")
+            raise InvalidParameterError(
+                "Batched serving needs the llama.cpp engine (a GGUF model)."
+            )
         if not 1 <= parallel <= 64:
             raise InvalidParameterError("--parallel must be between 1 and 64.")
         if max_queue < 0:
@@ -261,7 +263,7 @@ class BatchScheduler:
             if self.busy_slots:
                 try:
                     self._step()
-                except Exception as error:  # noqa: BLE001 - a failed step must not kill the thread
+                except Exception as error:
                     self._fail_all(error)
 
     def _admit(self) -> None:
@@ -280,7 +282,10 @@ class BatchScheduler:
                 from llmkit.engines.llamacpp import LlamaCppSampler
 
                 sampler = LlamaCppSampler(
-                    self.engine, request.params, request.prompt_ids, context=self.context,
+                    self.engine,
+                    request.params,
+                    request.prompt_ids,
+                    context=self.context,
                     grammar=request.grammar,
                 )
             except LlmkitError as error:
@@ -356,7 +361,8 @@ class BatchScheduler:
         slot.tokens.append(token)
         is_stop = token in self.stop_token_ids or (
             # A finished grammar allows only end-of-generation tokens, whichever the model picks.
-            handle.request.grammar is not None and self.llama.llama_vocab_is_eog(self.engine.vocab, token)
+            handle.request.grammar is not None
+            and self.llama.llama_vocab_is_eog(self.engine.vocab, token)
         )
         if is_stop:
             marker = self.engine.token_bytes(token).decode("utf-8", "replace")
@@ -383,7 +389,11 @@ class BatchScheduler:
     def _finish(self, slot: _Slot, reason: str, stopped_by: str | None = None) -> None:
         handle = slot.handle
         assert handle is not None
-        tail = "" if reason == "stop" else slot.matcher.feed(slot.decoder.flush()) + slot.matcher.flush()
+        tail = (
+            ""
+            if reason == "stop"
+            else slot.matcher.feed(slot.decoder.flush()) + slot.matcher.flush()
+        )
         if tail:
             slot.pieces.append(tail)
         now = time.perf_counter()
@@ -413,7 +423,9 @@ class BatchScheduler:
 
     def _fail_all(self, error: Exception) -> None:
         """A decode failed: the cache is in an unknown state, so every running request ends."""
-        message = error if isinstance(error, LlmkitError) else LlmkitError(f"Generation failed: {error}")
+        message = (
+            error if isinstance(error, LlmkitError) else LlmkitError(f"Generation failed: {error}")
+        )
         for slot in self.slots:
             if slot.busy:
                 handle = slot.handle

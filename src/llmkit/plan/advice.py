@@ -37,10 +37,17 @@ class Suggestion:
     fits: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {"change": self.description, "options": self.changes, "total_bytes": round(self.total), "fits": self.fits}
+        return {
+            "change": self.description,
+            "options": self.changes,
+            "total_bytes": round(self.total),
+            "fits": self.fits,
+        }
 
 
-def _try(spec: ModelSpec, request: PlanRequest, device: Device, description: str, **changes: Any) -> Suggestion:
+def _try(
+    spec: ModelSpec, request: PlanRequest, device: Device, description: str, **changes: Any
+) -> Suggestion:
     changed = replace(request, **changes)
     total = estimate_memory(spec, changed).total
     return Suggestion(description, changes, total, total <= device.memory_bytes * HEADROOM)
@@ -70,25 +77,46 @@ def suggestions(spec: ModelSpec, estimate: MemoryEstimate, device: Device) -> li
     if request.task == "chat":
         for quant in ("q8_0", "q4_k_m"):
             if bytes_per_parameter(quant) < bytes_per_parameter(dtype):
-                found.append(_try(spec, request, device, f"{quant.upper()} weights (llama.cpp)", dtype=quant, engine="auto"))
+                found.append(
+                    _try(
+                        spec,
+                        request,
+                        device,
+                        f"{quant.upper()} weights (llama.cpp)",
+                        dtype=quant,
+                        engine="auto",
+                    )
+                )
         context = _largest_fitting(1, request.context or 1, lambda value: fits_with(context=value))
         if context and context < (request.context or 0):
-            found.append(_try(spec, request, device, f"a context of {context:,} tokens", context=context))
+            found.append(
+                _try(spec, request, device, f"a context of {context:,} tokens", context=context)
+            )
         if request.batch_size > 1:
             found.append(_try(spec, request, device, "one conversation at a time", batch_size=1))
     else:
         if request.task == "full":
-            found.append(_try(spec, request, device, "LoRA instead of full fine-tuning", task="lora"))
+            found.append(
+                _try(spec, request, device, "LoRA instead of full fine-tuning", task="lora")
+            )
             if request.optimizer == "adamw":
-                found.append(_try(spec, request, device, "8-bit AdamW (bitsandbytes)", optimizer="adamw8bit"))
+                found.append(
+                    _try(spec, request, device, "8-bit AdamW (bitsandbytes)", optimizer="adamw8bit")
+                )
         if request.task in ("full", "lora"):
-            found.append(_try(spec, request, device, "QLoRA: a 4-bit base model", task="qlora", dtype=None))
+            found.append(
+                _try(spec, request, device, "QLoRA: a 4-bit base model", task="qlora", dtype=None)
+            )
         if dtype == "fp32":
             found.append(_try(spec, request, device, f"{half} weights and activations", dtype=half))
         if not request.grad_checkpointing:
-            found.append(_try(spec, request, device, "gradient checkpointing", grad_checkpointing=True))
+            found.append(
+                _try(spec, request, device, "gradient checkpointing", grad_checkpointing=True)
+            )
         if request.batch_size > 1:
-            batch = _largest_fitting(1, request.batch_size - 1, lambda value: fits_with(batch_size=value))
+            batch = _largest_fitting(
+                1, request.batch_size - 1, lambda value: fits_with(batch_size=value)
+            )
             if batch:
                 steps = -(-request.batch_size // batch)
                 found.append(
@@ -100,21 +128,34 @@ def suggestions(spec: ModelSpec, estimate: MemoryEstimate, device: Device) -> li
                         batch_size=batch,
                     )
                 )
-        seq = _largest_fitting(1, request.seq_len - 1, lambda value: fits_with(seq_len=value)) if request.seq_len > 1 else None
+        seq = (
+            _largest_fitting(1, request.seq_len - 1, lambda value: fits_with(seq_len=value))
+            if request.seq_len > 1
+            else None
+        )
         if seq and seq >= 64:
             found.append(_try(spec, request, device, f"sequences of {seq:,} tokens", seq_len=seq))
-        for task in ("lora", "qlora"):
-            combined = {"task": task, "dtype": None if task == "qlora" else half, "grad_checkpointing": True}
-            if task == "lora" and request.task != "full":
-                continue
-            batch = _largest_fitting(1, request.batch_size, lambda value, c=combined: fits_with(**c, batch_size=value))
-            label = "QLoRA" if task == "qlora" else f"LoRA in {half}"
+        # Combinations, each at the largest batch size that fits: the task the user asked for first.
+        combinations = {"full": ("full", "lora", "qlora"), "lora": ("lora", "qlora"), "qlora": ("qlora",)}
+        for task in combinations[request.task]:
+            combined = {
+                "task": task,
+                "dtype": None if task == "qlora" else half,
+                "grad_checkpointing": True,
+                **({"optimizer": "adamw8bit"} if task == "full" else {}),
+            }
+            if combined.items() <= {**request.__dict__, "dtype": dtype}.items():
+                continue  # that is the request itself
+            batch = _largest_fitting(
+                1, request.batch_size, lambda value, c=combined: fits_with(**c, batch_size=value)
+            )
+            label = {"full": f"full in {half} + 8-bit AdamW", "lora": f"LoRA in {half}", "qlora": "QLoRA"}
             found.append(
                 _try(
                     spec,
                     request,
                     device,
-                    f"{label} + checkpointing, batch size {batch or 1}",
+                    f"{label[task]} + checkpointing, batch size {batch or 1}",
                     **combined,
                     batch_size=batch or 1,
                 )

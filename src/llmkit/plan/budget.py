@@ -18,7 +18,9 @@ def parse_count(text: str) -> int:
     """'2T', '500B', '1.5M', '3e9' or '1000000' as a number."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmbgt]?)\s*", text.lower())
     if not match:
-        raise InvalidParameterError(f"'{text}' is not a token count; write it like 2T, 500B or 1.5M.")
+        raise InvalidParameterError(
+            f"'{text}' is not a token count; write it like 2T, 500B or 1.5M."
+        )
     value = float(match.group(1)) * _SUFFIXES.get(match.group(2), 1)
     if value < 1:
         raise InvalidParameterError(f"The token count must be at least 1, not '{text}'.")
@@ -85,4 +87,6 @@ def training_budget(
     if grad_checkpointing:
         factor += 2
     formula = f"{factor} × {n:,} active parameters × tokens"
-    return TrainingBudget(tokens, spec.parameters, n, factor * n, formula, device, utilization, device_count)
+    return TrainingBudget(
+        tokens, spec.parameters, n, factor * n, formula, device, utilization, device_count
+    )

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from llmkit.plan.catalog import catalog
-from llmkit.plan.hardware import GIB, Device, cpu_info, local_cpu, local_gpus, memory_info, nvidia_smi_gpus
+from llmkit.plan.hardware import (
+    GIB,
+    Device,
+    cpu_info,
+    local_cpu,
+    local_gpus,
+    memory_info,
+    nvidia_smi_gpus,
+)
 from llmkit.plan.memory import PlanRequest, estimate_memory
 
 # The optional dependency groups in pyproject.toml and a module that shows each is installed.
@@ -24,7 +32,9 @@ EXTRAS = {
     "plot": ("matplotlib",),
 }
 MIN_FREE_DISK = 10 * GIB
-TORCH_CUDA_INSTALL = "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124"
+TORCH_CUDA_INSTALL = (
+    "pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu124"
+)
 LLAMA_CPP_CUDA_INSTALL = (
     'CMAKE_ARGS="-DGGML_CUDA=on" pip install --force-reinstall --no-cache-dir llama-cpp-python'
 )
@@ -41,7 +51,13 @@ class Check:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"area": self.area, "status": self.status, "detail": self.detail, "fix": self.fix, "data": self.data}
+        return {
+            "area": self.area,
+            "status": self.status,
+            "detail": self.detail,
+            "fix": self.fix,
+            "data": self.data,
+        }
 
 
 def _has(module: str) -> bool:
@@ -66,7 +82,9 @@ def check_system() -> list[Check]:
             "python",
             "ok" if sys.version_info >= (3, 10) else "fail",
             f"Python {platform.python_version()} at {sys.executable}",
-            None if sys.version_info >= (3, 10) else "install Python 3.10 or newer (llmkit needs it)",
+            None
+            if sys.version_info >= (3, 10)
+            else "install Python 3.10 or newer (llmkit needs it)",
         ),
     ]
     flags = [name for name, present in cpu["features"].items() if present]
@@ -77,7 +95,9 @@ def check_system() -> list[Check]:
             "cpu",
             "ok" if cpu_ok else "warn",
             f"{cpu['name']} · {cpu['cores']} cores · {', '.join(flags) or 'no AVX/NEON'}",
-            None if cpu_ok else "without AVX2 llama.cpp runs several times slower; prefer a newer CPU or a GPU",
+            None
+            if cpu_ok
+            else "without AVX2 llama.cpp runs several times slower; prefer a newer CPU or a GPU",
             cpu,
         )
     )
@@ -88,7 +108,9 @@ def check_system() -> list[Check]:
             "ram",
             "ok" if total >= 8 * GIB else "warn",
             f"{total / GIB:.1f} GiB{free}",
-            None if total >= 8 * GIB else "under 8 GiB only the smallest models run; close other programs",
+            None
+            if total >= 8 * GIB
+            else "under 8 GiB only the smallest models run; close other programs",
             {"total_bytes": total, "available_bytes": available},
         )
     )
@@ -115,7 +137,9 @@ def check_disk() -> Check:
 def check_gpus() -> list[Check]:
     gpus = nvidia_smi_gpus()
     if not gpus:
-        return [Check("gpu", "info", "no NVIDIA GPU found (nvidia-smi is not on PATH or reports none)")]
+        return [
+            Check("gpu", "info", "no NVIDIA GPU found (nvidia-smi is not on PATH or reports none)")
+        ]
     return [
         Check(
             "gpu",
@@ -129,7 +153,12 @@ def check_gpus() -> list[Check]:
 
 def check_torch(has_gpu: bool) -> Check:
     if not _has("torch"):
-        return Check("pytorch", "info", "not installed (needed for fine-tuning and the torch engine)", "pip install 'llmkit[torch]'")
+        return Check(
+            "pytorch",
+            "info",
+            "not installed (needed for fine-tuning and the torch engine)",
+            "pip install 'llmkit[torch]'",
+        )
     import torch
 
     cuda_build = torch.version.cuda
@@ -138,15 +167,32 @@ def check_torch(has_gpu: bool) -> Check:
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         data["mps_available"] = True
-    detail = f"torch {torch.__version__} · " + (f"CUDA {cuda_build} build" if cuda_build else "CPU-only build")
+    detail = f"torch {torch.__version__} · " + (
+        f"CUDA {cuda_build} build" if cuda_build else "CPU-only build"
+    )
     if sees_gpu:
-        names = ", ".join(torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count()))
+        names = ", ".join(
+            torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())
+        )
         return Check("pytorch", "ok", f"{detail} · sees {names}", data=data)
     if has_gpu and not cuda_build:
-        return Check("pytorch", "warn", f"{detail}: it cannot use the GPU", TORCH_CUDA_INSTALL, data)
+        return Check(
+            "pytorch", "warn", f"{detail}: it cannot use the GPU", TORCH_CUDA_INSTALL, data
+        )
     if has_gpu:
-        return Check("pytorch", "warn", f"{detail} but CUDA is not available (driver too old?)", "nvidia-smi  # then update the driver", data)
-    return Check("pytorch", "ok", detail + (" · Apple GPU (MPS) available" if data.get("mps_available") else ""), data=data)
+        return Check(
+            "pytorch",
+            "warn",
+            f"{detail} but CUDA is not available (driver too old?)",
+            "nvidia-smi  # then update the driver",
+            data,
+        )
+    return Check(
+        "pytorch",
+        "ok",
+        detail + (" · Apple GPU (MPS) available" if data.get("mps_available") else ""),
+        data=data,
+    )
 
 
 def llama_cpp_backends(system_info: str) -> list[str]:
@@ -161,19 +207,37 @@ def llama_cpp_backends(system_info: str) -> list[str]:
 def check_llama_cpp(has_gpu: bool) -> Check:
     version = _version("llama_cpp_python")
     if version is None:
-        return Check("llama.cpp", "fail", "llama-cpp-python is not installed (the default engine)", "pip install llama-cpp-python")
+        return Check(
+            "llama.cpp",
+            "fail",
+            "llama-cpp-python is not installed (the default engine)",
+            "pip install llama-cpp-python",
+        )
     try:
         import llama_cpp
 
         info = llama_cpp.llama_print_system_info()
         info = info.decode(errors="replace") if isinstance(info, bytes) else str(info)
     except Exception as error:  # a broken native build raises anything from OSError to RuntimeError
-        return Check("llama.cpp", "fail", f"llama-cpp-python {version} does not load: {error}", LLAMA_CPP_CUDA_INSTALL if has_gpu else "pip install --force-reinstall --no-cache-dir llama-cpp-python")
+        return Check(
+            "llama.cpp",
+            "fail",
+            f"llama-cpp-python {version} does not load: {error}",
+            LLAMA_CPP_CUDA_INSTALL
+            if has_gpu
+            else "pip install --force-reinstall --no-cache-dir llama-cpp-python",
+        )
     backends = llama_cpp_backends(info)
     data = {"version": version, "backends": backends, "system_info": info.strip()}
     detail = f"llama-cpp-python {version} · backends: {', '.join(backends)}"
     if has_gpu and "CUDA" not in backends:
-        return Check("llama.cpp", "warn", detail + ": built without CUDA, so it will not use the GPU", LLAMA_CPP_CUDA_INSTALL, data)
+        return Check(
+            "llama.cpp",
+            "warn",
+            detail + ": built without CUDA, so it will not use the GPU",
+            LLAMA_CPP_CUDA_INSTALL,
+            data,
+        )
     return Check("llama.cpp", "ok", detail, data=data)
 
 
@@ -182,7 +246,14 @@ def check_extras() -> list[Check]:
     for extra, modules in EXTRAS.items():
         missing = [module for module in modules if not _has(module)]
         if missing:
-            checks.append(Check(f"extra {extra}", "info", f"not installed (missing {', '.join(missing)})", f"pip install 'llmkit[{extra}]'"))
+            checks.append(
+                Check(
+                    f"extra {extra}",
+                    "info",
+                    f"not installed (missing {', '.join(missing)})",
+                    f"pip install 'llmkit[{extra}]'",
+                )
+            )
         else:
             checks.append(Check(f"extra {extra}", "ok", "installed"))
     return checks
@@ -199,11 +270,20 @@ def largest_models(device: Device) -> dict[str, dict[str, Any] | None]:
     found: dict[str, dict[str, Any] | None] = {}
     for label, request in workloads.items():
         found[label] = None
+        if label == "qlora" and device.type == "cpu":
+            continue  # bitsandbytes' 4-bit training needs a CUDA GPU
         for entry in entries:
             spec = entry.spec()
-            total = estimate_memory(spec, PlanRequest(**{**request.__dict__, "device_type": device.type})).total
+            total = estimate_memory(
+                spec, PlanRequest(**{**request.__dict__, "device_type": device.type})
+            ).total
             if total <= device.memory_bytes * 0.9:
-                found[label] = {"model": entry.name, "display": entry.display, "parameters": spec.parameters, "total_bytes": round(total)}
+                found[label] = {
+                    "model": entry.name,
+                    "display": entry.display,
+                    "parameters": spec.parameters,
+                    "total_bytes": round(total),
+                }
                 break
     return found
 

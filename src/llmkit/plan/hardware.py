@@ -74,7 +74,11 @@ def resolve_device(text: str) -> Device:
             return Device(f"CPU with {text.split(':', 1)[1]}", "cpu", size)
         return Device(f"GPU with {text.removeprefix('gpu:')}", "cuda", size)
     close = difflib.get_close_matches(key, [*KNOWN_GPUS, "cpu", "auto"], n=2, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(KNOWN_GPUS[c].name if c in KNOWN_GPUS else c) for c in close)}?" if close else ""
+    hint = (
+        f" Did you mean {' or '.join(repr(KNOWN_GPUS[c].name if c in KNOWN_GPUS else c) for c in close)}?"
+        if close
+        else ""
+    )
     names = ", ".join(device.name for device in KNOWN_GPUS.values())
     raise InvalidParameterError(
         f"Unknown device '{text}'.{hint} Use cpu, auto, {names}, or a memory size such as 24GB."
@@ -110,7 +114,11 @@ def cpu_info() -> dict[str, Any]:
             for line in handle:
                 label, _, value = line.partition(":")
                 label = label.strip()
-                if label in ("model name", "Model") and name in ("", platform.machine(), platform.processor()):
+                if label in ("model name", "Model") and name in (
+                    "",
+                    platform.machine(),
+                    platform.processor(),
+                ):
                     name = value.strip()
                 if label in ("flags", "Features"):
                     flags.update(value.split())
@@ -121,9 +129,16 @@ def cpu_info() -> dict[str, Any]:
         "AVX": "avx" in flags,
         "AVX2": "avx2" in flags,
         "AVX512": any(flag.startswith("avx512f") for flag in flags),
-        "NEON": "asimd" in flags or "neon" in flags or machine in ("arm64", "aarch64") and platform.system() == "Darwin",
+        "NEON": "asimd" in flags
+        or "neon" in flags
+        or (machine in ("arm64", "aarch64") and platform.system() == "Darwin"),
     }
-    return {"name": name, "cores": os.cpu_count() or 1, "architecture": machine, "features": features}
+    return {
+        "name": name,
+        "cores": os.cpu_count() or 1,
+        "architecture": machine,
+        "features": features,
+    }
 
 
 @dataclass
@@ -143,7 +158,11 @@ def nvidia_smi_gpus() -> list[GpuInfo]:
         return []
     try:
         output = subprocess.run(
-            [executable, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"],
+            [
+                executable,
+                "--query-gpu=name,memory.total,driver_version",
+                "--format=csv,noheader,nounits",
+            ],
             capture_output=True,
             text=True,
             timeout=10,
@@ -163,7 +182,9 @@ def local_gpus() -> list[Device]:
     """This machine's CUDA GPUs as plan devices, largest first (peak TFLOPS looked up by name)."""
     devices = []
     for gpu in nvidia_smi_gpus():
-        known = next((d for key, d in KNOWN_GPUS.items() if key.split("-")[0] in gpu.name.lower()), None)
+        known = next(
+            (d for key, d in KNOWN_GPUS.items() if key.split("-")[0] in gpu.name.lower()), None
+        )
         devices.append(
             Device(
                 gpu.name,

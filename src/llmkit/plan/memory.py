@@ -18,7 +18,8 @@ from llmkit.plan.spec import ModelSpec
 
 TASKS = ("chat", "lora", "qlora", "full")
 OPTIMIZERS = {"adamw": 2, "adamw8bit": 2, "sgd": 1}  # state tensors per trainable parameter
-ENGINES = ("auto", "llama.cpp", "torch")
+ENGINES = ("auto", "llamacpp", "transformers")  # the names `llmkit run --engine` uses
+ENGINE_ALIASES = {"llama.cpp": "llamacpp", "llama-cpp": "llamacpp", "torch": "transformers"}
 LORA_MODULES = ("q", "k", "v", "o", "gate", "up", "down")
 LORA_TARGET_SETS = {
     "all": LORA_MODULES,
@@ -28,8 +29,12 @@ LORA_TARGET_SETS = {
 }
 GIB = 1024**3
 MIB = 1024**2
-LLAMA_CPP_UBATCH = 512  # llama.cpp's default micro-batch: the prompt is evaluated this many at a time
-CPU_RUNTIME_BYTES = 64 * MIB  # thread pools, kernels' scratch and allocator slack in a torch process
+LLAMA_CPP_UBATCH = (
+    512  # llama.cpp's default micro-batch: the prompt is evaluated this many at a time
+)
+CPU_RUNTIME_BYTES = (
+    64 * MIB
+)  # thread pools, kernels' scratch and allocator slack in a torch process
 CUDA_CONTEXT_BYTES = 512 * MIB  # the CUDA context and cuBLAS workspace, outside torch's allocator
 LLAMA_CPP_RUNTIME_BYTES = 16 * MIB
 
@@ -54,24 +59,37 @@ class PlanRequest:
     def validated(self, spec: ModelSpec) -> PlanRequest:
         """A copy with defaults filled in; raises InvalidParameterError for impossible values."""
         if self.task not in TASKS:
-            raise InvalidParameterError(f"Unknown task '{self.task}'; choose one of {', '.join(TASKS)}.")
+            raise InvalidParameterError(
+                f"Unknown task '{self.task}'; choose one of {', '.join(TASKS)}."
+            )
         if self.optimizer not in OPTIMIZERS:
             raise InvalidParameterError(
                 f"Unknown optimizer '{self.optimizer}'; choose one of {', '.join(OPTIMIZERS)}."
             )
-        if self.engine not in ENGINES:
-            raise InvalidParameterError(f"Unknown engine '{self.engine}'; choose one of {', '.join(ENGINES)}.")
+        engine = ENGINE_ALIASES.get(self.engine, self.engine)
+        if engine not in ENGINES:
+            raise InvalidParameterError(
+                f"Unknown engine '{self.engine}'; choose one of {', '.join(ENGINES)}."
+            )
         if self.attention not in ("sdpa", "eager"):
             raise InvalidParameterError("--attention must be 'sdpa' or 'eager'.")
-        for label, value in (("batch size", self.batch_size), ("sequence length", self.seq_len), ("LoRA rank", self.lora_r)):
+        for label, value in (
+            ("batch size", self.batch_size),
+            ("sequence length", self.seq_len),
+            ("LoRA rank", self.lora_r),
+        ):
             if value < 1:
                 raise InvalidParameterError(f"The {label} must be at least 1, not {value}.")
         if self.context is not None and self.context < 1:
-            raise InvalidParameterError(f"The context must be at least 1 token, not {self.context}.")
+            raise InvalidParameterError(
+                f"The context must be at least 1 token, not {self.context}."
+            )
         lora_modules(self.lora_targets)
         dtype = self.dtype
         if dtype is None:
-            dtype = (spec.native_dtype if self.task == "chat" and spec.native_dtype else None) or "bf16"
+            dtype = (
+                spec.native_dtype if self.task == "chat" and spec.native_dtype else None
+            ) or "bf16"
         dtype = normalize_dtype(dtype)
         if self.task in ("full", "lora") and is_quantized(dtype):
             raise InvalidParameterError(
@@ -80,14 +98,16 @@ class PlanRequest:
         if self.task == "qlora" and not is_quantized(dtype):
             dtype = "nf4"
         context = self.context or min(spec.max_context or 4096, 4096)
-        return replace(self, dtype=dtype, context=context)
+        return replace(self, dtype=dtype, context=context, engine=engine)
 
 
 def lora_modules(targets: str) -> tuple[str, ...]:
     """'all', 'attention', 'qv', 'mlp' or a comma list such as 'q,v,down' (q_proj etc. accepted)."""
     if targets in LORA_TARGET_SETS:
         return LORA_TARGET_SETS[targets]
-    modules = tuple(part.strip().removesuffix("_proj") for part in targets.split(",") if part.strip())
+    modules = tuple(
+        part.strip().removesuffix("_proj") for part in targets.split(",") if part.strip()
+    )
     unknown = [module for module in modules if module not in LORA_MODULES]
     if unknown or not modules:
         raise InvalidParameterError(
@@ -105,7 +125,12 @@ class MemoryPart:
     formula: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "label": self.label, "bytes": round(self.bytes), "formula": self.formula}
+        return {
+            "key": self.key,
+            "label": self.label,
+            "bytes": round(self.bytes),
+            "formula": self.formula,
+        }
 
 
 @dataclass
@@ -116,7 +141,7 @@ class MemoryEstimate:
     request: PlanRequest
     parts: list[MemoryPart] = field(default_factory=list)
     trainable_parameters: int = 0
-    engine: str = "torch"
+    engine: str = "transformers"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -157,7 +182,7 @@ def _inference_engine(spec: ModelSpec, request: PlanRequest) -> str:
     if request.engine != "auto":
         return request.engine
     # Quantized GGUF weights are what llama.cpp runs; full-precision weights are torch's.
-    return "llama.cpp" if is_quantized(request.dtype or "bf16") else "torch"
+    return "llamacpp" if is_quantized(request.dtype or "bf16") else "transformers"
 
 
 def weight_bytes(spec: ModelSpec, dtype: str) -> tuple[float, str]:
@@ -183,7 +208,7 @@ def _inference(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     weights, weights_formula = weight_bytes(spec, dtype)
     estimate.add("weights", "weights", weights, weights_formula)
 
-    kv_bytes = 2 if engine == "llama.cpp" or dtype != "fp32" else 4
+    kv_bytes = 2 if engine == "llamacpp" or dtype != "fp32" else 4
     lengths = spec.kv_layers_and_lengths(context)
     kv = 2 * spec.kv_width * kv_bytes * batch * sum(lengths)
     windowed = " (sliding-window layers keep fewer)" if len(set(lengths)) > 1 else ""
@@ -196,18 +221,25 @@ def _inference(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     )
 
     h, f, v = spec.hidden_size, _token_ffn(spec), spec.vocab_size
-    if engine == "llama.cpp":
+    if engine == "llamacpp":
         chunk = min(context, LLAMA_CPP_UBATCH)
-        # The graph allocator reuses one buffer: the larger of the logits and one layer's attention.
-        attention = spec.heads * context * 4 if request.device_type == "cpu" else 0
-        per_token = max(v * 4 + 2 * h * 4, attention + (3 * f + 6 * h) * 4)
+        layer = (3 * f + 6 * h) * 4
+        if request.device_type == "cpu":
+            # Without flash attention the scores of a micro-batch against the whole context are
+            # materialised. The buffer's area reserved for a micro-batch of logits is never
+            # touched when only the last token's logits are asked for, so it costs no RAM.
+            compute = chunk * (spec.heads * context * 4 + layer)
+            formula = f"{chunk} tokens per micro-batch × ({spec.heads} heads × {context} context × 4 B + (3·ffn + 6·hidden) × 4 B)"
+        else:
+            # On a GPU the whole reserved buffer is allocated: the larger of logits and one layer.
+            compute = chunk * max(v * 4 + 2 * h * 4, layer)
+            formula = (
+                f"{chunk} tokens per micro-batch × max(vocab {v} × 4 B, (3·ffn + 6·hidden) × 4 B)"
+            )
+        estimate.add("activations", "compute buffer", compute, formula)
         estimate.add(
-            "activations",
-            "compute buffer",
-            chunk * per_token,
-            f"{chunk} tokens per micro-batch × max(vocab {v} × 4 B, heads × context × 4 B + (3·ffn + 6·hidden) × 4 B)",
+            "logits", "logits", batch * v * 4, f"batch {batch} × vocab {v} × 4 B (last token)"
         )
-        estimate.add("logits", "logits", batch * v * 4, f"batch {batch} × vocab {v} × 4 B (last token)")
         overhead = LLAMA_CPP_RUNTIME_BYTES
     else:
         prompt = context
@@ -221,7 +253,12 @@ def _inference(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
             batch * prompt * per_token,
             f"batch {batch} × {prompt} prompt tokens × (3·ffn + 6·hidden) × {cb} B — one layer at a time",
         )
-        estimate.add("logits", "logits", batch * v * 8, f"batch {batch} × vocab {v} × 8 B (last token, fp32 copy)")
+        estimate.add(
+            "logits",
+            "logits",
+            batch * v * 8,
+            f"batch {batch} × vocab {v} × 8 B (last token, fp32 copy)",
+        )
         overhead = CPU_RUNTIME_BYTES
     _add_overhead(estimate, request, overhead)
     if spec.max_context and context > spec.max_context:
@@ -256,7 +293,9 @@ def lora_parameters(spec: ModelSpec, modules: tuple[str, ...], rank: int) -> int
     for module in modules:
         inputs, outputs = shapes[module]
         if spec.experts and module in ("gate", "up", "down"):
-            inputs, outputs = (h, spec.expert_ffn_size) if module != "down" else (spec.expert_ffn_size, h)
+            inputs, outputs = (
+                (h, spec.expert_ffn_size) if module != "down" else (spec.expert_ffn_size, h)
+            )
             total += experts * rank * (inputs + outputs)
         else:
             total += rank * (inputs + outputs)
@@ -291,7 +330,14 @@ def _lora_input_bytes(spec: ModelSpec, request: PlanRequest, b: int) -> float:
     saved = 4.0 * request.lora_r * len(modules)  # each adapter's rank-r middle activation
     if b >= 4:
         # fp32 base: adapters share the projections' inputs; o's input is attention's saved output.
-        saved += 4 * h * (any(m in modules for m in ("q", "k", "v")) + any(m in modules for m in ("gate", "up")))
+        saved += (
+            4
+            * h
+            * (
+                any(m in modules for m in ("q", "k", "v"))
+                + any(m in modules for m in ("gate", "up"))
+            )
+        )
         saved += 4 * f if "down" in modules else 0
         return saved
     saved += 4 * h * sum(module in modules for module in ("q", "k", "v", "o", "gate", "up"))
@@ -300,7 +346,7 @@ def _lora_input_bytes(spec: ModelSpec, request: PlanRequest, b: int) -> float:
 
 def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     dtype = request.dtype or "bf16"
-    estimate = MemoryEstimate(spec, request, engine="torch")
+    estimate = MemoryEstimate(spec, request, engine="transformers")
     full = request.task == "full"
     n = spec.parameters
     b = compute_bytes(dtype)
@@ -312,7 +358,10 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     if full:
         trainable, param_bytes = n, bytes_per_parameter(dtype)
     else:
-        trainable, param_bytes = lora_parameters(spec, lora_modules(request.lora_targets), request.lora_r), 4.0
+        trainable, param_bytes = (
+            lora_parameters(spec, lora_modules(request.lora_targets), request.lora_r),
+            4.0,
+        )
     estimate.trainable_parameters = trainable
     adapters = 0.0 if full else trainable * 4.0
     estimate.add(
@@ -322,7 +371,9 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
         base_formula + ("" if full else f" + {trainable:,} LoRA weights × 4 B (fp32)"),
     )
     gradients = trainable * param_bytes
-    estimate.add("gradients", "gradients", gradients, f"{trainable:,} trainable × {param_bytes:g} B")
+    estimate.add(
+        "gradients", "gradients", gradients, f"{trainable:,} trainable × {param_bytes:g} B"
+    )
     states, state_formula = _optimizer_states(request.optimizer, trainable, param_bytes)
     estimate.add("optimizer", f"optimizer states ({request.optimizer})", states, state_formula)
 
@@ -339,7 +390,9 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
         layers = tokens * spec.layers * per_layer
         if not full:
             layers -= tokens * 4 * h  # the first norm's input needs no gradient under LoRA
-        act_formula = f"{tokens} tokens × {spec.layers} layers × {per_layer:,.0f} B saved per token and layer"
+        act_formula = (
+            f"{tokens} tokens × {spec.layers} layers × {per_layer:,.0f} B saved per token and layer"
+        )
     activations = layers + tokens * final
     estimate.add("activations", "activations", activations, act_formula)
     logits = 12.0 * tokens * v
@@ -369,7 +422,9 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     )
     if dtype == "nf4":
         largest_linear = h * max(spec.ffn_size, spec.q_width) * 2
-        estimate.add("dequant", "4-bit dequantization buffer", largest_linear, "one linear layer in bf16")
+        estimate.add(
+            "dequant", "4-bit dequantization buffer", largest_linear, "one linear layer in bf16"
+        )
     _add_overhead(estimate, request, CPU_RUNTIME_BYTES)
     if spec.max_context and request.seq_len > spec.max_context:
         estimate.notes.append(
@@ -397,4 +452,6 @@ def _add_overhead(estimate: MemoryEstimate, request: PlanRequest, runtime: float
             "CUDA context and cuBLAS workspace (512 MiB) + 5% allocator rounding",
         )
     else:
-        estimate.add("overhead", "framework overhead", runtime, f"runtime scratch ({runtime / MIB:.0f} MiB)")
+        estimate.add(
+            "overhead", "framework overhead", runtime, f"runtime scratch ({runtime / MIB:.0f} MiB)"
+        )

@@ -72,18 +72,26 @@ def memory_table(plan: Plan, explain: bool = False) -> Table:
     table.add_section()
     cells = ["[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", ""]
     table.add_row(*cells, "") if explain else table.add_row(*cells)
-    cells = [f"{device.name}", gib(device.memory_bytes), f"[{style}]{100 * plan.verdict.usage:.0f}%[/]"]
+    cells = [
+        f"{device.name}",
+        gib(device.memory_bytes),
+        f"[{style}]{100 * plan.verdict.usage:.0f}%[/]",
+    ]
     table.add_row(*cells, "") if explain else table.add_row(*cells)
     return table
 
 
 def suggestion_table(plan: Plan) -> Table:
-    table = Table(title="what would make it fit", show_edge=False, header_style="bold", title_justify="left")
+    table = Table(
+        title="what would make it fit", show_edge=False, header_style="bold", title_justify="left"
+    )
     table.add_column("change")
     table.add_column("new total", justify="right")
     table.add_column("fits", justify="center")
     for item in plan.suggestions:
-        table.add_row(item.description, gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]")
+        table.add_row(
+            item.description, gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
+        )
     return table
 
 
@@ -97,7 +105,9 @@ def budget_text(plan: Plan) -> Text:
     )
     text.append(f"compute ≈ {budget.flops:.2e} FLOPs ({budget.flops_formula})\n")
     if budget.seconds is None:
-        text.append(f"time: unknown ({budget.device.name} has no listed peak; name a GPU with --device)")
+        text.append(
+            f"time: unknown ({budget.device.name} has no listed peak; name a GPU with --device)"
+        )
     else:
         gpus = f"{budget.device_count} × " if budget.device_count > 1 else ""
         text.append(
@@ -136,21 +146,29 @@ def write_chart(plan: Plan, path: str | Path) -> Path:
 
     target = Path(path)
     if target.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise InvalidParameterError(f"--chart needs a .png, .svg or .pdf file name, not '{target.name}'.")
+        raise InvalidParameterError(
+            f"--chart needs a .png, .svg or .pdf file name, not '{target.name}'."
+        )
     gib_scale = 1024**3
     figure, axes = plt.subplots(figsize=(6, 5))
     bottom = 0.0
     for part in plan.estimate.parts:
         if part.bytes <= 0:
             continue
-        axes.bar(0, part.bytes / gib_scale, bottom=bottom, label=f"{part.label} ({gib(part.bytes)})")
+        axes.bar(
+            0, part.bytes / gib_scale, bottom=bottom, label=f"{part.label} ({gib(part.bytes)})"
+        )
         bottom += part.bytes / gib_scale
     overlap = -plan.estimate.part("overlap") / gib_scale
     if overlap > 0:
         axes.bar(0, overlap, bottom=bottom - overlap, color="none", hatch="//", edgecolor="grey",
                  label=f"not alive at once (−{overlap:.2f} GiB)")  # fmt: skip
-    axes.axhline(plan.device.memory_bytes / gib_scale, color="red", linestyle="--", label=plan.device.name)
-    axes.set_xticks([0], [f"{plan.spec.name}\n{plan.estimate.request.task}, {plan.estimate.request.dtype}"])
+    axes.axhline(
+        plan.device.memory_bytes / gib_scale, color="red", linestyle="--", label=plan.device.name
+    )
+    axes.set_xticks(
+        [0], [f"{plan.spec.name}\n{plan.estimate.request.task}, {plan.estimate.request.dtype}"]
+    )
     axes.set_ylabel("GiB")
     axes.set_title(f"peak {gib(plan.estimate.total)}: {plan.verdict.status}")
     axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")

@@ -15,11 +15,15 @@ def spec_from_path(path: Path) -> ModelSpec:
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.exists():
-            raise InvalidModelFileError(f"{path} has no config.json; it is not a Hugging Face model folder.")
+            raise InvalidModelFileError(
+                f"{path} has no config.json; it is not a Hugging Face model folder."
+            )
         try:
             config = json.loads(config_file.read_text())
         except json.JSONDecodeError as error:
-            raise InvalidModelFileError(f"{config_file} is not valid JSON ({error.msg}).") from error
+            raise InvalidModelFileError(
+                f"{config_file} is not valid JSON ({error.msg})."
+            ) from error
         return spec_from_hf_config(config, name=path.name, source=f"path:{path}")
     from llmkit.store.gguf_meta import read_gguf_header
 

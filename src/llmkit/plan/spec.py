@@ -14,7 +14,16 @@ from llmkit.errors import InvalidModelFileError
 # Model types whose MLP is a plain up/activation/down (no gate) and whose norms are LayerNorms.
 _PLAIN_MLP_TYPES = {"gpt2", "gpt_neox", "gptj", "phi", "falcon", "opt", "bloom", "starcoder2"}
 # config.json leaves tie_word_embeddings out when it equals the model class's default.
-_UNTIED_BY_DEFAULT = {"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3"}
+_UNTIED_BY_DEFAULT = {
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "phi3",
+}
 _QKV_BIAS_TYPES = {"qwen2", "qwen2_moe"}
 _QK_NORM_TYPES = {"qwen3", "qwen3_moe", "gemma3", "gemma3_text", "olmo2"}
 _FOUR_NORM_TYPES = {"gemma2", "gemma3", "gemma3_text"}
@@ -127,7 +136,9 @@ class ModelSpec:
         if not self.sliding_window or not self.global_layer_every:
             return [context] * self.layers
         return [
-            context if (index + 1) % self.global_layer_every == 0 else min(context, self.sliding_window)
+            context
+            if (index + 1) % self.global_layer_every == 0
+            else min(context, self.sliding_window)
             for index in range(self.layers)
         ]
 
@@ -178,7 +189,9 @@ def spec_from_hf_config(config: dict[str, Any], *, name: str, source: str) -> Mo
         mlp_bias=bool(config.get("mlp_bias")) or model_type in _PLAIN_MLP_TYPES,
         experts=experts,
         experts_per_token=int(config.get("num_experts_per_tok") or 0) if experts else 0,
-        expert_ffn_size=int(config.get("moe_intermediate_size") or config.get("intermediate_size") or 0)
+        expert_ffn_size=int(
+            config.get("moe_intermediate_size") or config.get("intermediate_size") or 0
+        )
         if experts
         else 0,
         sliding_window=int(sliding) if sliding else None,
@@ -220,10 +233,14 @@ def spec_from_gguf(header: Any, *, name: str, source: str) -> ModelSpec:
         norms_per_layer=4 if "blk.0.post_attention_norm.weight" in tensor_names else 2,
         experts=experts,
         experts_per_token=int(header.arch_value("expert_used_count") or 0),
-        expert_ffn_size=int(header.arch_value("expert_feed_forward_length") or info["feed_forward_length"] or 0)
+        expert_ffn_size=int(
+            header.arch_value("expert_feed_forward_length") or info["feed_forward_length"] or 0
+        )
         if experts
         else 0,
-        sliding_window=header.arch_value("attention.sliding_window") if architecture.startswith("gemma3") else None,
+        sliding_window=header.arch_value("attention.sliding_window")
+        if architecture.startswith("gemma3")
+        else None,
         global_layer_every=6 if architecture.startswith("gemma3") else 0,
         source=source,
         weight_bytes_override=sum(tensor.n_bytes for tensor in header.tensors),

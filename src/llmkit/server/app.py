@@ -37,8 +37,12 @@ def _is_ollama(path: str) -> bool:
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
     if _is_ollama(path):
         return {"error": message}
-    kind = {401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error",
-            503: "server_overloaded"}.get(status, "invalid_request_error" if status < 500 else "server_error")
+    kind = {
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "invalid_request_error",
+        503: "server_overloaded",
+    }.get(status, "invalid_request_error" if status < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "param": None, "code": code or str(status)}}
 
 
@@ -77,12 +81,21 @@ class GuardMiddleware:
                 given = headers.get(b"authorization", b"").decode("latin-1")
                 token = given[7:] if given.lower().startswith("bearer ") else ""
                 if not hmac.compare_digest(token.encode(), key.encode()):
-                    await self._reply(counting_send, path, 401, "A valid API key is required: send 'Authorization: Bearer <key>'.")
+                    await self._reply(
+                        counting_send,
+                        path,
+                        401,
+                        "A valid API key is required: send 'Authorization: Bearer <key>'.",
+                    )
                     return
             body = await self._read_body(receive, settings.max_body_bytes)
             if body is None:
-                await self._reply(counting_send, path, 413,
-                                  f"The request body is larger than the {settings.max_body_bytes:,}-byte limit.")
+                await self._reply(
+                    counting_send,
+                    path,
+                    413,
+                    f"The request body is larger than the {settings.max_body_bytes:,}-byte limit.",
+                )
                 return
             replayed = False
 
@@ -123,7 +136,10 @@ class GuardMiddleware:
     @staticmethod
     async def _reply(send: Send, path: str, status: int, message: str) -> None:
         payload = json.dumps(error_body(path, status, message)).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -139,8 +155,16 @@ def _validation_message(error: RequestValidationError) -> str:
         if item.get("type") == "missing":
             problems.append(f"'{where}' is required")
         else:
-            problems.append(f"'{where}': {item.get('msg', 'is invalid')}" if where else item.get("msg", "invalid"))
-    return ("Invalid request: " + "; ".join(problems[:3]) + ".") if problems else "The request body is invalid."
+            problems.append(
+                f"'{where}': {item.get('msg', 'is invalid')}"
+                if where
+                else item.get("msg", "invalid")
+            )
+    return (
+        ("Invalid request: " + "; ".join(problems[:3]) + ".")
+        if problems
+        else "The request body is invalid."
+    )
 
 
 def create_app(state: ServerState) -> FastAPI:
@@ -151,8 +175,14 @@ def create_app(state: ServerState) -> FastAPI:
         yield
         state.close()
 
-    app = FastAPI(title="llmkit", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="llmkit",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
     app.state.llmkit = state
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
@@ -161,9 +191,14 @@ def create_app(state: ServerState) -> FastAPI:
     async def _llmkit_error(request: Request, error: LlmkitError) -> JSONResponse:
         status = _status_for(error)
         headers = {"Retry-After": "1"} if status == 503 else None
-        code = "model_not_found" if isinstance(error, ModelNotFoundError) else (
-            "context_length_exceeded" if isinstance(error, ContextOverflowError) else None)
-        return JSONResponse(error_body(request.url.path, status, str(error), code), status, headers=headers)
+        code = (
+            "model_not_found"
+            if isinstance(error, ModelNotFoundError)
+            else ("context_length_exceeded" if isinstance(error, ContextOverflowError) else None)
+        )
+        return JSONResponse(
+            error_body(request.url.path, status, str(error), code), status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -171,7 +206,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(404)
     async def _not_found(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse(error_body(request.url.path, 404, f"There is no endpoint {request.url.path}."), 404)
+        return JSONResponse(
+            error_body(request.url.path, 404, f"There is no endpoint {request.url.path}."), 404
+        )
 
     @app.exception_handler(405)
     async def _wrong_method(request: Request, error: Exception) -> JSONResponse:
@@ -181,7 +218,10 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body(request.url.path, 500, "The server failed on this request; see its log."), 500)
+        return JSONResponse(
+            error_body(request.url.path, 500, "The server failed on this request; see its log."),
+            500,
+        )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -215,8 +255,9 @@ def _web_file(name: str) -> str:
     return resources.files("llmkit.server").joinpath("web", name).read_text(encoding="utf-8")
 
 
-def run_server(models: list[str], settings: ServerSettings, *, home: str | None = None,
-               on_ready: Any = None) -> None:
+def run_server(
+    models: list[str], settings: ServerSettings, *, home: str | None = None, on_ready: Any = None
+) -> None:
     """Load the models, then serve until interrupted."""
     import uvicorn
 
@@ -224,5 +265,11 @@ def run_server(models: list[str], settings: ServerSettings, *, home: str | None 
     app = create_app(state)
     if on_ready:
         on_ready(state)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info",
-                access_log=True, timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=True,
+        timeout_graceful_shutdown=5,
+    )

@@ -20,7 +20,9 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     try:
         grammar = json_schema_to_gbnf(json.dumps(schema))
     except Exception as error:  # the converter raises plain Exceptions for what it cannot express
-        raise InvalidParameterError(f"The JSON schema cannot be turned into a grammar: {error}.") from error
+        raise InvalidParameterError(
+            f"The JSON schema cannot be turned into a grammar: {error}."
+        ) from error
     # The converter lets raw control characters into strings, which JSON forbids; keep them out.
     return grammar.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F\\x7F] |')
 
@@ -38,7 +40,9 @@ def response_format_schema(response_format: dict[str, Any] | None) -> dict[str, 
         spec = response_format.get("json_schema") or {}
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
-            raise InvalidParameterError("response_format.json_schema.schema must be a JSON schema object.")
+            raise InvalidParameterError(
+                "response_format.json_schema.schema must be a JSON schema object."
+            )
         return schema
     raise InvalidParameterError(
         f"response_format type '{kind}' is not supported; use text, json_object or json_schema."
@@ -53,4 +57,4 @@ def ollama_format_schema(format: str | dict[str, Any] | None) -> dict[str, Any] 
         return ANY_OBJECT_SCHEMA
     if isinstance(format, dict):
         return format
-    raise InvalidParameterError(f"format must be \"json\" or a JSON schema, not {format!r}.")
+    raise InvalidParameterError(f'format must be "json" or a JSON schema, not {format!r}.')

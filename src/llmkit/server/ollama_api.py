@@ -31,10 +31,17 @@ router = APIRouter(prefix="/api")
 # Ollama option name -> SamplingParams name. Options with no meaning here (num_ctx, num_thread,
 # mirostat, ...) are accepted and ignored, as Ollama itself ignores what a runner does not use.
 _OPTIONS = {
-    "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p",
-    "seed": "seed", "stop": "stop", "repeat_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n", "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty", "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "seed": "seed",
+    "stop": "stop",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "num_predict": "max_tokens",
 }
 
 
@@ -53,8 +60,14 @@ def _params(options: dict[str, Any] | None) -> dict[str, Any]:
             value = stops
         else:
             kind = int if key in _INTEGER_OPTIONS else float
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
-                raise InvalidParameterError(f"options.{key} must be {'an integer' if kind is int else 'a number'}.")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and value != int(value))
+            ):
+                raise InvalidParameterError(
+                    f"options.{key} must be {'an integer' if kind is int else 'a number'}."
+                )
             value = kind(value)
         params[_OPTIONS[key]] = value
     if params.get("max_tokens") is not None and params["max_tokens"] < 0:
@@ -74,9 +87,12 @@ def _stats(result: GenerationResult, started: float) -> dict[str, Any]:
     timing, usage = result.timing, result.usage
     return {
         "done_reason": "length" if result.finish_reason == "length" else "stop",
-        "total_duration": _ns(time.perf_counter() - started), "load_duration": 0,
-        "prompt_eval_count": usage.prompt_tokens, "prompt_eval_duration": _ns(timing.prompt_seconds),
-        "eval_count": usage.completion_tokens, "eval_duration": _ns(timing.generation_seconds),
+        "total_duration": _ns(time.perf_counter() - started),
+        "load_duration": 0,
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": _ns(timing.prompt_seconds),
+        "eval_count": usage.completion_tokens,
+        "eval_duration": _ns(timing.generation_seconds),
     }
 
 
@@ -85,16 +101,26 @@ def _details(served: ServedModel) -> dict[str, Any]:
     parameters = info.get("parameters") or 0
     size = f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
     family = info.get("architecture") or ""
-    return {"parent_model": "", "format": served.model.manifest.format, "family": family,
-            "families": [family] if family else None, "parameter_size": size,
-            "quantization_level": info.get("quantization") or ""}
+    return {
+        "parent_model": "",
+        "format": served.model.manifest.format,
+        "family": family,
+        "families": [family] if family else None,
+        "parameter_size": size,
+        "quantization_level": info.get("quantization") or "",
+    }
 
 
 def _entry(served: ServedModel) -> dict[str, Any]:
     manifest = served.model.manifest
-    return {"name": served.name, "model": served.name,
-            "modified_at": datetime.fromtimestamp(manifest.created, timezone.utc).isoformat(),
-            "size": manifest.size_bytes, "digest": manifest.sha256, "details": _details(served)}
+    return {
+        "name": served.name,
+        "model": served.name,
+        "modified_at": datetime.fromtimestamp(manifest.created, timezone.utc).isoformat(),
+        "size": manifest.size_bytes,
+        "digest": manifest.sha256,
+        "details": _details(served),
+    }
 
 
 def _ndjson(data: dict[str, Any]) -> bytes:
@@ -113,25 +139,43 @@ async def tags(request: Request) -> dict[str, Any]:
 
 @router.get("/ps")
 async def running(request: Request) -> dict[str, Any]:
-    return {"models": [
-        {**_entry(served), "expires_at": "0001-01-01T00:00:00Z", "size_vram": 0,
-         "context_length": served.scheduler.slot_context}
-        for served in request.app.state.llmkit.models.values()
-    ]}
+    return {
+        "models": [
+            {
+                **_entry(served),
+                "expires_at": "0001-01-01T00:00:00Z",
+                "size_vram": 0,
+                "context_length": served.scheduler.slot_context,
+            }
+            for served in request.app.state.llmkit.models.values()
+        ]
+    }
 
 
 @router.post("/show")
 async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
     served = request.app.state.llmkit.get(body.model or body.name or "")
     model = served.model
-    info = {key: value for key, value in model.manifest.info.items()
-            if key not in ("chat_template", "special_tokens", "tokenizer")}
+    info = {
+        key: value
+        for key, value in model.manifest.info.items()
+        if key not in ("chat_template", "special_tokens", "tokenizer")
+    }
     template = model.template.text if model.template else ""
-    parameters = "\n".join(f"{key} {value}" for key, value in (model.manifest.parameters or {}).items())
+    parameters = "\n".join(
+        f"{key} {value}" for key, value in (model.manifest.parameters or {}).items()
+    )
     capabilities = ["completion", *(["tools"] if model.template else []), "embedding"]
-    return {"modelfile": f"FROM {model.manifest.path}\n", "parameters": parameters, "template": template,
-            "system": model.system_prompt or "", "details": _details(served), "model_info": info,
-            "capabilities": capabilities, "modified_at": _entry(served)["modified_at"]}
+    return {
+        "modelfile": f"FROM {model.manifest.path}\n",
+        "parameters": parameters,
+        "template": template,
+        "system": model.system_prompt or "",
+        "details": _details(served),
+        "model_info": info,
+        "capabilities": capabilities,
+        "modified_at": _entry(served)["modified_at"],
+    }
 
 
 @router.post("/chat")
@@ -144,19 +188,37 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
         data = message.model_dump(exclude_none=True, exclude={"images", "tool_name"})
         messages.append(data)
     started = time.perf_counter()
-    job = chat_job(state, body.model, messages, _params(body.options),
-                   schema=ollama_format_schema(body.format), tools=body.tools,
-                   tool_choice="auto" if body.tools else None)
+    job = chat_job(
+        state,
+        body.model,
+        messages,
+        _params(body.options),
+        schema=ollama_format_schema(body.format),
+        tools=body.tools,
+        tool_choice="auto" if body.tools else None,
+    )
     if not body.messages:
         # Ollama answers an empty conversation by loading the model and saying it is ready.
-        return {"model": job.served.name, "created_at": _now(), "message": {"role": "assistant", "content": ""},
-                "done": True, "done_reason": "load"}
+        return {
+            "model": job.served.name,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "load",
+        }
     handle = submit(job)
     if body.stream:
-        return StreamingResponse(_chat_stream(job, handle, started), media_type="application/x-ndjson")
+        return StreamingResponse(
+            _chat_stream(job, handle, started), media_type="application/x-ndjson"
+        )
     result = await collect(handle, request)
-    return {"model": job.served.name, "created_at": _now(), "message": _reply(job, result.text),
-            "done": True, **_stats(result, started)}
+    return {
+        "model": job.served.name,
+        "created_at": _now(),
+        "message": _reply(job, result.text),
+        "done": True,
+        **_stats(result, started),
+    }
 
 
 def _reply(job: Job, text: str) -> dict[str, Any]:
@@ -165,7 +227,9 @@ def _reply(job: Job, text: str) -> dict[str, Any]:
     content, calls = parse_tool_calls(text)
     message: dict[str, Any] = {"role": "assistant", "content": content or ""}
     if calls:
-        message["tool_calls"] = [{"function": {"name": call.name, "arguments": call.arguments}} for call in calls]
+        message["tool_calls"] = [
+            {"function": {"name": call.name, "arguments": call.arguments}} for call in calls
+        ]
     return message
 
 
@@ -180,16 +244,29 @@ async def _chat_stream(job: Job, handle: Any, started: float) -> AsyncIterator[b
                 if stripped and not stripped.startswith(("{", "<")):
                     holding, piece.text = False, held
             if piece.text and not holding:
-                yield _ndjson({"model": name, "created_at": _now(),
-                               "message": {"role": "assistant", "content": piece.text}, "done": False})
+                yield _ndjson(
+                    {
+                        "model": name,
+                        "created_at": _now(),
+                        "message": {"role": "assistant", "content": piece.text},
+                        "done": False,
+                    }
+                )
     except LlmkitError as error:
         yield _ndjson({"error": str(error)})
         return
     except asyncio.CancelledError:
         raise
     message = _reply(job, held) if holding and held else {"role": "assistant", "content": ""}
-    yield _ndjson({"model": name, "created_at": _now(), "message": message, "done": True,
-                   **_stats(handle.result, started)})
+    yield _ndjson(
+        {
+            "model": name,
+            "created_at": _now(),
+            "message": message,
+            "done": True,
+            **_stats(handle.result, started),
+        }
+    )
 
 
 @router.post("/generate")
@@ -201,30 +278,57 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
     schema = ollama_format_schema(body.format)
     if not body.prompt:
         served = state.get(body.model)
-        return {"model": served.name, "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
+        return {
+            "model": served.name,
+            "created_at": _now(),
+            "response": "",
+            "done": True,
+            "done_reason": "load",
+        }
     if body.raw:
         job = completion_job(state, body.model, body.prompt, _params(body.options), schema=schema)
     else:
-        messages = ([{"role": "system", "content": body.system}] if body.system else [])
+        messages = [{"role": "system", "content": body.system}] if body.system else []
         messages.append({"role": "user", "content": body.prompt})
         job = chat_job(state, body.model, messages, _params(body.options), schema=schema)
     handle = submit(job)
     name = job.served.name
     if body.stream:
+
         async def lines() -> AsyncIterator[bytes]:
             try:
                 async for piece in stream_chunks(handle):
                     if piece.text:
-                        yield _ndjson({"model": name, "created_at": _now(), "response": piece.text, "done": False})
+                        yield _ndjson(
+                            {
+                                "model": name,
+                                "created_at": _now(),
+                                "response": piece.text,
+                                "done": False,
+                            }
+                        )
             except LlmkitError as error:
                 yield _ndjson({"error": str(error)})
                 return
-            yield _ndjson({"model": name, "created_at": _now(), "response": "", "done": True,
-                           **_stats(handle.result, started)})
+            yield _ndjson(
+                {
+                    "model": name,
+                    "created_at": _now(),
+                    "response": "",
+                    "done": True,
+                    **_stats(handle.result, started),
+                }
+            )
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
     result = await collect(handle, request)
-    return {"model": name, "created_at": _now(), "response": result.text, "done": True, **_stats(result, started)}
+    return {
+        "model": name,
+        "created_at": _now(),
+        "response": result.text,
+        "done": True,
+        **_stats(result, started),
+    }
 
 
 @router.post("/embed")
@@ -240,5 +344,10 @@ async def embed(body: OllamaEmbedRequest, request: Request) -> Any:
         vector, count = await asyncio.to_thread(embedder.embed, text)
         vectors.append(vector)
         tokens += count
-    return {"model": served.name, "embeddings": vectors, "total_duration": _ns(time.perf_counter() - started),
-            "load_duration": 0, "prompt_eval_count": tokens}
+    return {
+        "model": served.name,
+        "embeddings": vectors,
+        "total_duration": _ns(time.perf_counter() - started),
+        "load_duration": 0,
+        "prompt_eval_count": tokens,
+    }

@@ -48,7 +48,9 @@ def message_text(content: Any) -> str:
     for part in content:
         if not isinstance(part, dict) or part.get("type") != "text":
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            raise InvalidParameterError(f"Message content of type '{kind}' is not supported; send text.")
+            raise InvalidParameterError(
+                f"Message content of type '{kind}' is not supported; send text."
+            )
         texts.append(str(part.get("text", "")))
     return "".join(texts)
 
@@ -67,8 +69,12 @@ def chat_job(
     model = served.model
     plan = plan_tools(tools, tool_choice, model.template.text if model.template else "")
     if plan is not None and schema is not None:
-        raise InvalidParameterError("Use either tools or a response format, not both in one request.")
-    messages = [{**message, "content": message_text(message.get("content"))} for message in messages]
+        raise InvalidParameterError(
+            "Use either tools or a response format, not both in one request."
+        )
+    messages = [
+        {**message, "content": message_text(message.get("content"))} for message in messages
+    ]
     messages = template_messages(messages, native=bool(plan and plan.native))
     messages = model.with_system(messages)
     if plan is not None and not plan.native:
@@ -86,8 +92,12 @@ def chat_job(
 
 
 def completion_job(
-    state: ServerState, model_name: str | None, prompt: str, params: dict[str, Any],
-    *, schema: dict[str, Any] | None = None,
+    state: ServerState,
+    model_name: str | None,
+    prompt: str,
+    params: dict[str, Any],
+    *,
+    schema: dict[str, Any] | None = None,
 ) -> Job:
     served = state.get(model_name)
     prompt_ids = served.model.raw_prompt_ids(prompt)

@@ -107,10 +107,15 @@ def load_state(names: list[str], settings: ServerSettings, home: str | None = No
     served: list[ServedModel] = []
     try:
         for name in names:
-            model = llmkit.load(name, context_length=settings.context_length, threads=settings.threads, home=home)
+            model = llmkit.load(
+                name, context_length=settings.context_length, threads=settings.threads, home=home
+            )
             scheduler = BatchScheduler(
-                model, parallel=settings.parallel, max_queue=settings.max_queue,
-                slot_context=settings.context_length, threads=settings.threads,
+                model,
+                parallel=settings.parallel,
+                max_queue=settings.max_queue,
+                slot_context=settings.context_length,
+                threads=settings.threads,
             )
             served.append(ServedModel(model.name, model, scheduler))
     except BaseException:

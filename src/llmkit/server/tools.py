@@ -36,12 +36,20 @@ class ToolCall:
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
     function = tool.get("function") if isinstance(tool, dict) else None
-    if tool.get("type", "function") != "function" or not isinstance(function, dict) or not function.get("name"):
-        raise InvalidParameterError("Each tool must be {\"type\": \"function\", \"function\": {\"name\": ...}}.")
+    if (
+        tool.get("type", "function") != "function"
+        or not isinstance(function, dict)
+        or not function.get("name")
+    ):
+        raise InvalidParameterError(
+            'Each tool must be {"type": "function", "function": {"name": ...}}.'
+        )
     return function
 
 
-def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: Any, template_text: str) -> ToolPlan | None:
+def plan_tools(
+    tools: list[dict[str, Any]] | None, tool_choice: Any, template_text: str
+) -> ToolPlan | None:
     """Decide how this request calls tools; None when it does not (no tools, or choice "none")."""
     if not tools or tool_choice == "none":
         return None
@@ -51,21 +59,32 @@ def plan_tools(tools: list[dict[str, Any]] | None, tool_choice: Any, template_te
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name")
         if name not in names:
-            raise InvalidParameterError(f"tool_choice names '{name}', which is not among the tools given.")
+            raise InvalidParameterError(
+                f"tool_choice names '{name}', which is not among the tools given."
+            )
         forced = [function for function in functions if function["name"] == name]
     elif tool_choice not in (None, "auto", "required"):
-        raise InvalidParameterError("tool_choice must be \"none\", \"auto\", \"required\" or a named function.")
+        raise InvalidParameterError(
+            'tool_choice must be "none", "auto", "required" or a named function.'
+        )
     free = tool_choice in (None, "auto")
     native = "tools" in template_text
     if native and free:
         return ToolPlan(tools, native=True, grammar=None, may_answer_in_text=True)
-    call = {"anyOf": [_call_schema(function) for function in forced]} if len(forced) > 1 else _call_schema(forced[0])
+    call = (
+        {"anyOf": [_call_schema(function) for function in forced]}
+        if len(forced) > 1
+        else _call_schema(forced[0])
+    )
     grammar = schema_grammar(call)
     if native and "<tool_call>" in template_text:
-        grammar = _rename_root(grammar, "tool-call") + 'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n'
+        grammar = (
+            _rename_root(grammar, "tool-call")
+            + 'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n'
+        )
     elif free:
         # Either a call (the reply opens with "{") or plain text that does not.
-        grammar = _rename_root(grammar, "tool-call") + 'root ::= tool-call | [^{\\x00] [^\\x00]*\n'
+        grammar = _rename_root(grammar, "tool-call") + "root ::= tool-call | [^{\\x00] [^\\x00]*\n"
     return ToolPlan(tools, native=native, grammar=grammar, may_answer_in_text=free)
 
 
@@ -91,11 +110,15 @@ def tool_system_message(tools: list[dict[str, Any]]) -> str:
     ]
     for tool in tools:
         function = _function(tool)
-        lines.append(json.dumps({
-            "name": function["name"],
-            "description": function.get("description", ""),
-            "parameters": function.get("parameters") or {},
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "name": function["name"],
+                    "description": function.get("description", ""),
+                    "parameters": function.get("parameters") or {},
+                }
+            )
+        )
     return "\n".join(lines)
 
 
@@ -148,7 +171,9 @@ def template_messages(messages: list[dict[str, Any]], native: bool) -> list[dict
                 try:
                     function["arguments"] = json.loads(arguments) if arguments.strip() else {}
                 except ValueError as error:
-                    raise InvalidParameterError("A tool call's arguments are not valid JSON.") from error
+                    raise InvalidParameterError(
+                        "A tool call's arguments are not valid JSON."
+                    ) from error
             normalised.append({**call, "type": "function", "function": function})
         if normalised:
             message["tool_calls"] = normalised
@@ -156,7 +181,12 @@ def template_messages(messages: list[dict[str, Any]], native: bool) -> list[dict
             message["content"] = ""
         if not native and normalised and not message["content"]:
             message["content"] = "\n".join(
-                json.dumps({"name": c["function"].get("name"), "arguments": c["function"].get("arguments", {})})
+                json.dumps(
+                    {
+                        "name": c["function"].get("name"),
+                        "arguments": c["function"].get("arguments", {}),
+                    }
+                )
                 for c in normalised
             )
         prepared.append({key: value for key, value in message.items() if value is not None})

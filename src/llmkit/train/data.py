@@ -67,7 +67,10 @@ def parse_row(row: Any, source: str) -> Example:
             raise DataError(f"{source}: 'prompt' and 'completion' must both be strings")
         if not completion.strip():
             raise DataError(f"{source}: 'completion' is empty")
-        messages = ({"role": "user", "content": prompt}, {"role": "assistant", "content": completion})
+        messages = (
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": completion},
+        )
         return Example(source, messages=messages)
     if "text" in row:
         if not isinstance(row["text"], str) or not row["text"].strip():

@@ -1,0 +1,244 @@
+"""`llmkit finetune`: fine-tune a store model on JSONL conversations and export it into the store."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from llmkit.cli.output import console, error_console
+from llmkit.errors import InvalidParameterError
+
+
+def finetune(
+    base: Annotated[
+        str, typer.Argument(help="Base model: a store name (e.g. smollm2) or a GGUF path.")
+    ],
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data", "-d", help="Training data, JSONL (messages, prompt/completion or text rows)."
+        ),
+    ],
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out", "-o", help="Store name of the result (more exports get -f16, -q8, -hf)."
+        ),
+    ] = None,
+    eval_data: Annotated[str | None, typer.Option("--eval", help="Evaluation data, JSONL.")] = None,
+    eval_split: Annotated[
+        float | None,
+        typer.Option("--eval-split", help="Hold out this fraction of --data for evaluation."),
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="lora (default) or full.")] = "lora",
+    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 1,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps", help="Stop after this many optimizer steps (overrides --epochs)."
+        ),
+    ] = None,
+    lr: Annotated[
+        float, typer.Option("--lr", help="Peak learning rate (linear decay to 0).")
+    ] = 2e-4,
+    warmup_steps: Annotated[
+        int, typer.Option("--warmup-steps", help="Steps of linear warm-up.")
+    ] = 0,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", "-b", help="Sequences per micro-batch (per process).")
+    ] = 4,
+    grad_accum: Annotated[
+        int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")
+    ] = 1,
+    max_length: Annotated[
+        int, typer.Option("--max-length", help="Longest sequence in tokens.")
+    ] = 512,
+    too_long: Annotated[
+        str,
+        typer.Option(
+            "--too-long", help="Rows over --max-length: truncate or drop (always reported)."
+        ),
+    ] = "truncate",
+    packing: Annotated[
+        bool,
+        typer.Option("--packing", help="Pack short rows into --max-length sequences (no padding)."),
+    ] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[
+        float, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / r).")
+    ] = 32.0,
+    lora_dropout: Annotated[
+        float, typer.Option("--lora-dropout", help="Dropout on the LoRA input.")
+    ] = 0.0,
+    lora_targets: Annotated[
+        str, typer.Option("--lora-targets", help="all, attention, qv, mlp or a list like q,v,down.")
+    ] = "all",
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for data order and LoRA initialisation.")
+    ] = 0,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template", help="Chat template (built-in name or file) for a base without one."
+        ),
+    ] = None,
+    export: Annotated[
+        str | None,
+        typer.Option(
+            "--export", help="Comma list of adapter, f16, q8_0, hf (default: all that apply)."
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace store models with the same names.")
+    ] = False,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool, typer.Option("--gradient-checkpointing", help="Recompute activations to save memory.")
+    ] = False,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."
+        ),
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+    ] = False,
+    run_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--run-dir", help="Metrics, loss plot and checkpoints (default: LLMKIT_HOME/runs/OUT)."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for training.")
+    ] = None,
+    show_masks: Annotated[
+        int,
+        typer.Option(
+            "--show-masks", help="Print N rows with the trained tokens highlighted, then stop."
+        ),
+    ] = 0,
+) -> None:
+    """Fine-tune BASE on your conversations (LoRA or full) and export the result into the store."""
+    from llmkit.train.config import FinetuneConfig
+
+    if out is None and not show_masks:
+        raise InvalidParameterError("Name the result with --out NAME.")
+    config = FinetuneConfig(
+        base=base, data=data, out=out or "preview", eval_data=eval_data, eval_split=eval_split,
+        method=method, epochs=epochs, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,
+        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, too_long=too_long,
+        packing=packing, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+        lora_targets=lora_targets, seed=seed, template=template,
+        exports=tuple(part.strip() for part in export.split(",") if part.strip()) if export else (),
+        force=force, device=device, gradient_checkpointing=gradient_checkpointing,
+        checkpoint_every=checkpoint_every, resume=resume, run_dir=run_dir, threads=threads,
+    )  # fmt: skip
+    if show_masks:
+        _show_masks(config, show_masks)
+        return
+    _run(config)
+
+
+def _show_masks(config: Any, count: int) -> None:
+    from rich.text import Text
+
+    from llmkit.train.masks import mask_segments
+    from llmkit.train.prepare import prepare_run
+
+    prepared = prepare_run(config, check_names=False)
+    console.print(
+        f"[bold]{len(prepared.train)}[/] training rows; [reverse green]highlighted[/] tokens are "
+        "trained on (the loss covers them), the rest is context only.\n"
+    )
+    for example in prepared.train[:count]:
+        text = Text()
+        for piece, trained in mask_segments(example, prepared.detokenize):
+            text.append(piece, style="reverse green" if trained else "dim")
+        console.print(
+            f"[bold]{example.source}[/] ({len(example)} tokens, {example.trained_tokens} trained)"
+        )
+        console.print(text)
+        console.print()
+
+
+def _run(config: Any) -> None:
+    import os
+
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from llmkit.train.sft import finetune as run_finetune
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    columns = (
+        TextColumn("[bold]fine-tuning"),
+        BarColumn(),
+        TextColumn("step {task.completed}/{task.total}"),
+        TextColumn("{task.fields[status]}"),
+    )
+    # The bar appears with the first message, so errors found up front print without one.
+    bar = Progress(*columns, console=error_console, disable=not main)
+    task = bar.add_task("train", total=None, status="loading the model…")
+
+    def show(metrics: Any) -> None:
+        bar.start()
+        status = (
+            f"loss {metrics.loss:.4f}  lr {metrics.lr:.2e}  "
+            f"{metrics.tokens_per_second:,.0f} tok/s  ETA {_duration(metrics.eta)}"
+        )
+        bar.update(task, completed=metrics.step, total=metrics.total_steps, status=status)
+
+    def log(message: str) -> None:
+        if main:
+            bar.start()
+            bar.console.print(message)
+
+    try:
+        result = run_finetune(config, progress=show, log=log)
+    finally:
+        bar.stop()
+    if main:
+        _report(result)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def _report(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(show_edge=False, header_style="bold", title="evaluation", title_justify="left")
+    table.add_column("")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    if result.eval_before is not None:
+        table.add_row("eval loss", f"{result.eval_before:.4f}", f"{result.eval_after:.4f}")
+        table.add_row(
+            "perplexity",
+            f"{result.perplexity(result.eval_before):,.2f}",
+            f"{result.perplexity(result.eval_after):,.2f}",
+        )
+        console.print(table)
+    else:
+        console.print(
+            "No evaluation data (use --eval or --eval-split to compare before and after)."
+        )
+    console.print(
+        f"final training loss {result.final_loss:.4f} after {result.steps} steps, "
+        f"{result.tokens_per_second:,.0f} tokens/s"
+    )
+    console.print(f"metrics and loss curve: {result.run_dir}")
+    for note in result.notes:
+        console.print(note)
+    for kind, name in result.exports.items():
+        console.print(f'  [bold]{name}[/]  ({kind})  →  llmkit run {name} "…"')
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)

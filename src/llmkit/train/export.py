@@ -1,0 +1,131 @@
+"""Put a fine-tuned model into the store: LoRA adapter, merged GGUF (F16/Q8_0) and merged HF folder.
+
+Every file is written into a staging folder first; only when all of them are complete are they
+moved into the store, each with one rename, so a failure leaves nothing half-written behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmkit.store.gguf_meta import read_gguf_header
+from llmkit.store.paths import model_directory
+from llmkit.store.store import MANIFEST_FILE, ModelManifest, ModelStore
+from llmkit.train.gguf_export import write_lora_gguf, write_merged_gguf
+from llmkit.train.prepare import PreparedRun, check_export_names
+
+GGUF_TYPES = {"f16": "F16", "q8_0": "Q8_0", "f32": "F32"}
+
+
+def lora_matrices(model: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """module path (Hugging Face names, e.g. model.layers.0.self_attn.q_proj) -> (A, B) as float32."""
+    result = {}
+    for name, module in model.get_base_model().named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            a = module.lora_A["default"].weight.detach().float().cpu().numpy()
+            b = module.lora_B["default"].weight.detach().float().cpu().numpy()
+            result[name] = (a, b)
+    return result
+
+
+def _heads(model: Any) -> tuple[int, int]:
+    config = model.config
+    heads = int(config.num_attention_heads)
+    return heads, int(getattr(config, "num_key_value_heads", None) or heads)
+
+
+def _adapter_manifest(prepared: PreparedRun, name: str, adapter: Path, size: int) -> ModelManifest:
+    base = prepared.manifest
+    return ModelManifest(
+        name=name,
+        path=str(base.weights_path),
+        format="gguf",
+        sha256=base.sha256,
+        size_bytes=size,
+        source=f"finetune:{base.name}",
+        info=dict(base.info),
+        linked=True,
+        template_override=prepared.config.template and prepared.template_tokens.template,
+        adapter=str(adapter),
+    )
+
+
+def _install_adapter(store: ModelStore, prepared: PreparedRun, name: str, staged: Path) -> None:
+    """The adapter's store entry: its own folder, with the manifest pointing at the base weights."""
+    folder = model_directory(store.models_root, name)
+    manifest = _adapter_manifest(prepared, name, folder / staged.name, staged.stat().st_size)
+    entry = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=store.models_root))
+    shutil.move(staged, entry / staged.name)
+    (entry / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(entry, folder)
+
+
+def _forget_gguf_origin(model: Any) -> None:
+    # A model loaded from GGUF holds plain de-quantized floats, but transformers remembers the
+    # origin as a "quantizer" and refuses to save it; the saved folder is an ordinary float model.
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
+def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) -> dict[str, str]:
+    """Write every requested export and move them into the store; return kind -> store name."""
+    config, store = prepared.config, prepared.store
+    names = prepared.export_names
+    check_export_names(store, names, config.force)  # a name may have been taken while training
+    store.models_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".finetune-", dir=store.models_root))
+    base_gguf = prepared.manifest.weights_path
+    template = prepared.template_tokens.template
+    try:
+        heads, kv_heads = _heads(model)
+        staged: dict[str, Path] = {}
+        if "adapter" in names:
+            log("Writing the LoRA adapter as GGUF…")
+            staged["adapter"] = write_lora_gguf(
+                base_gguf, lora_matrices(model), staging / "adapter.gguf",
+                alpha=config.lora_alpha, heads=heads, kv_heads=kv_heads,
+            )  # fmt: skip
+        merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        wanted_gguf = [kind for kind in names if kind in GGUF_TYPES]
+        if wanted_gguf:
+            state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
+            for kind in wanted_gguf:
+                log(f"Writing the merged model as {GGUF_TYPES[kind]} GGUF…")
+                staged[kind] = write_merged_gguf(
+                    base_gguf, state, staging / f"{names[kind]}.gguf",
+                    tensor_type=GGUF_TYPES[kind], heads=heads, kv_heads=kv_heads,
+                    chat_template=template if config.template else None, name=names[kind],
+                )  # fmt: skip
+            del state
+        if "hf" in names:
+            log("Writing the merged model as Hugging Face safetensors…")
+            folder = staging / "hf"
+            _forget_gguf_origin(merged)
+            merged.save_pretrained(folder, safe_serialization=True)
+            if template is not None:
+                prepared.tokenizer.chat_template = template
+            prepared.tokenizer.save_pretrained(folder)
+            staged["hf"] = folder
+        for path in staged.values():
+            if path.is_file():
+                read_gguf_header(path)  # a broken file stops here, before the store is touched
+        provenance = f"finetune:{prepared.manifest.name}"
+        for kind, path in staged.items():
+            if kind == "adapter":
+                _install_adapter(store, prepared, names[kind], path)
+            else:
+                store.import_model(path, names[kind], move=True, force=True, provenance=provenance)
+        return names
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

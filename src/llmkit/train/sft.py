@@ -1,0 +1,320 @@
+"""Supervised fine-tuning (LoRA through peft, or full) with a small, deterministic training loop.
+
+The loop is written here rather than borrowed from a trainer so that three things hold by
+construction: the loss is the mean over the global batch's assistant tokens whatever the split over
+micro-batches and processes (so DDP equals one process), the data order comes from the seed alone
+(so --resume after kill -9 reaches the same loss), and logits are computed only where there is a
+target (the vocabulary projection is a large part of a small model's work).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmkit.errors import InvalidModelFileError, require_module
+from llmkit.train.batches import IGNORE, BatchPlan, Row, collate, make_rows, trained_targets
+from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
+from llmkit.train.config import FinetuneConfig
+from llmkit.train.distributed import Distributed
+from llmkit.train.masks import TokenizedExample
+from llmkit.train.metrics import PLOT_FILE, MetricsLog, StepMetrics, plot_loss
+from llmkit.train.prepare import PreparedRun, check_memory, model_folder_arguments, prepare_run
+
+ProgressCallback = Callable[[StepMetrics], None]
+MAX_GRAD_NORM = 1.0
+# Fault injection for the resume test: stop (and wait to be killed) after this checkpoint step.
+HANG_AFTER_CHECKPOINT_ENV = "LLMKIT_FINETUNE_HANG_AFTER_CHECKPOINT"
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced; `exports` maps export kind to its store name."""
+
+    run_dir: Path
+    steps: int
+    final_loss: float
+    tokens_per_second: float
+    eval_before: float | None = None
+    eval_after: float | None = None
+    exports: dict[str, str] = field(default_factory=dict)
+    plot: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def perplexity(loss: float | None) -> float | None:
+        return math.exp(min(loss, 50.0)) if loss is not None else None
+
+
+def load_model(prepared: PreparedRun, device: str) -> Any:
+    torch = require_module("torch", feature="Fine-tuning", extra="torch")
+    transformers = require_module("transformers", feature="Fine-tuning", extra="torch")
+    folder, arguments = model_folder_arguments(prepared.manifest)
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.bfloat16 if use_bf16 else torch.float32, **arguments
+        )
+    except (OSError, ValueError) as error:
+        raise InvalidModelFileError(
+            f"transformers could not load {prepared.manifest.path}: {error}"
+        ) from error
+    return model.to(device)
+
+
+def add_lora(model: Any, config: FinetuneConfig) -> Any:
+    peft = require_module("peft", feature="LoRA fine-tuning", extra="torch")
+    lora = peft.LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return peft.get_peft_model(model, lora)
+
+
+def causal_lm(model: Any) -> Any:
+    """The *ForCausalLM module under a peft wrapper (LoRA layers are injected into it in place)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def loss_sum(model: Any, batch: dict[str, Any]) -> Any:
+    """Summed cross-entropy over the batch's targets, computing logits only where there is one."""
+    torch = require_module("torch", feature="Fine-tuning", extra="torch")
+    lm = causal_lm(model)
+    hidden = lm.get_decoder()(
+        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+    ).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    select = labels != IGNORE
+    logits = lm.get_output_embeddings()(hidden[:, :-1][select]).float()
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return torch.nn.functional.cross_entropy(logits, labels[select], reduction="sum")
+
+
+def evaluate(
+    model: Any, examples: list[TokenizedExample], batch_size: int, pad_id: int, device: str
+) -> float | None:
+    """Mean loss per assistant token over the eval rows (None without eval data)."""
+    if not examples:
+        return None
+    torch = require_module("torch", feature="Fine-tuning", extra="torch")
+    rows = make_rows(examples, 0, packing=False)
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate(examples, chunk, pad_id, torch).items()}
+            total += float(loss_sum(model, batch))
+            count += trained_targets(examples, chunk)
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _schedule(config: FinetuneConfig, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        remaining = total_steps - config.warmup_steps
+        return max(0.0, 1.0 - (step - config.warmup_steps) / max(remaining, 1))
+
+    return factor
+
+
+def _choose_device(config: FinetuneConfig, torch: Any, local_rank: int) -> str:
+    if config.device:
+        return config.device
+    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def finetune(
+    config: FinetuneConfig,
+    *,
+    progress: ProgressCallback | None = None,
+    log: Callable[[str], None] = lambda message: None,
+    home: str | Path | None = None,
+) -> FinetuneResult:
+    """Fine-tune, evaluate before and after, and export into the store (see FinetuneConfig)."""
+    torch = require_module("torch", feature="Fine-tuning", extra="torch")
+    prepared = prepare_run(config, home)
+    summary = prepared.length_report.summary(config.max_length)
+    notes = [summary] if summary else []
+    for note in notes:
+        log(note)
+    log(
+        f"{len(prepared.train)} training rows, {len(prepared.eval)} evaluation rows; loading {config.base}…"
+    )
+    distributed = Distributed.from_environment(torch)
+    device = _choose_device(config, torch, distributed.local_rank)
+    distributed.start(device)
+    try:
+        return _train(prepared, distributed, device, progress, log, notes)
+    finally:
+        distributed.stop()
+
+
+def _train(
+    prepared: PreparedRun,
+    distributed: Distributed,
+    device: str,
+    progress: ProgressCallback | None,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> FinetuneResult:
+    import torch
+
+    config = prepared.config
+    check_memory(prepared, "cuda" if device.startswith("cuda") else "cpu")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    run_dir = Path(config.run_dir or prepared.store.home / "runs" / config.out).expanduser()
+    main = distributed.rank == 0
+    state = load_checkpoint(run_dir, prepared.fingerprint, torch) if config.resume else None
+    if main and state is None:
+        clear_checkpoints(run_dir)
+    distributed.barrier()
+
+    torch.manual_seed(config.seed)  # the LoRA initialisation, identical on every process
+    model = load_model(prepared, device)
+    if config.method == "lora":
+        model = add_lora(model, config)
+    if config.gradient_checkpointing:
+        causal_lm(model).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    rows = make_rows(prepared.train, config.max_length, config.packing)
+    plan = BatchPlan(
+        rows,
+        config.batch_size,
+        config.grad_accum,
+        distributed.world_size,
+        config.epochs,
+        config.seed,
+        config.max_steps,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, plan.total_steps))
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    eval_before = None
+    start_step = 0
+    if state is not None:
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                named[name].copy_(value.to(named[name].dtype))
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        start_step, eval_before = state["step"], state.get("eval_before")
+        log(f"Resuming from step {start_step} of {plan.total_steps}.")
+    elif main:
+        eval_before = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
+    metrics = MetricsLog(run_dir, start_step if state is not None else None) if main else None
+
+    model.train()
+    started, tokens_done, loss = time.perf_counter(), 0, float("nan")
+    hang_after = int(os.environ.get(HANG_AFTER_CHECKPOINT_ENV, "0") or 0)
+    for step in range(start_step, plan.total_steps):
+        targets = trained_targets(prepared.train, [rows[i] for i in plan.step_rows(step)])
+        step_loss, step_tokens = 0.0, 0
+        for micro in plan.micro_batches(step, distributed.rank):
+            if not micro:
+                continue
+            chosen: list[Row] = [rows[i] for i in micro]
+            batch = {
+                k: v.to(device)
+                for k, v in collate(prepared.train, chosen, prepared.pad_id, torch).items()
+            }
+            summed = loss_sum(model, batch)
+            # Dividing by the whole global batch's target count makes the summed gradients the
+            # gradient of one mean, however the batch is split over micro-batches and processes.
+            (summed / targets).backward()
+            step_loss += float(summed.detach())
+            step_tokens += sum(row.length for row in chosen)
+        step_loss, step_tokens = distributed.reduce_gradients(parameters, step_loss, step_tokens)
+        torch.nn.utils.clip_grad_norm_(parameters, MAX_GRAD_NORM)
+        learning_rate = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_loss / targets
+        tokens_done += step_tokens
+        elapsed = time.perf_counter() - started
+        speed = tokens_done / elapsed if elapsed > 0 else 0.0
+        done = step + 1
+        if main:
+            record = StepMetrics(
+                done, plan.total_steps, loss, learning_rate, tokens_done, speed, elapsed,
+                elapsed / (done - start_step) * (plan.total_steps - done),
+            )  # fmt: skip
+            assert metrics is not None
+            metrics.write(record.to_json())
+            if progress:
+                progress(record)
+            if (
+                config.checkpoint_every
+                and done % config.checkpoint_every == 0
+                and done < plan.total_steps
+            ):
+                save_checkpoint(
+                    run_dir,
+                    done,
+                    {
+                        "fingerprint": prepared.fingerprint,
+                        "step": done,
+                        "weights": {name: p.detach().cpu() for name, p in named.items()},
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(),
+                        "eval_before": eval_before,
+                    },
+                    torch,
+                )
+                if hang_after == done:
+                    time.sleep(600)
+        distributed.barrier_if_checkpoint(config.checkpoint_every, done)
+    elapsed = time.perf_counter() - started
+    result = FinetuneResult(
+        run_dir, plan.total_steps, loss, tokens_done / elapsed if elapsed else 0.0, notes=notes
+    )
+    if not main:
+        distributed.barrier()
+        return result
+    result.eval_before = eval_before
+    result.eval_after = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
+    assert metrics is not None
+    metrics.write(
+        {
+            "event": "eval",
+            "before": result.eval_before,
+            "after": result.eval_after,
+            "final_loss": loss,
+        }
+    )
+    evals = {
+        k: v
+        for k, v in (("before", result.eval_before), ("after", result.eval_after))
+        if v is not None
+    }
+    result.plot = plot_loss(metrics, run_dir / PLOT_FILE, evals)
+    if result.plot is None:
+        notes.append("matplotlib is not installed, so no loss-curve PNG was drawn.")
+    from llmkit.train.export import export_run
+
+    log("Exporting into the store…")
+    result.exports = export_run(prepared, model, log)
+    clear_checkpoints(run_dir)  # the run is complete: nothing is left to resume
+    distributed.barrier()
+    return result

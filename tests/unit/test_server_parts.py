@@ -1,0 +1,175 @@
+"""Server pieces that need no model: exposure rules, schemas to grammars, tool plans and parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from llmkit.errors import InvalidParameterError, ModelNotFoundError
+from llmkit.server.grammar import (
+    ANY_OBJECT_SCHEMA,
+    ollama_format_schema,
+    response_format_schema,
+    schema_grammar,
+)
+from llmkit.server.state import (
+    ServedModel,
+    ServerSettings,
+    ServerState,
+    check_exposure,
+    is_loopback,
+)
+from llmkit.server.tools import parse_tool_calls, plan_tools, template_messages
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("localhost", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("192.168.1.5", False),
+        ("example.com", False),
+        ("::", False),
+    ],
+)
+def test_loopback_detection(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_an_exposed_server_needs_an_api_key() -> None:
+    check_exposure(ServerSettings(host="127.0.0.1"))
+    check_exposure(ServerSettings(host="0.0.0.0", api_key="secret"))
+    with pytest.raises(InvalidParameterError, match="API key"):
+        check_exposure(ServerSettings(host="0.0.0.0"))
+
+
+def test_the_serve_command_refuses_before_loading_anything() -> None:
+    from typer.testing import CliRunner
+
+    from llmkit.cli.app import app
+
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0"], env={"LLMKIT_API_KEY": ""})
+    assert isinstance(result.exception, InvalidParameterError)
+    assert "API key" in str(result.exception)
+
+
+def test_schema_grammar_keeps_control_characters_out_of_strings() -> None:
+    grammar = schema_grammar({"type": "object", "properties": {"s": {"type": "string"}}})
+    assert 'char ::= [^"\\\\\\x00-\\x1F\\x7F]' in grammar
+    assert grammar.startswith("char") or "root ::=" in grammar
+
+
+def test_schema_errors_are_one_sentence() -> None:
+    with pytest.raises(InvalidParameterError, match="JSON schema"):
+        schema_grammar("not a schema")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="grammar"):
+        schema_grammar({"$ref": "https://example.com/elsewhere.json"})
+
+
+def test_response_formats() -> None:
+    assert response_format_schema(None) is None
+    assert response_format_schema({"type": "text"}) is None
+    assert response_format_schema({"type": "json_object"}) == ANY_OBJECT_SCHEMA
+    schema = {"type": "object", "properties": {"x": {"type": "number"}}}
+    assert (
+        response_format_schema(
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+        )
+        == schema
+    )
+    with pytest.raises(InvalidParameterError, match="schema"):
+        response_format_schema({"type": "json_schema", "json_schema": {"name": "x"}})
+    with pytest.raises(InvalidParameterError, match="not supported"):
+        response_format_schema({"type": "xml"})
+    assert ollama_format_schema("json") == ANY_OBJECT_SCHEMA
+    assert ollama_format_schema(schema) == schema
+    with pytest.raises(InvalidParameterError, match="format"):
+        ollama_format_schema("yaml")
+
+
+def test_tool_plans() -> None:
+    assert plan_tools(None, None, "") is None
+    assert plan_tools([TOOL], "none", "") is None
+    required = plan_tools([TOOL], "required", "")
+    assert (
+        not required.native
+        and not required.may_answer_in_text
+        and '"\\"add\\""' in required.grammar
+    )
+    auto = plan_tools([TOOL], "auto", "")
+    assert auto.may_answer_in_text and "root ::= tool-call |" in auto.grammar
+    native = plan_tools([TOOL], "auto", "{% if tools %}<tool_call>{% endif %}")
+    assert native.native and native.grammar is None
+    native_forced = plan_tools([TOOL], "required", "{% if tools %}<tool_call>{% endif %}")
+    assert 'root ::= "<tool_call>\\n" tool-call' in native_forced.grammar
+    with pytest.raises(InvalidParameterError, match="not among the tools"):
+        plan_tools([TOOL], {"type": "function", "function": {"name": "other"}}, "")
+    with pytest.raises(InvalidParameterError, match="Each tool"):
+        plan_tools([{"type": "function"}], "auto", "")
+
+
+def test_parsing_tool_calls() -> None:
+    content, calls = parse_tool_calls('{"name": "add", "arguments": {"a": 1, "b": 2}}')
+    assert content is None and calls[0].name == "add" and calls[0].arguments == {"a": 1, "b": 2}
+    content, calls = parse_tool_calls(
+        'Sure.<tool_call>\n{"name": "add", "arguments": "{\\"a\\": 1}"}\n</tool_call>'
+    )
+    assert content == "Sure." and calls[0].arguments == {"a": 1}
+    assert parse_tool_calls("Just words {not json}") == ("Just words {not json}", [])
+
+
+def test_template_messages_for_models_without_tool_syntax() -> None:
+    messages = template_messages(
+        [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "3"},
+        ],
+        native=False,
+    )
+    assert json.loads(messages[0]["content"]) == {"name": "add", "arguments": {"a": 1, "b": 2}}
+    assert messages[0]["tool_calls"][0]["function"]["arguments"] == {"a": 1, "b": 2}
+    assert messages[1] == {"role": "tool", "tool_call_id": "call_1", "content": "3"}
+    with pytest.raises(InvalidParameterError, match="not valid JSON"):
+        template_messages(
+            [{"role": "assistant", "tool_calls": [{"function": {"name": "x", "arguments": "{"}}]}],
+            False,
+        )
+
+
+def test_model_names_resolve_with_ollama_tags() -> None:
+    class Stub:
+        def close(self) -> None: ...
+
+    state = ServerState([ServedModel("smollm2", Stub(), Stub())], ServerSettings())
+    assert state.get(None).name == state.get("smollm2:latest").name == "smollm2"
+    with pytest.raises(ModelNotFoundError, match="available: smollm2"):
+        state.get("llama3")
