@@ -21,16 +21,16 @@ import json
 import os
 import platform
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from llmkit.server.launch import serve_in_subprocess
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -44,53 +44,13 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
-def server(parallel: int, threads: int, queue: int = 64):
-    port = free_port()
+def server(parallel: int, threads: int, queue: int = 64) -> Iterator[tuple[str, int]]:
+    args = ["smollm2", "--parallel", str(parallel), "--queue", str(queue)]
+    args += ["--threads", str(threads), "--context", "1024"]
     log_path = Path(tempfile.mkstemp(prefix="llmkit-serve-", suffix=".log")[1])
-    command = [
-        sys.executable,
-        "-m",
-        "llmkit",
-        "serve",
-        "smollm2",
-        "--port",
-        str(port),
-        "--parallel",
-        str(parallel),
-        "--queue",
-        str(queue),
-        "--threads",
-        str(threads),
-        "--context",
-        "1024",
-    ]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited: {log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serve_in_subprocess(args, log_path) as running:
+        yield running.url, running.process.pid
 
 
 def rss_mib(pid: int) -> float:

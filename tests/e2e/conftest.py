@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,68 +31,23 @@ class Server:
         return httpx.Client(base_url=self.url, headers=self.headers, timeout=60, **kwargs)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(
     builtin_model_path: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    port = free_port()
+    from llmkit.server.launch import serve_in_subprocess
+
+    args = ["smollm2", "--api-key", API_KEY, "--parallel", str(PARALLEL), "--queue", str(QUEUE)]
+    args += ["--context", "1024", "--max-body", str(MAX_BODY), "--threads", "2"]
     log = tmp_path_factory.mktemp("server") / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "llmkit",
-        "serve",
-        "smollm2",
-        "--port",
-        str(port),
-        "--api-key",
-        API_KEY,
-        "--parallel",
-        str(PARALLEL),
-        "--queue",
-        str(QUEUE),
-        "--context",
-        "1024",
-        "--max-body",
-        str(MAX_BODY),
-        "--threads",
-        "2",
-    ]
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            command,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LLMKIT_HOME": str(session_home)},
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"llmkit serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llmkit serve did not start in 90 s:\n{log.read_text()}")
-            time.sleep(0.2)
-        yield Server(url, API_KEY, log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        launched = serve_in_subprocess(
+            args, log, env={"LLMKIT_HOME": str(session_home)}, timeout=90
+        )
+        with launched as running:
+            yield Server(running.url, API_KEY, log)
+    except RuntimeError as error:
+        pytest.fail(str(error))
 
 
 def wait_for_idle(server: Server, timeout: float = 20) -> dict[str, float]:

@@ -54,6 +54,7 @@ def test_a_conversation_with_commands(chat, tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_the_answer_but_not_the_chat(chat) -> None:
     chat.sendline("Write a very long story about a dragon who learns to bake bread.")
+    chat.expect_exact("bake bread.")  # the terminal's echo of the question
     chat.expect(r"\w+ \w+ \w+")  # the answer has started streaming
     chat.sendintr()
     chat.expect(r"\(stopped\)")

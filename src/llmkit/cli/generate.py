@@ -208,6 +208,9 @@ def _answer(session, text: str) -> None:
     except LlmkitError as error:
         print_error(error)
         return
+    except KeyboardInterrupt:  # while the prompt was being prepared: nothing was added
+        error_console.print("\n[dim](stopped)[/]")
+        return
     try:
         _stream_to_terminal(stream)
         sys.stdout.write("\n")

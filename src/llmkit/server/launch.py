@@ -47,9 +47,13 @@ def serve_in_subprocess(
         deadline = time.monotonic() + timeout
         while not _healthy(url):
             if process.poll() is not None:
-                raise RuntimeError(f"llmkit serve exited with {process.returncode}:\n{log_path.read_text()}")
+                raise RuntimeError(
+                    f"llmkit serve exited with {process.returncode}:\n{log_path.read_text()}"
+                )
             if time.monotonic() > deadline:
-                raise RuntimeError(f"llmkit serve did not start in {timeout:.0f} s:\n{log_path.read_text()}")
+                raise RuntimeError(
+                    f"llmkit serve did not start in {timeout:.0f} s:\n{log_path.read_text()}"
+                )
             time.sleep(0.2)
         yield LaunchedServer(url, process, log_path)
     finally:
