@@ -25,6 +25,19 @@ def _stream_to_terminal(stream, *, mark_stops: bool = True):
     return stream.result
 
 
+def _say_if_fallback_template(loaded, template_option: str | None) -> None:
+    """Tell the user when a built-in template stands in for a model that has none."""
+    if (
+        loaded.template
+        and loaded.template.source.startswith("builtin:")
+        and template_option is None
+    ):
+        error_console.print(
+            f"[yellow]{loaded.name} has no chat template; using the built-in "
+            f"'{loaded.template.source[8:]}' template (choose another with --template).[/]"
+        )
+
+
 def run(
     model: Annotated[str, typer.Argument(help="Model name from `llmkit list`, or a GGUF path.")],
     prompt: Annotated[
@@ -84,6 +97,7 @@ def run(
     if raw:
         stream = loaded.stream_completion(prompt, **overrides)
     else:
+        _say_if_fallback_template(loaded, template)
         messages = loaded.with_system([{"role": "user", "content": prompt}], system)
         stream = loaded.stream_chat(messages, **overrides)
     if json_output:
@@ -165,11 +179,7 @@ def chat(
     session = ChatSession(loaded, system, loaded.params(**overrides))
     if loaded.template is None:
         loaded.render_prompt([])  # raises the clear "no chat template" error before the first turn
-    if loaded.template.source.startswith("builtin:"):
-        error_console.print(
-            f"[yellow]{loaded.name} has no chat template; using the built-in "
-            f"'{loaded.template.source[8:]}' template.[/]"
-        )
+    _say_if_fallback_template(loaded, template)
     console.print(
         f"[bold]{loaded.name}[/] · {loaded.engine.name} · context {loaded.context_length:,} "
         "tokens · /help for commands, Ctrl-D to leave"
