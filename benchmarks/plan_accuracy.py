@@ -61,29 +61,22 @@ class Case:
 
 
 CASES = [
+    # The built-in model's shape: weights, KV cache and optimizer states dominate.
     Case("smollm2 chat fp32 b1 ctx1024", "smollm2-135m", "chat", seq_len=1016, quick=True),
+    Case("smollm2 chat bf16 b2 ctx512", "smollm2-135m", "chat", "bf16", batch_size=2, seq_len=504),
     Case(
-        "smollm2 Q4_1 llama.cpp ctx2048",
+        "smollm2 Q4_1 llama.cpp ctx1024",
         "smollm2-135m",
         "chat",
         "q4_1",
-        seq_len=2040,
-        context=2048,
+        seq_len=1016,
+        context=1024,
         engine="llamacpp",
+        quick=True,
     ),
-    Case("smollm2 chat bf16 b2 ctx512", "smollm2-135m", "chat", "bf16", batch_size=2, seq_len=504),
     Case("smollm2 full fp32 b1 s256", "smollm2-135m", "full", quick=True),
-    Case(
-        "smollm2 full fp32 b2 s256 ckpt",
-        "smollm2-135m",
-        "full",
-        batch_size=2,
-        grad_checkpointing=True,
-    ),
-    Case("smollm2 full bf16 b1 s512", "smollm2-135m", "full", "bf16", seq_len=512),
-    Case("smollm2 lora fp32 b2 s256", "smollm2-135m", "lora", batch_size=2, quick=True),
-    Case("smollm2 lora bf16 b2 s256", "smollm2-135m", "lora", "bf16", batch_size=2),
-    Case("smollm2 lora-qv fp32 b1 s512", "smollm2-135m", "lora", seq_len=512, lora_targets="qv"),
+    Case("smollm2 lora fp32 b1 s256", "smollm2-135m", "lora"),
+    # Tiny configs with many tokens: activations and logits dominate.
     Case("tiny-untied full fp32 b8 s512", "tiny-untied", "full", batch_size=8, seq_len=512),
     Case(
         "tiny-untied full fp32 b4 s512 eager",
@@ -93,8 +86,25 @@ CASES = [
         seq_len=512,
         attention="eager",
     ),
+    Case(
+        "tiny-untied lora-qv fp32 b8 s512",
+        "tiny-untied",
+        "lora",
+        batch_size=8,
+        seq_len=512,
+        lora_targets="qv",
+    ),
     Case("tiny-wide full fp32 b4 s512", "tiny-wide", "full", batch_size=4, seq_len=512, quick=True),
-    Case("tiny-wide lora bf16 b8 s256", "tiny-wide", "lora", "bf16", batch_size=8),
+    Case(
+        "tiny-wide full fp32 b4 s512 ckpt",
+        "tiny-wide",
+        "full",
+        batch_size=4,
+        seq_len=512,
+        grad_checkpointing=True,
+    ),
+    Case("tiny-wide full bf16 b4 s256", "tiny-wide", "full", "bf16", batch_size=4),
+    Case("tiny-wide lora bf16 b4 s256", "tiny-wide", "lora", "bf16", batch_size=4),
 ]
 
 
