@@ -120,3 +120,11 @@ def test_largest_models_grow_with_memory():
     assert small["chat"]["parameters"] < large["chat"]["parameters"]
     assert small["qlora"]["parameters"] > small["lora"]["parameters"]
     assert doctor.largest_models(Device("tiny", "cuda", GIB // 8))["chat"] is None
+
+
+def test_fix_commands_are_printed_verbatim(monkeypatch):
+    monkeypatch.setattr(doctor, "_has", lambda module: module != "fastapi")
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert "pip install 'llmkit[serve]'" in result.output

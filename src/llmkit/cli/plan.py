@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmkit.errors import InvalidParameterError
@@ -169,8 +170,9 @@ def doctor(
     table.add_column("status")
     table.add_column("detail", overflow="fold")
     for check in report["checks"]:
-        detail = check["detail"] + (
-            f"\n[dim]fix:[/] [bold]{check['fix']}[/]"
+        # Details and fixes hold text such as 'llmkit[serve]' that rich would read as markup.
+        detail = escape(check["detail"]) + (
+            f"\n[dim]fix:[/] [bold]{escape(check['fix'])}[/]"
             if check["fix"] and check["status"] != "ok"
             else ""
         )

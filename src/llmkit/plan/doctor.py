@@ -24,11 +24,11 @@ from llmkit.plan.hardware import (
 )
 from llmkit.plan.memory import PlanRequest, estimate_memory
 
-# The optional dependency groups in pyproject.toml and a module that shows each is installed.
+# The optional dependency groups in pyproject.toml and the modules that show each is installed.
 EXTRAS = {
-    "torch": ("torch", "transformers", "gguf", "accelerate"),
+    "llamacpp": ("llama_cpp",),
+    "torch": ("torch", "transformers", "gguf", "accelerate", "peft"),  # engine and fine-tuning
     "serve": ("fastapi", "uvicorn"),
-    "finetune": ("torch", "transformers", "peft"),
     "plot": ("matplotlib",),
 }
 MIN_FREE_DISK = 10 * GIB
@@ -211,7 +211,7 @@ def check_llama_cpp(has_gpu: bool) -> Check:
             "llama.cpp",
             "fail",
             "llama-cpp-python is not installed (the default engine)",
-            "pip install llama-cpp-python",
+            "pip install 'llmkit[llamacpp]'",
         )
     try:
         import llama_cpp

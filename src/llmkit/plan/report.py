@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -129,7 +130,7 @@ def render_plan(plan: Plan, console: Console, *, explain: bool = False) -> None:
         )
     )
     for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     if plan.suggestions:
         console.print(suggestion_table(plan))
     if plan.budget:
