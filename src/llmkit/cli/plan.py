@@ -51,7 +51,10 @@ def plan(
         ),
     ] = "cpu",
     engine: Annotated[
-        str, typer.Option(help="chat: auto (llamacpp for quantized weights, else transformers), llamacpp or transformers.")
+        str,
+        typer.Option(
+            help="chat: auto (llamacpp for quantized weights, else transformers), llamacpp or transformers."
+        ),
     ] = "auto",
     tokens: Annotated[
         str | None,

@@ -14,14 +14,13 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
-from llmkit.generation.loop import GenerationChunk, GenerationResult, Timing, Usage
+from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.generation.params import SamplingParams
-from llmkit.generation.stopping import IncrementalDecoder, StopMatcher
 
 
 class QueueFullError(LlmkitError):
@@ -120,16 +119,21 @@ class _Slot:
         self.seq_id = seq_id
         self.handle: RequestHandle | None = None
 
-    def start(self, handle: RequestHandle, sampler: Any, max_new_tokens: int) -> None:
+    def start(
+        self,
+        handle: RequestHandle,
+        sampler: Any,
+        max_new_tokens: int,
+        token_bytes: Callable[[int], bytes],
+        stop_token_ids: frozenset[int],
+    ) -> None:
         request = handle.request
-        self.handle, self.sampler, self.max_new_tokens = handle, sampler, max_new_tokens
+        self.handle, self.sampler = handle, sampler
         self.pending = list(request.prompt_ids)  # prompt tokens not yet evaluated
         self.position = 0
         self.next_token: int | None = None  # sampled, to be fed in the next batch
         self.output_index = -1  # this slot's row in the current batch's logits, or -1
-        self.tokens: list[int] = []
-        self.pieces: list[str] = []
-        self.decoder, self.matcher = IncrementalDecoder(), StopMatcher(request.params.stop)
+        self.answer = AnswerBuilder(token_bytes, request.params, stop_token_ids, max_new_tokens)
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
 
@@ -295,7 +299,7 @@ class BatchScheduler:
             max_new = min(request.params.max_tokens or room, room)
             # The sequence may hold a previous request's tokens; start it empty.
             self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-            slot.start(handle, sampler, max_new)
+            slot.start(handle, sampler, max_new, self.engine.token_bytes, self.stop_token_ids)
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -350,7 +354,6 @@ class BatchScheduler:
         """Handle one sampled token: stop tokens, stop strings, UTF-8 pieces, limits, cancellation."""
         handle = slot.handle
         assert handle is not None
-        params = handle.request.params
         now = time.perf_counter()
         if slot.first_token_at is None:
             slot.first_token_at = now
@@ -358,62 +361,43 @@ class BatchScheduler:
             self.stats.first_token_seconds_sum += seconds
             self.stats.first_token_count += 1
             self.stats.recent_first_token_seconds.append(seconds)
-        slot.tokens.append(token)
-        is_stop = token in self.stop_token_ids or (
-            # A finished grammar allows only end-of-generation tokens, whichever the model picks.
-            handle.request.grammar is not None
-            and self.llama.llama_vocab_is_eog(self.engine.vocab, token)
+        # A finished grammar allows only end-of-generation tokens, whichever the model picks.
+        is_stop = handle.request.grammar is not None and self.llama.llama_vocab_is_eog(
+            self.engine.vocab, token
         )
-        if is_stop:
-            marker = self.engine.token_bytes(token).decode("utf-8", "replace")
-            if not params.ignore_eos:
-                self._finish(slot, "stop", stopped_by=marker)
-                return
-            handle._push(GenerationChunk(slot.matcher.flush(), token, would_stop_at=marker))
-            slot.matcher = StopMatcher(params.stop)
-        else:
-            shown = slot.matcher.feed(slot.decoder.feed(self.engine.token_bytes(token)))
-            if shown:
-                slot.pieces.append(shown)
-                handle._push(GenerationChunk(shown, token))
-            if slot.matcher.stopped:
-                self._finish(slot, "stop", stopped_by=slot.matcher.matched)
-                return
-        if handle.request.cancel.is_set():
+        chunk = slot.answer.add(token, is_stop=is_stop)
+        if chunk is not None:
+            handle._push(chunk)
+        if slot.answer.finish_reason is not None:
+            self._finish(slot, slot.answer.finish_reason)
+        elif handle.request.cancel.is_set():
             self._finish(slot, "cancelled")
-        elif len(slot.tokens) >= slot.max_new_tokens:
-            self._finish(slot, "length")
         else:
             slot.next_token = token
 
-    def _finish(self, slot: _Slot, reason: str, stopped_by: str | None = None) -> None:
+    def _finish(self, slot: _Slot, reason: str) -> None:
         handle = slot.handle
         assert handle is not None
-        tail = (
-            ""
-            if reason == "stop"
-            else slot.matcher.feed(slot.decoder.flush()) + slot.matcher.flush()
-        )
-        if tail:
-            slot.pieces.append(tail)
+        answer = slot.answer
+        last = answer.finish(reason)
         now = time.perf_counter()
         prompt_tokens = len(handle.request.prompt_ids)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(slot.tokens))
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(answer.tokens))
         timing = Timing()
         if slot.first_token_at is not None:
             timing.first_token_seconds = slot.first_token_at - handle.submitted
             timing.prompt_seconds = slot.first_token_at - slot.started
             timing.generation_seconds = now - slot.first_token_at
         handle.result = GenerationResult(
-            "".join(slot.pieces), reason, usage, timing, list(slot.tokens), stopped_by
+            answer.text, reason, usage, timing, list(answer.tokens), answer.stopped_by
         )
         self.stats.prompt_tokens_total += prompt_tokens - len(slot.pending)
-        self.stats.completion_tokens_total += len(slot.tokens)
+        self.stats.completion_tokens_total += len(answer.tokens)
         self.stats.requests_finished[reason] += 1
         # Free the slot before telling the caller, so a follow-up request finds it free.
         self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         slot.handle = slot.sampler = None
-        handle._push(GenerationChunk(tail, None, reason))
+        handle._push(last)
 
     def _finish_unstarted(self, handle: RequestHandle, reason: str) -> None:
         usage = Usage(prompt_tokens=len(handle.request.prompt_ids))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from llmkit.engines.base import Engine
@@ -65,6 +65,69 @@ class GenerationResult:
     stopped_by: str | None = None  # the stop token or stop string that ended the answer
 
 
+class AnswerBuilder:
+    """Turns sampled tokens into the text a user sees; shared by the loop and the batch scheduler.
+
+    It ends the answer at a stop token (never shown) or a stop string (held back while it may be
+    forming), joins UTF-8 characters split across tokens, marks would-be stops under ignore_eos,
+    and counts toward max_new_tokens. `finish_reason` is set once the answer is complete.
+    """
+
+    def __init__(
+        self,
+        token_bytes: Callable[[int], bytes],
+        params: SamplingParams,
+        stop_token_ids: Collection[int],
+        max_new_tokens: int,
+    ) -> None:
+        self.token_bytes = token_bytes
+        self.params = params
+        self.stop_token_ids = frozenset(stop_token_ids)
+        self.max_new_tokens = max_new_tokens
+        self.decoder, self.matcher = IncrementalDecoder(), StopMatcher(params.stop)
+        self.pieces: list[str] = []
+        self.tokens: list[int] = []
+        self.finish_reason: str | None = None
+        self.stopped_by: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def add(self, token: int, *, is_stop: bool = False) -> GenerationChunk | None:
+        """Take one sampled token; return the chunk to show now, if any."""
+        self.tokens.append(token)
+        chunk = None
+        if is_stop or token in self.stop_token_ids:
+            marker = self.token_bytes(token).decode("utf-8", "replace")
+            if not self.params.ignore_eos:
+                self.finish_reason, self.stopped_by = "stop", marker
+                return None
+            chunk = GenerationChunk(self.matcher.flush(), token, would_stop_at=marker)
+            self.matcher = StopMatcher(self.params.stop)
+        else:
+            shown = self.matcher.feed(self.decoder.feed(self.token_bytes(token)))
+            if shown:
+                self.pieces.append(shown)
+                chunk = GenerationChunk(shown, token)
+            if self.matcher.stopped:
+                self.finish_reason, self.stopped_by = "stop", self.matcher.matched
+                return chunk
+        if len(self.tokens) >= self.max_new_tokens:
+            self.finish_reason = "length"
+        return chunk
+
+    def finish(self, reason: str | None = None) -> GenerationChunk:
+        """The last chunk: releases held-back text unless a stop ended the answer."""
+        self.finish_reason = reason or self.finish_reason or "length"
+        tail = ""
+        if self.finish_reason != "stop":
+            tail = self.matcher.feed(self.decoder.flush()) + self.matcher.flush()
+        if tail:
+            self.pieces.append(tail)
+        return GenerationChunk(tail, None, self.finish_reason)
+
+
 def generate_step(
     engine: Engine, prompt_ids: Sequence[int], params: SamplingParams
 ) -> Iterator[int]:
@@ -105,61 +168,50 @@ class GenerationStream:
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[GenerationChunk]:
-        engine, params = self.engine, self.params
+        engine = self.engine
         usage = Usage(prompt_tokens=len(self.prompt_ids))
         timing = Timing()
-        decoder, matcher = IncrementalDecoder(), StopMatcher(params.stop)
-        pieces: list[str] = []
-        tokens: list[int] = []
-        finish_reason, stopped_by = "length", None
+        answer = AnswerBuilder(
+            engine.token_bytes, self.params, self.stop_token_ids, self.max_new_tokens
+        )
         started = time.perf_counter()
-        steps = generate_step(engine, self.prompt_ids, params)
+        steps = generate_step(engine, self.prompt_ids, self.params)
         try:
             for token in steps:
-                now = time.perf_counter()
-                if not tokens:
-                    timing.first_token_seconds = timing.prompt_seconds = now - started
+                if not answer.tokens:
+                    timing.first_token_seconds = timing.prompt_seconds = (
+                        time.perf_counter() - started
+                    )
                     usage.cached_prompt_tokens = getattr(engine, "last_reused_tokens", 0)
-                tokens.append(token)
-                usage.completion_tokens = len(tokens)
-                if token in self.stop_token_ids:
-                    marker = engine.token_bytes(token).decode("utf-8", "replace")
-                    if not params.ignore_eos:
-                        finish_reason, stopped_by = "stop", marker
-                        break
-                    yield GenerationChunk(matcher.flush(), token, would_stop_at=marker)
-                    matcher = StopMatcher(params.stop)
-                else:
-                    shown = matcher.feed(decoder.feed(engine.token_bytes(token)))
-                    if shown:
-                        pieces.append(shown)
-                        yield GenerationChunk(shown, token)
-                    if matcher.stopped:
-                        finish_reason, stopped_by = "stop", matcher.matched
-                        break
-                if self.cancel.is_set():
-                    finish_reason = "cancelled"
-                    break
-                if len(tokens) >= self.max_new_tokens:
+                chunk = answer.add(token)
+                usage.completion_tokens = len(answer.tokens)
+                if chunk is not None:
+                    yield chunk
+                if answer.finish_reason is None and self.cancel.is_set():
+                    answer.finish_reason = "cancelled"
+                if answer.finish_reason is not None:
                     break
         except BaseException:
             # Ctrl-C or a closed stream: record what was produced before passing it on.
-            finish_reason = "cancelled"
+            answer.finish_reason = "cancelled"
             raise
         finally:
             steps.close()
-            if tokens:
+            if answer.tokens:
                 timing.generation_seconds = (
                     time.perf_counter() - started - timing.first_token_seconds
                 )
             self.result = GenerationResult(
-                "".join(pieces), finish_reason, usage, timing, tokens, stopped_by
+                answer.text,
+                answer.finish_reason or "cancelled",
+                usage,
+                timing,
+                answer.tokens,
+                answer.stopped_by,
             )
-        tail = "" if finish_reason == "stop" else matcher.feed(decoder.flush()) + matcher.flush()
-        if tail:
-            pieces.append(tail)
-            self.result.text = "".join(pieces)
-        yield GenerationChunk(tail, None, finish_reason)
+        last = answer.finish()
+        self.result.text = answer.text
+        yield last
 
 
 def generate(

@@ -136,7 +136,11 @@ def suggestions(spec: ModelSpec, estimate: MemoryEstimate, device: Device) -> li
         if seq and seq >= 64:
             found.append(_try(spec, request, device, f"sequences of {seq:,} tokens", seq_len=seq))
         # Combinations, each at the largest batch size that fits: the task the user asked for first.
-        combinations = {"full": ("full", "lora", "qlora"), "lora": ("lora", "qlora"), "qlora": ("qlora",)}
+        combinations = {
+            "full": ("full", "lora", "qlora"),
+            "lora": ("lora", "qlora"),
+            "qlora": ("qlora",),
+        }
         for task in combinations[request.task]:
             combined = {
                 "task": task,
@@ -149,7 +153,11 @@ def suggestions(spec: ModelSpec, estimate: MemoryEstimate, device: Device) -> li
             batch = _largest_fitting(
                 1, request.batch_size, lambda value, c=combined: fits_with(**c, batch_size=value)
             )
-            label = {"full": f"full in {half} + 8-bit AdamW", "lora": f"LoRA in {half}", "qlora": "QLoRA"}
+            label = {
+                "full": f"full in {half} + 8-bit AdamW",
+                "lora": f"LoRA in {half}",
+                "qlora": "QLoRA",
+            }
             found.append(
                 _try(
                     spec,
