@@ -2,13 +2,19 @@
 
 Starts real servers on loopback (subprocesses) with the built-in model and talks to them over HTTP:
 
-- baseline:  `--parallel 1`, so requests are served one at a time, as a server behind one lock does.
-- batched:   `--parallel 8`, the same 8 streaming requests decoded together.
+- llama_cpp_server:  llama-cpp-python's own server (`python -m llama_cpp.server`), which serves
+  requests one at a time behind a lock. Optional (`--no-llama-cpp-server`); it needs the server
+  extras (sse-starlette, starlette-context, pydantic-settings).
+- baseline:  `llmkit serve --parallel 1`, so requests are served one at a time, as a server behind
+  one lock does.
+- batched:   `llmkit serve --parallel 8`, the same 8 streaming requests decoded together.
 
-Both get the same 8 greedy requests of a fixed length (ignore_eos), so they produce the same tokens.
-Then, on the batched server: time to first token on an idle server, p95 TTFT with 16 concurrent
-clients, and a bounded load test mixing streamed, cancelled and malformed requests (no crash, no
-leaked slot, memory before/after). Prints JSON.
+All get the same 8 greedy streaming chat requests of a fixed length: llmkit with `ignore_eos`,
+llama-cpp-python with `min_tokens` equal to `max_tokens` (its way of holding off the end-of-sequence
+token), so every request makes the same number of decoding steps. Rounds are interleaved, so
+background load hits all servers alike. Then, on the batched server: time to first token on an idle
+server, p95 TTFT with 16 concurrent clients, and a bounded load test mixing streamed, cancelled and
+malformed requests (no crash, no leaked slot, memory before/after). Prints JSON.
 
     python benchmarks/serve_throughput.py --tokens 64 --threads 2 --load-requests 300
 """
@@ -17,20 +23,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 
-from llmkit.server.launch import serve_in_subprocess
+from llmkit.server.launch import free_loopback_port, serve_in_subprocess
+from llmkit.store.catalog import BUILTIN_MODELS, DEFAULT_MODEL
+
+CONTEXT = 1024  # tokens per slot, for every server
+# What `python -m llama_cpp.server` imports beyond llama-cpp-python itself (module: pip name).
+LLAMA_CPP_SERVER_MODULES = {
+    "fastapi": "fastapi",
+    "uvicorn": "uvicorn",
+    "sse_starlette": "sse-starlette",
+    "starlette_context": "starlette-context",
+    "pydantic_settings": "pydantic-settings",
+}
 
 PROMPTS = [
     "Write a short story about a lighthouse keeper.",
@@ -47,10 +67,66 @@ PROMPTS = [
 @contextmanager
 def server(parallel: int, threads: int, queue: int = 64) -> Iterator[tuple[str, int]]:
     args = ["smollm2", "--parallel", str(parallel), "--queue", str(queue)]
-    args += ["--threads", str(threads), "--context", "1024"]
+    args += ["--threads", str(threads), "--context", str(CONTEXT)]
     log_path = Path(tempfile.mkstemp(prefix="llmkit-serve-", suffix=".log")[1])
     with serve_in_subprocess(args, log_path) as running:
         yield running.url, running.process.pid
+
+
+def missing_llama_cpp_server_packages() -> list[str]:
+    return [
+        name
+        for module, name in LLAMA_CPP_SERVER_MODULES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+
+
+@contextmanager
+def llama_cpp_server(threads: int, timeout: float = 120) -> Iterator[tuple[str, int]]:
+    """llama-cpp-python's own server on the built-in GGUF, set up like the llmkit servers.
+
+    Same context (1024), batch (512), threads and chat template (the GGUF's own, as llmkit uses);
+    flash attention on, as llama.cpp's "auto" choice gives the llmkit servers on this CPU; logits
+    for the last token only (llmkit never asks for the others); and `--interrupt_requests False`,
+    since by default a new request cuts off the one being streamed instead of waiting for the lock.
+    """
+    located = BUILTIN_MODELS[DEFAULT_MODEL].locate()
+    if not located:
+        raise SystemExit(
+            f"The built-in model is not installed: {BUILTIN_MODELS[DEFAULT_MODEL].install_command}"
+        )
+    port = free_loopback_port()
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(located[0])]
+    command += ["--model_alias", DEFAULT_MODEL, "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--n_ctx", str(CONTEXT), "--n_batch", "512", "--n_ubatch", "512"]
+    command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
+    command += ["--flash_attn", "True", "--logits_all", "False"]
+    command += ["--interrupt_requests", "False", "--verbose", "False"]
+    log_path = Path(tempfile.mkstemp(prefix="llama-cpp-server-", suffix=".log")[1])
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"llama-cpp-python's server did not start ({command}):\n{log_path.read_text()}"
+                )
+            time.sleep(0.2)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def rss_mib(pid: int) -> float:
@@ -60,19 +136,32 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def stream_one(client: httpx.AsyncClient, prompt: str, tokens: int) -> dict:
+# How each kind of server is asked for exactly `tokens` tokens, whatever the model would say.
+FIXED_LENGTH = {
+    "llmkit": lambda tokens: {"ignore_eos": True, "stream_options": {"include_usage": True}},
+    # llama-cpp-python has no ignore_eos; `min_tokens` masks the end-of-sequence token until that
+    # many tokens are out (a logit bias of -100 on EOS, id 2, gives the same tokens). Its stream
+    # carries no usage: a request that ends by length produced exactly max_tokens tokens.
+    "llama_cpp": lambda tokens: {"min_tokens": tokens},
+}
+
+
+async def stream_one(
+    client: httpx.AsyncClient, prompt: str, tokens: int, flavour: str = "llmkit"
+) -> dict:
     body = {
         "model": "smollm2",
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": tokens,
         "temperature": 0,
-        "ignore_eos": True,
         "stream": True,
-        "stream_options": {"include_usage": True},
+        **FIXED_LENGTH[flavour](tokens),
     }
     started = time.perf_counter()
     first = None
     usage = None
+    finish = None
+    chunks = 0
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -81,19 +170,39 @@ async def stream_one(client: httpx.AsyncClient, prompt: str, tokens: int) -> dic
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            if first is None and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                first = time.perf_counter()
+            if not chunk["choices"]:
+                continue
+            choice = chunk["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            if choice["delta"].get("content"):
+                chunks += 1
+                if first is None:
+                    first = time.perf_counter()
+    if usage:
+        produced, source = usage["completion_tokens"], "usage"
+    elif finish == "length":
+        produced, source = tokens, "finish_reason_length"
+    else:  # stopped early: about one streamed chunk per token
+        produced, source = chunks, "content_chunks"
     return {
         "ttft": (first or time.perf_counter()) - started,
-        "tokens": usage["completion_tokens"],
+        "tokens": produced,
+        "counted_from": source,
+        "finish_reason": finish,
         "seconds": time.perf_counter() - started,
     }
 
 
-async def concurrent_round(url: str, prompts: list[str], tokens: int) -> dict:
-    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+def tally(values: list[str]) -> dict[str, int]:
+    return {value: values.count(value) for value in sorted(set(values))}
+
+
+async def concurrent_round(
+    url: str, prompts: list[str], tokens: int, flavour: str = "llmkit"
+) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=900) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(stream_one(client, p, tokens) for p in prompts))
+        results = await asyncio.gather(*(stream_one(client, p, tokens, flavour) for p in prompts))
         wall = time.perf_counter() - started
     total = sum(r["tokens"] for r in results)
     ttfts = sorted(r["ttft"] for r in results)
@@ -104,6 +213,8 @@ async def concurrent_round(url: str, prompts: list[str], tokens: int) -> dict:
         "tokens_per_second": round(total / wall, 2),
         "ttft_median_ms": round(statistics.median(ttfts) * 1000, 1),
         "ttft_p95_ms": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))] * 1000, 1),
+        "finish_reasons": tally([str(r["finish_reason"]) for r in results]),
+        "tokens_counted_from": tally([r["counted_from"] for r in results]),
     }
 
 
@@ -204,27 +315,61 @@ async def load_test(url: str, pid: int, requests: int, concurrency: int, time_li
     }
 
 
+def machine() -> dict:
+    memory = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    policy = os.sched_getscheduler(0)
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(int(memory) / 1024**2, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "scheduling": {os.SCHED_FIFO: "SCHED_FIFO", os.SCHED_RR: "SCHED_RR"}.get(policy, "normal"),
+        "priority": os.sched_getparam(0).sched_priority,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="tokens per request")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/batched rounds")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each server")
     parser.add_argument("--load-requests", type=int, default=300)
     parser.add_argument("--load-seconds", type=float, default=240)
+    parser.add_argument(
+        "--no-llama-cpp-server",
+        dest="llama_cpp_server",
+        action="store_false",
+        help="leave out llama-cpp-python's own server as a baseline",
+    )
     args = parser.parse_args()
+    if args.llama_cpp_server and (missing := missing_llama_cpp_server_packages()):
+        parser.exit(
+            2,
+            f"llama-cpp-python's server needs {', '.join(missing)}: "
+            f"pip install {' '.join(missing)}\n(or leave that baseline out: --no-llama-cpp-server)\n",
+        )
 
-    rounds: dict[str, list[dict]] = {"baseline_parallel_1": [], "batched_parallel_8": []}
-    with (
-        server(1, args.threads) as (base_url, _),
-        server(8, args.threads) as (batch_url, batch_pid),
-    ):
-        for _ in range(args.rounds):  # interleaved, so background load hits both alike
-            rounds["baseline_parallel_1"].append(
-                asyncio.run(concurrent_round(base_url, PROMPTS, args.tokens))
-            )
-            rounds["batched_parallel_8"].append(
-                asyncio.run(concurrent_round(batch_url, PROMPTS, args.tokens))
-            )
+    load_before = os.getloadavg()
+    names = ["baseline_parallel_1", "batched_parallel_8"]
+    if args.llama_cpp_server:
+        names.insert(0, "llama_cpp_server")
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    with server(8, args.threads) as (batch_url, batch_pid):
+        with ExitStack() as baselines:
+            urls = {
+                "baseline_parallel_1": baselines.enter_context(server(1, args.threads))[0],
+                "batched_parallel_8": batch_url,
+            }
+            if args.llama_cpp_server:
+                urls["llama_cpp_server"] = baselines.enter_context(llama_cpp_server(args.threads))[
+                    0
+                ]
+            for _ in range(args.rounds):  # interleaved, so background load hits all alike
+                for name in names:
+                    flavour = "llama_cpp" if name == "llama_cpp_server" else "llmkit"
+                    rounds[name].append(
+                        asyncio.run(concurrent_round(urls[name], PROMPTS, args.tokens, flavour))
+                    )
         idle = asyncio.run(idle_ttft(batch_url, 10))
         loaded = asyncio.run(concurrent_round(batch_url, PROMPTS * 2, args.tokens))
         load = asyncio.run(
@@ -232,21 +377,30 @@ def main() -> None:
         )
 
     best = {name: max(r["tokens_per_second"] for r in results) for name, results in rounds.items()}
+    batched = rounds["batched_parallel_8"]
+    speedups = {
+        f"over_{name}": {
+            "best_vs_best": round(best["batched_parallel_8"] / best[name], 2),
+            "per_round": [
+                round(b["tokens_per_second"] / r["tokens_per_second"], 2)
+                for b, r in zip(batched, rounds[name], strict=True)
+            ],
+        }
+        for name in names
+        if name != "batched_parallel_8"
+    }
     print(
         json.dumps(
             {
                 "machine": {
-                    "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "python": platform.python_version(),
+                    **machine(),
+                    "load_average_at_start": load_before,
                     "load_average_at_end": os.getloadavg(),
                 },
                 "settings": vars(args),
                 "rounds": rounds,
                 "best_tokens_per_second": best,
-                "speedup_batched_over_baseline": round(
-                    best["batched_parallel_8"] / best["baseline_parallel_1"], 2
-                ),
+                "speedup_batched": speedups,
                 "ttft_idle": idle,
                 "ttft_16_clients_on_8_slots": loaded,
                 "load_test": load,

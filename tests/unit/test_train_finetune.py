@@ -16,7 +16,6 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from tests.helpers.cli import run_cli
-from tests.helpers.tiny_model import write_tiny_llama_gguf
 
 from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.train.config import FinetuneConfig
@@ -85,26 +84,33 @@ def test_finetune_exports_that_every_engine_runs(
 
 
 def test_bad_settings_fail_before_anything_is_written(
-    tiny_gguf: Path, train_file: Path, fresh_home: Path, tmp_path: Path
+    tiny_gguf: Path,
+    train_file: Path,
+    fresh_home: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(InvalidParameterError, match="--lr"):
         finetune(config(tiny_gguf, train_file, "x", lr=-1.0))
     with pytest.raises(InvalidParameterError, match="--batch-size"):
         finetune(config(tiny_gguf, train_file, "x", batch_size=0))
     with pytest.raises(LlmkitError, match="Unknown model"):
-        finetune(
-            config(Path("no-such-model"), train_file, "x").__class__(
-                base="no-such-model", data=str(train_file), out="x"
-            )
-        )
+        finetune(FinetuneConfig(base="no-such-model", data=str(train_file), out="x"))
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(DataError, match="no rows"):
         finetune(config(tiny_gguf, empty, "x"))
-    bare = write_tiny_llama_gguf(tmp_path / "bare.gguf", chat_template=None)
-    # The tiny vocabulary has ChatML's tokens, so a built-in template is chosen; a vocabulary
-    # without them is refused with a pointer to --template (checked through the masks tests).
-    assert bare.exists()
+    import llmkit.train.prepare as prepare
+    from llmkit.chat.template import select_template
+
+    # A base with no template of its own and no built-in that fits its tokens.
+    monkeypatch.setattr(prepare, "select_template", lambda *args, **kwargs: None)
+    with pytest.raises(InvalidParameterError, match="--template"):
+        finetune(config(tiny_gguf, train_file, "x"))
+    monkeypatch.setattr(prepare, "select_template", select_template)
+    monkeypatch.setattr(prepare, "_free_memory", lambda device: 1024)
+    with pytest.raises(InvalidParameterError, match="needs about .* but only"):
+        finetune(config(tiny_gguf, train_file, "x"))
     assert not (fresh_home / "models").exists() or not any((fresh_home / "models").iterdir())
 
 
@@ -222,4 +228,5 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         for n in ("one", "two")
     ]
     for name, values in adapters[0].items():
-        np.testing.assert_allclose(adapters[1][name], values, atol=1e-5, err_msg=name)
+        # Adam divides by the root of tiny second moments, so float summation order shows at ~1e-5.
+        np.testing.assert_allclose(adapters[1][name], values, atol=1e-4, err_msg=name)

@@ -11,6 +11,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
 from llmkit.errors import (
     ContextOverflowError,
@@ -99,6 +101,12 @@ class LlamaCppSampler:
                 llama.llama_sampler_free(chain)
                 raise InvalidParameterError("The grammar for this request could not be parsed.")
             add(constraint)
+        # Plain greedy decoding needs no chain: an argmax over the logits in place is cheaper than
+        # llama.cpp copying the whole vocabulary into a candidate array for every token.
+        self._plain_argmax = (
+            params.greedy and grammar is None and llama.llama_sampler_chain_n(chain) == 0
+        )
+        self._vocab_size = engine.vocab_size
         if params.greedy:
             add(llama.llama_sampler_init_greedy())
         else:
@@ -113,6 +121,9 @@ class LlamaCppSampler:
 
     def sample(self, index: int = -1) -> int:
         """Sample from the logits of output `index` of the last decoded batch (-1: the last one)."""
+        if self._plain_argmax:
+            logits = self.llama.llama_get_logits_ith(self.context, index)
+            return int(np.ctypeslib.as_array(logits, shape=(self._vocab_size,)).argmax())
         return self.llama.llama_sampler_sample(self.chain, self.context, index)
 
     def __del__(self) -> None:

@@ -236,11 +236,6 @@ def _free_memory(device_type: str) -> int | None:
         import torch
 
         return int(torch.cuda.mem_get_info()[0])
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    from llmkit.engines.llamacpp import _available_memory_bytes
+
+    return _available_memory_bytes()
