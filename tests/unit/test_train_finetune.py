@@ -109,7 +109,7 @@ def test_bad_settings_fail_before_anything_is_written(
         finetune(config(tiny_gguf, train_file, "x"))
     monkeypatch.setattr(prepare, "select_template", select_template)
     monkeypatch.setattr(prepare, "_free_memory", lambda device: 1024)
-    with pytest.raises(InvalidParameterError, match="needs about .* but only"):
+    with pytest.raises(InvalidParameterError, match=r"needs about .* but only"):
         finetune(config(tiny_gguf, train_file, "x"))
     assert not (fresh_home / "models").exists() or not any((fresh_home / "models").iterdir())
 
