@@ -50,6 +50,24 @@ def test_batched_greedy_answers_match_one_at_a_time(tiny, scheduler) -> None:
     assert scheduler.busy_slots == 0
 
 
+def test_a_follow_up_turn_reuses_the_cached_beginning(tiny, scheduler) -> None:
+    params = tiny.params(temperature=0, max_tokens=8, repeat_penalty=1.0)
+    first = [{"role": "user", "content": "hello there"}]
+    handle = scheduler.submit(BatchRequest(tiny.prompt_ids(first), params))
+    reply = _text(handle)
+    follow_up = [
+        *first,
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": "and?"},
+    ]
+    expected = tiny.stream_ids(tiny.prompt_ids(follow_up), params)
+    list(expected)
+    handle = scheduler.submit(BatchRequest(tiny.prompt_ids(follow_up), params))
+    list(handle)
+    assert handle.result.usage.cached_prompt_tokens >= len(tiny.prompt_ids(first))
+    assert handle.result.token_ids == expected.result.token_ids
+
+
 def test_penalties_and_seeded_sampling_match_too(tiny, scheduler) -> None:
     params = tiny.params(temperature=0.8, seed=7, max_tokens=12, repeat_penalty=1.3)
     stream = tiny.stream_ids(_ids(tiny, "the cat"), params)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmkit.engines.base import reusable_prefix
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.generation.params import SamplingParams
@@ -118,6 +119,9 @@ class _Slot:
     def __init__(self, seq_id: int) -> None:
         self.seq_id = seq_id
         self.handle: RequestHandle | None = None
+        # Tokens whose keys and values this sequence holds. They outlive the request, so the next
+        # one with the same beginning (a chat's earlier turns, a shared system prompt) skips them.
+        self.cached: list[int] = []
 
     def start(
         self,
@@ -126,11 +130,14 @@ class _Slot:
         max_new_tokens: int,
         token_bytes: Callable[[int], bytes],
         stop_token_ids: frozenset[int],
+        reused: int,
     ) -> None:
         request = handle.request
         self.handle, self.sampler = handle, sampler
-        self.pending = list(request.prompt_ids)  # prompt tokens not yet evaluated
-        self.position = 0
+        self.reused = reused
+        del self.cached[reused:]
+        self.pending = list(request.prompt_ids[reused:])  # prompt tokens not yet evaluated
+        self.position = reused
         self.next_token: int | None = None  # sampled, to be fed in the next batch
         self.output_index = -1  # this slot's row in the current batch's logits, or -1
         self.answer = AnswerBuilder(token_bytes, request.params, stop_token_ids, max_new_tokens)
@@ -271,9 +278,10 @@ class BatchScheduler:
                     self._fail_all(error)
 
     def _admit(self) -> None:
-        for slot in self.slots:
-            if slot.busy:
-                continue
+        while True:
+            free = [slot for slot in self.slots if not slot.busy]
+            if not free:
+                return
             with self._wakeup:
                 if not self._waiting:
                     return
@@ -297,9 +305,13 @@ class BatchScheduler:
                 continue
             room = self.room_for(request.prompt_ids)
             max_new = min(request.params.max_tokens or room, room)
-            # The sequence may hold a previous request's tokens; start it empty.
-            self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-            slot.start(handle, sampler, max_new, self.engine.token_bytes, self.stop_token_ids)
+            # The free slot whose cached tokens share the longest beginning with this prompt.
+            slot = max(free, key=lambda s: reusable_prefix(s.cached, request.prompt_ids))
+            reused = reusable_prefix(slot.cached, request.prompt_ids)
+            self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, reused, -1)
+            slot.start(
+                handle, sampler, max_new, self.engine.token_bytes, self.stop_token_ids, reused
+            )
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -319,6 +331,7 @@ class BatchScheduler:
             batch.logits[count] = wants_logits
             if wants_logits:
                 slot.output_index = count
+            slot.cached.append(token)
             slot.position += 1
             count += 1
 
@@ -382,7 +395,7 @@ class BatchScheduler:
         last = answer.finish(reason)
         now = time.perf_counter()
         prompt_tokens = len(handle.request.prompt_ids)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(answer.tokens))
+        usage = Usage(prompt_tokens, len(answer.tokens), cached_prompt_tokens=slot.reused)
         timing = Timing()
         if slot.first_token_at is not None:
             timing.first_token_seconds = slot.first_token_at - handle.submitted
@@ -391,11 +404,11 @@ class BatchScheduler:
         handle.result = GenerationResult(
             answer.text, reason, usage, timing, list(answer.tokens), answer.stopped_by
         )
-        self.stats.prompt_tokens_total += prompt_tokens - len(slot.pending)
+        self.stats.prompt_tokens_total += prompt_tokens - slot.reused - len(slot.pending)
         self.stats.completion_tokens_total += len(answer.tokens)
         self.stats.requests_finished[reason] += 1
-        # Free the slot before telling the caller, so a follow-up request finds it free.
-        self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        # Free the slot before telling the caller, so a follow-up request finds it free. Its cache
+        # stays, for a next request that begins the same way.
         slot.handle = slot.sampler = None
         handle._push(last)
 
@@ -417,6 +430,8 @@ class BatchScheduler:
                 self.stats.requests_finished["error"] += 1
                 handle._push(message)
         self.llama.llama_memory_clear(self.memory, True)
+        for slot in self.slots:
+            slot.cached = []
 
     def __del__(self) -> None:
         if getattr(self, "context", None) and not self._thread.is_alive():
