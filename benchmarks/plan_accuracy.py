@@ -38,7 +38,17 @@ TINY_WIDE = {
     "num_key_value_heads": 8, "intermediate_size": 1408, "vocab_size": 32000,
     "max_position_embeddings": 4096, "tie_word_embeddings": True,
 }  # fmt: skip
-CONFIGS = {"smollm2-135m": SMOLLM2_135M, "tiny-untied": TINY_UNTIED, "tiny-wide": TINY_WIDE}
+LLAMA_3_2_1B = {
+    "model_type": "llama", "hidden_size": 2048, "num_hidden_layers": 16, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 8192, "vocab_size": 128256,
+    "max_position_embeddings": 131072, "tie_word_embeddings": True,
+}  # fmt: skip
+CONFIGS = {
+    "smollm2-135m": SMOLLM2_135M,
+    "tiny-untied": TINY_UNTIED,
+    "tiny-wide": TINY_WIDE,
+    "llama-3.2-1b": LLAMA_3_2_1B,
+}
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Case:
     attention: str = "sdpa"
     engine: str = "transformers"  # chat only: "llamacpp" runs the built-in GGUF model instead
     context: int | None = None  # chat: the KV cache size; seq_len + new_tokens when not given
+    device: str = "cpu"  # "cuda" measures torch.cuda.max_memory_allocated instead of RSS
     quick: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -106,6 +117,15 @@ CASES = [
     Case("tiny-wide full bf16 b4 s256", "tiny-wide", "full", "bf16", batch_size=4),
     Case("tiny-wide lora bf16 b4 s256", "tiny-wide", "lora", "bf16", batch_size=4),
 ]
+# `--device cuda`: the slide's Llama-3.2-1B shape with random weights (goal ±10%).
+CUDA_CASES = [
+    Case("llama-3.2-1b chat bf16 b1 ctx4096", "llama-3.2-1b", "chat", "bf16", seq_len=4088, device="cuda", quick=True),
+    Case("llama-3.2-1b full fp32 b32 s128 (the slide)", "llama-3.2-1b", "full", batch_size=32, seq_len=128, device="cuda", quick=True),
+    Case("llama-3.2-1b full fp32 b8 s128", "llama-3.2-1b", "full", batch_size=8, seq_len=128, device="cuda"),
+    Case("llama-3.2-1b full bf16 b4 s512", "llama-3.2-1b", "full", "bf16", batch_size=4, seq_len=512, device="cuda"),
+    Case("llama-3.2-1b full bf16 b4 s512 ckpt", "llama-3.2-1b", "full", "bf16", batch_size=4, seq_len=512, grad_checkpointing=True, device="cuda"),
+    Case("llama-3.2-1b lora bf16 b4 s512", "llama-3.2-1b", "lora", "bf16", batch_size=4, seq_len=512, device="cuda", quick=True),
+]  # fmt: skip
 
 
 # ---- the measurement (runs in a child process) ---------------------------------------------
@@ -174,17 +194,21 @@ def measure(case: Case) -> dict[str, Any]:
         **{k: v for k, v in CONFIGS[case.model].items() if k != "model_type"}
     )
     config._attn_implementation = case.attention
-    ids = torch.randint(0, config.vocab_size, (case.batch_size, case.seq_len))
+    cuda = case.device == "cuda"
+    ids = torch.randint(0, config.vocab_size, (case.batch_size, case.seq_len), device=case.device)
     if case.task != "chat":
         # Imported before the baseline so that importing them is not counted.
         from peft import LoraConfig, get_peft_model
 
         from llmkit.plan.memory import lora_modules
     _reset_peak()
-    baseline = _resident_bytes()
+    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     torch.set_default_dtype(dtype)
-    model = transformers.LlamaForCausalLM(config)
+    with torch.device(case.device):
+        model = transformers.LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
     if case.task == "chat":
         model.eval()
@@ -215,10 +239,8 @@ def measure(case: Case) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return {
-        "measured_bytes": _peak_resident_bytes() - baseline,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    peak = torch.cuda.max_memory_allocated() if cuda else _peak_resident_bytes()
+    return {"measured_bytes": peak - baseline, "seconds": round(time.perf_counter() - started, 1)}
 
 
 # ---- the comparison (parent process) -------------------------------------------------------
@@ -244,11 +266,13 @@ def estimate(case: Case) -> dict[str, Any]:
         grad_checkpointing=case.grad_checkpointing,
         attention=case.attention,
         engine=case.engine,
-        device_type="cpu",
+        device_type=case.device,
     )
     result = estimate_memory(spec, request)
+    # torch's allocator statistics leave out the CUDA context and the allocator's rounding.
+    compared = result.total - (result.part("overhead") if case.device == "cuda" else 0)
     return {
-        "estimate_bytes": round(result.total),
+        "estimate_bytes": round(compared),
         "parts": {p.key: round(p.bytes) for p in result.parts},
     }
 
@@ -288,6 +312,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": os.environ.get("OMP_NUM_THREADS", "2"),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
 
 
@@ -302,12 +327,22 @@ def main() -> None:
         default="fixed",
         help="glibc's mmap threshold: fixed at 64 KiB (RSS follows live tensors), default, or both",
     )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: the GPU cases, measured with torch.cuda",
+    )
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(Case(**json.loads(args.measure)))))
         return
-    cases = [case for case in CASES if case.quick or not args.quick]
+    cases = [
+        case
+        for case in (CUDA_CASES if args.device == "cuda" else CASES)
+        if case.quick or not args.quick
+    ]
     if args.cases:
         wanted = [part.strip() for part in args.cases.split(",")]
         cases = [case for case in cases if any(part in case.name for part in wanted)]
@@ -325,7 +360,7 @@ def main() -> None:
     worst = max((abs(row["error_percent"]) for row in rows), default=0.0)
     report = {
         "benchmark": "plan_accuracy",
-        "device": "cpu",
+        "device": args.device,
         "machine": machine(),
         "cases": rows,
         "worst_error_percent": worst,

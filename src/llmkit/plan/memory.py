@@ -405,7 +405,13 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
 
     # -- the peak: activations are freed as gradients are created, and the optimizer step needs scratch
     head_gradient = v * h * param_bytes if full else 0.0
-    start = activations + max(logits, tokens * v * b + head_gradient)
+    # Checkpointing recomputes a layer only after the logits' buffers are freed.
+    recompute = tokens * per_layer if request.grad_checkpointing else 0.0
+    start = (
+        activations
+        - recompute
+        + max(logits, tokens * v * b + head_gradient, head_gradient + recompute)
+    )
     tied_scratch = v * h * param_bytes if full and spec.tied_embeddings else 0.0
     end = gradients + tied_scratch
     largest = max(v * h, spec.hidden_size * _token_ffn(spec)) if full else 0
