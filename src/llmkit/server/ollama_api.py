@@ -22,7 +22,15 @@ from llmkit.server.schemas import (
     OllamaGenerateRequest,
     OllamaShowRequest,
 )
-from llmkit.server.service import Job, chat_job, collect, completion_job, stream_chunks, submit
+from llmkit.server.service import (
+    Job,
+    ToolCallHold,
+    chat_job,
+    collect,
+    completion_job,
+    stream_chunks,
+    submit,
+)
 from llmkit.server.state import ServedModel
 from llmkit.server.tools import parse_tool_calls
 
@@ -235,20 +243,16 @@ def _reply(job: Job, text: str) -> dict[str, Any]:
 
 async def _chat_stream(job: Job, handle: Any, started: float) -> AsyncIterator[bytes]:
     name = job.served.name
-    holding, held = job.tool_plan is not None, ""
+    hold = ToolCallHold(job.tool_plan is not None)
     try:
         async for piece in stream_chunks(handle):
-            if piece.text and holding:
-                held += piece.text
-                stripped = held.lstrip()
-                if stripped and not stripped.startswith(("{", "<")):
-                    holding, piece.text = False, held
-            if piece.text and not holding:
+            text = hold.release(piece.text)
+            if text:
                 yield _ndjson(
                     {
                         "model": name,
                         "created_at": _now(),
-                        "message": {"role": "assistant", "content": piece.text},
+                        "message": {"role": "assistant", "content": text},
                         "done": False,
                     }
                 )
@@ -257,7 +261,8 @@ async def _chat_stream(job: Job, handle: Any, started: float) -> AsyncIterator[b
         return
     except asyncio.CancelledError:
         raise
-    message = _reply(job, held) if holding and held else {"role": "assistant", "content": ""}
+    call_text = hold.call_text
+    message = _reply(job, call_text) if call_text else {"role": "assistant", "content": ""}
     yield _ndjson(
         {
             "model": name,

@@ -19,7 +19,15 @@ from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.loop import GenerationResult
 from llmkit.server.grammar import response_format_schema
 from llmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmkit.server.service import Job, chat_job, collect, completion_job, stream_chunks, submit
+from llmkit.server.service import (
+    Job,
+    ToolCallHold,
+    chat_job,
+    collect,
+    completion_job,
+    stream_chunks,
+    submit,
+)
 from llmkit.server.tools import ToolCall, parse_tool_calls
 
 router = APIRouter(prefix="/v1")
@@ -182,18 +190,12 @@ async def _chat_stream(
         )
 
     yield chunk({"role": "assistant", "content": ""})
-    # With tools, a reply that opens like a call is held back and sent whole as tool_calls.
-    holding, held = job.tool_plan is not None, ""
+    hold = ToolCallHold(job.tool_plan is not None)
     try:
         async for piece in stream_chunks(handle):
-            if piece.text and holding:
-                held += piece.text
-                stripped = held.lstrip()
-                if stripped and not stripped.startswith(("{", "<")):
-                    holding = False
-                    yield chunk({"content": held})
-            elif piece.text:
-                yield chunk({"content": piece.text})
+            text = hold.release(piece.text)
+            if text:
+                yield chunk({"content": text})
     except LlmkitError as error:
         yield _sse(openai_error(500, str(error), kind="server_error"))
         return
@@ -201,8 +203,8 @@ async def _chat_stream(
         raise
     result = handle.result
     calls: list[ToolCall] = []
-    if holding and held:
-        content, calls = parse_tool_calls(held)
+    if hold.call_text:
+        content, calls = parse_tool_calls(hold.call_text)
         if calls:
             yield chunk(
                 {

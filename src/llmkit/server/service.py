@@ -112,6 +112,31 @@ def submit(job: Job) -> RequestHandle:
     return job.served.scheduler.submit(job.request)
 
 
+class ToolCallHold:
+    """With tools, a streamed reply that opens like a call ('{' or '<') is held back, to be sent
+    whole as tool calls at the end; any other reply is released as soon as that is clear."""
+
+    def __init__(self, active: bool) -> None:
+        self.holding = active
+        self.held = ""
+
+    def release(self, text: str) -> str:
+        """The text to send now (empty while it is held)."""
+        if not text or not self.holding:
+            return text
+        self.held += text
+        stripped = self.held.lstrip()
+        if stripped and not stripped.startswith(("{", "<")):
+            self.holding = False
+            return self.held
+        return ""
+
+    @property
+    def call_text(self) -> str | None:
+        """The held reply, when it stayed held to the end (then it is parsed as tool calls)."""
+        return self.held if self.holding and self.held else None
+
+
 async def stream_chunks(handle: RequestHandle) -> AsyncIterator[GenerationChunk]:
     """The reply piece by piece; leaving early (a closed connection) cancels the generation."""
     try:
