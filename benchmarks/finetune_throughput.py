@@ -51,6 +51,7 @@ def run_trl(args: argparse.Namespace) -> dict:
     import trl
 
     from llmkit.store.store import ModelStore
+    from llmkit.train.export import forget_gguf_origin
 
     manifest = ModelStore().resolve(args.model)
     folder, name = str(manifest.weights_path.parent), manifest.weights_path.name
@@ -58,6 +59,9 @@ def run_trl(args: argparse.Namespace) -> dict:
     model = transformers.AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=name, dtype="float32"
     )
+    # The weights are de-quantized floats already, as in llmkit; only transformers' record of the
+    # GGUF origin makes the Trainer refuse them, so it is removed the same way llmkit's export does.
+    forget_gguf_origin(model)
     rows = []
     for line in DATA.read_text().splitlines():
         messages = json.loads(line)["messages"]

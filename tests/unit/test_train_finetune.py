@@ -78,6 +78,17 @@ def test_finetune_exports_that_every_engine_runs(
                 pass
             assert stream.result.text == ANSWER, name
             assert stream.result.finish_reason == "stop", name
+    # Served with batched slots, the adapter is applied there too.
+    from llmkit.generation.batching import BatchRequest, BatchScheduler
+
+    with llmkit.load("tiny-ft") as model:
+        scheduler = BatchScheduler(model, parallel=2, max_queue=2, slot_context=128, threads=1)
+        try:
+            params = model.params(temperature=0, max_tokens=16)
+            handle = scheduler.submit(BatchRequest(model.prompt_ids(question), params))
+            assert "".join(chunk.text for chunk in handle) == ANSWER
+        finally:
+            scheduler.close()
     # The adapter's store entry points at the base weights, untouched.
     manifest = json.loads((fresh_home / "models" / "tiny-ft" / "manifest.json").read_text())
     assert manifest["path"] == str(tiny_gguf) and manifest["adapter"].endswith("adapter.gguf")
@@ -228,5 +239,6 @@ def test_two_processes_equal_one_with_the_same_global_batch(
         for n in ("one", "two")
     ]
     for name, values in adapters[0].items():
-        # Adam divides by the root of tiny second moments, so float summation order shows at ~1e-5.
-        np.testing.assert_allclose(adapters[1][name], values, atol=1e-4, err_msg=name)
+        # Adam divides by the root of tiny second moments, so the summation order of the gradients
+        # shows at ~1e-4 (a few percent of one step of lr 0.01); a wrong split differs by whole steps.
+        np.testing.assert_allclose(adapters[1][name], values, atol=5e-4, err_msg=name)

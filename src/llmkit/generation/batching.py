@@ -192,6 +192,7 @@ class BatchScheduler:
                 f"llama.cpp could not create a {parallel}-slot context of {self.slot_context:,} "
                 "tokens each; choose a smaller --context or --parallel."
             )
+        engine.apply_adapter(self.context)  # a fine-tune stored as a LoRA adapter runs here too
         self.memory = llama.llama_get_memory(self.context)
         self.batch_size = batch_size
         self.batch = llama.llama_batch_init(batch_size, 0, 1)

@@ -70,12 +70,15 @@ def _install_adapter(store: ModelStore, prepared: PreparedRun, name: str, staged
     os.replace(entry, folder)
 
 
-def _forget_gguf_origin(model: Any) -> None:
-    # A model loaded from GGUF holds plain de-quantized floats, but transformers remembers the
-    # origin as a "quantizer" and refuses to save it; the saved folder is an ordinary float model.
-    model.hf_quantizer = None
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
+def forget_gguf_origin(model: Any) -> None:
+    """Make a model loaded from GGUF an ordinary float model (so it can be saved or trained).
+
+    Its weights are de-quantized floats already, but transformers remembers the origin as a
+    "quantizer" and refuses to save or train it; this removes that record the quantizer's own way.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
 
 
 def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) -> dict[str, str]:
@@ -111,7 +114,7 @@ def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) ->
         if "hf" in names:
             log("Writing the merged model as Hugging Face safetensors…")
             folder = staging / "hf"
-            _forget_gguf_origin(merged)
+            forget_gguf_origin(merged)
             merged.save_pretrained(folder, safe_serialization=True)
             if template is not None:
                 prepared.tokenizer.chat_template = template
