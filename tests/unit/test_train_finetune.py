@@ -94,6 +94,27 @@ def test_finetune_exports_that_every_engine_runs(
     assert manifest["path"] == str(tiny_gguf) and manifest["adapter"].endswith("adapter.gguf")
 
 
+def test_full_fine_tuning_exports_a_merged_model(
+    tiny_gguf: Path, train_file: Path, fresh_home: Path
+) -> None:
+    import llmkit
+
+    result = finetune(
+        config(
+            tiny_gguf,
+            train_file,
+            "tiny-full",
+            method="full",
+            lr=3e-3,
+            eval_split=0.25,
+            exports=("f16",),
+        )
+    )
+    assert result.eval_after < result.eval_before
+    with llmkit.load(result.exports["f16"]) as model:
+        assert model.chat("q1", temperature=0, max_tokens=16) == ANSWER
+
+
 def test_bad_settings_fail_before_anything_is_written(
     tiny_gguf: Path,
     train_file: Path,
