@@ -12,9 +12,11 @@ Starts real servers on loopback (subprocesses) with the built-in model and talks
 All get the same 8 greedy streaming chat requests of a fixed length: llmkit with `ignore_eos`,
 llama-cpp-python with `min_tokens` equal to `max_tokens` (its way of holding off the end-of-sequence
 token), so every request makes the same number of decoding steps. Rounds are interleaved, so
-background load hits all servers alike. Then, on the batched server: time to first token on an idle
-server, p95 TTFT with 16 concurrent clients, and a bounded load test mixing streamed, cancelled and
-malformed requests (no crash, no leaked slot, memory before/after). Prints JSON.
+background load hits all servers alike, after an unmeasured warm-up round; each round has its own
+prompts, so a server's prompt cache cannot turn a repeated round into cache hits. Then, on the
+batched server: time to first token on an idle server, p95 TTFT with 16 concurrent clients, and a
+bounded load test mixing streamed, cancelled and malformed requests (no crash, no leaked slot,
+memory before/after). Prints JSON.
 
     python benchmarks/serve_throughput.py --tokens 64 --threads 2 --load-requests 300
 """
@@ -62,6 +64,33 @@ PROMPTS = [
     "Explain what a computer program is.",
     "Describe your favourite meal.",
 ]
+# Short prompts for time to first token on an idle server, each different.
+SHORT_PROMPTS = [
+    "Hi",
+    "Hello there",
+    "Good morning",
+    "What is 2+2?",
+    "Name a colour.",
+    "Say yes.",
+    "Tell me a joke.",
+    "Who are you?",
+    "Count to three.",
+    "Name a fruit.",
+    "Thanks!",
+]
+
+
+def prompt_set(number: int, count: int = len(PROMPTS)) -> list[str]:
+    """PROMPTS, marked as set `number` at the start, repeated up to `count` requests.
+
+    Servers that keep a finished request's cache (llmkit's slots; llama-cpp-python's one context)
+    reuse the longest shared beginning. Every set starts differently, so a repeated round reuses
+    no more than real traffic would (the chat template's system prompt), never a whole prompt.
+    """
+    return [
+        f"Set {number}.{index // len(PROMPTS)}: {PROMPTS[index % len(PROMPTS)]}"
+        for index in range(count)
+    ]
 
 
 @contextmanager
@@ -218,12 +247,14 @@ async def concurrent_round(
     }
 
 
-async def idle_ttft(url: str, samples: int) -> dict:
+async def idle_ttft(url: str) -> dict:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        await stream_one(client, "Hi", 2)  # warm-up
-        values = sorted([(await stream_one(client, "Hi", 2))["ttft"] for _ in range(samples)])
+        await stream_one(client, SHORT_PROMPTS[0], 2)  # warm-up
+        values = sorted(
+            [(await stream_one(client, prompt, 2))["ttft"] for prompt in SHORT_PROMPTS[1:]]
+        )
     return {
-        "samples": samples,
+        "samples": len(values),
         "median_ms": round(statistics.median(values) * 1000, 1),
         "max_ms": round(values[-1] * 1000, 1),
     }
@@ -333,6 +364,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens per request")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of each server")
+    parser.add_argument(
+        "--warmup-rounds",
+        type=int,
+        default=1,
+        help="unmeasured rounds first, so every server is measured in its steady state",
+    )
     parser.add_argument("--load-requests", type=int, default=300)
     parser.add_argument("--load-seconds", type=float, default=240)
     parser.add_argument(
@@ -346,7 +383,8 @@ def main() -> None:
         parser.exit(
             2,
             f"llama-cpp-python's server needs {', '.join(missing)}: "
-            f"pip install {' '.join(missing)}\n(or leave that baseline out: --no-llama-cpp-server)\n",
+            f"pip install {' '.join(missing)}\n"
+            "(or leave that baseline out: --no-llama-cpp-server)\n",
         )
 
     load_before = os.getloadavg()
@@ -354,6 +392,7 @@ def main() -> None:
     if args.llama_cpp_server:
         names.insert(0, "llama_cpp_server")
     rounds: dict[str, list[dict]] = {name: [] for name in names}
+    warmup: dict[str, list[dict]] = {name: [] for name in names}
     with server(8, args.threads) as (batch_url, batch_pid):
         with ExitStack() as baselines:
             urls = {
@@ -361,17 +400,24 @@ def main() -> None:
                 "batched_parallel_8": batch_url,
             }
             if args.llama_cpp_server:
-                urls["llama_cpp_server"] = baselines.enter_context(llama_cpp_server(args.threads))[
-                    0
-                ]
-            for _ in range(args.rounds):  # interleaved, so background load hits all alike
-                for name in names:
+                llama_cpp_url, _ = baselines.enter_context(llama_cpp_server(args.threads))
+                urls["llama_cpp_server"] = llama_cpp_url
+            for index in range(args.warmup_rounds + args.rounds):
+                for name in names:  # interleaved, so background load hits all alike
                     flavour = "llama_cpp" if name == "llama_cpp_server" else "llmkit"
-                    rounds[name].append(
-                        asyncio.run(concurrent_round(urls[name], PROMPTS, args.tokens, flavour))
+                    result = asyncio.run(
+                        concurrent_round(urls[name], prompt_set(index), args.tokens, flavour)
                     )
-        idle = asyncio.run(idle_ttft(batch_url, 10))
-        loaded = asyncio.run(concurrent_round(batch_url, PROMPTS * 2, args.tokens))
+                    if index >= args.warmup_rounds:
+                        rounds[name].append(result)
+                    else:
+                        warmup[name].append(result)
+        idle = asyncio.run(idle_ttft(batch_url))
+        loaded = asyncio.run(
+            concurrent_round(
+                batch_url, prompt_set(args.warmup_rounds + args.rounds, 16), args.tokens
+            )
+        )
         load = asyncio.run(
             load_test(batch_url, batch_pid, args.load_requests, 16, args.load_seconds)
         )
@@ -398,6 +444,10 @@ def main() -> None:
                     "load_average_at_end": os.getloadavg(),
                 },
                 "settings": vars(args),
+                "warmup_rounds_not_counted": {
+                    name: [r["tokens_per_second"] for r in results]
+                    for name, results in warmup.items()
+                },
                 "rounds": rounds,
                 "best_tokens_per_second": best,
                 "speedup_batched": speedups,

@@ -252,7 +252,13 @@ class LlamaCppEngine:
     def prefill(self, token_ids: Sequence[int]) -> int:
         token_ids = list(token_ids)
         reused = reusable_prefix(self._tokens, token_ids)
-        self.llama.llama_memory_seq_rm(self.memory, 0, reused, -1)
+        if reused:
+            self.llama.llama_memory_seq_rm(self.memory, 0, reused, -1)
+        else:
+            # A fresh start: clearing (rather than removing positions) also rewinds llama.cpp's
+            # cell search, so the new tokens sit at the front of the cache and attention spans
+            # only the cells in use.
+            self.llama.llama_memory_clear(self.memory, True)
         self._tokens = token_ids[:reused]
         for start in range(reused, len(token_ids), self.batch_size):
             chunk = token_ids[start : start + self.batch_size]
