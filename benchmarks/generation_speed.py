@@ -5,7 +5,8 @@
 - high-level:  llama-cpp-python's own `Llama.create_completion` (greedy).
 
 All three use the same GGUF, context size, batch size and thread count, greedy decoding and the same
-prompt; runs are interleaved (A B C, A B C, ...) so background load hits each alike. Prints JSON.
+prompt; runs are interleaved (A B C, B C A, C A B, ...) so background load and position in the
+round hit each alike. Prints JSON.
 
     python benchmarks/generation_speed.py --threads 2 --tokens 128 --rounds 5
 """
@@ -122,10 +123,16 @@ def main() -> None:
     llmkit_rate(model, prompt_ids, 8)  # warm-up for all three
     low.rate(prompt_ids, 8)
     high.rate(PROMPT, 8)
-    for _ in range(args.rounds):
-        rates["llmkit"].append(llmkit_rate(model, prompt_ids, args.tokens))
-        rates["low_level"].append(low.rate(prompt_ids, args.tokens))
-        rates["high_level"].append(high.rate(PROMPT, args.tokens))
+    contenders = [
+        ("llmkit", lambda: llmkit_rate(model, prompt_ids, args.tokens)),
+        ("low_level", lambda: low.rate(prompt_ids, args.tokens)),
+        ("high_level", lambda: high.rate(PROMPT, args.tokens)),
+    ]
+    for round_index in range(args.rounds):
+        # Rotate who goes first, so no contender always runs in the same slot of a round.
+        shift = round_index % len(contenders)
+        for name, measure in contenders[shift:] + contenders[:shift]:
+            rates[name].append(measure())
     median = {name: statistics.median(values) for name, values in rates.items()}
     print(
         json.dumps(
