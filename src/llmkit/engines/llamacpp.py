@@ -162,10 +162,9 @@ class LlamaCppEngine:
             )
 
         model_params = llama.llama_model_default_params()
-        gpu = llama.llama_supports_gpu_offload()
-        model_params.n_gpu_layers = (
-            (999 if options.gpu_layers < 0 else options.gpu_layers) if gpu else 0
-        )
+        if options.gpu_layers >= 0:
+            # llama.cpp's default (-1) already offloads every layer when the build has a GPU.
+            model_params.n_gpu_layers = options.gpu_layers
         self.model = llama.llama_model_load_from_file(
             str(manifest.weights_path).encode(), model_params
         )
