@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from llmkit.server.launch import free_loopback_port, serve_in_subprocess
+from llmkit.server.launch import free_loopback_port, run_until_ready, serve_in_subprocess
 from llmkit.store.catalog import BUILTIN_MODELS, DEFAULT_MODEL
 
 CONTEXT = 1024  # tokens per slot, for every server
@@ -132,30 +131,10 @@ def llama_cpp_server(threads: int, timeout: float = 120) -> Iterator[tuple[str, 
     command += ["--flash_attn", "True", "--logits_all", "False"]
     command += ["--interrupt_requests", "False", "--verbose", "False"]
     log_path = Path(tempfile.mkstemp(prefix="llama-cpp-server-", suffix=".log")[1])
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"llama-cpp-python's server did not start ({command}):\n{log_path.read_text()}"
-                )
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with run_until_ready(
+        command, port, "/v1/models", log_path, name="llama-cpp-python's server", timeout=timeout
+    ) as server:
+        yield server.url, server.process.pid
 
 
 def rss_mib(pid: int) -> float:

@@ -38,6 +38,24 @@ def serve_in_subprocess(
     """Run `llmkit serve ARGS --port <free>`; yield once /health answers; stop it afterwards."""
     port = free_loopback_port()
     command = [sys.executable, "-m", "llmkit", "serve", *args, "--port", str(port)]
+    with run_until_ready(
+        command, port, "/health", log_path, name="llmkit serve", env=env, timeout=timeout
+    ) as server:
+        yield server
+
+
+@contextmanager
+def run_until_ready(
+    command: list[str],
+    port: int,
+    ready_path: str,
+    log_path: Path,
+    *,
+    name: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> Iterator[LaunchedServer]:
+    """Start any HTTP server process; yield once GET ready_path answers 200; stop it afterwards."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
@@ -45,14 +63,14 @@ def serve_in_subprocess(
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
-        while not _healthy(url):
+        while not _answers(url + ready_path):
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"llmkit serve exited with {process.returncode}:\n{log_path.read_text()}"
+                    f"{name} exited with {process.returncode}:\n{log_path.read_text()}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"llmkit serve did not start in {timeout:.0f} s:\n{log_path.read_text()}"
+                    f"{name} did not start in {timeout:.0f} s:\n{log_path.read_text()}"
                 )
             time.sleep(0.2)
         yield LaunchedServer(url, process, log_path)
@@ -65,9 +83,9 @@ def serve_in_subprocess(
             process.wait()
 
 
-def _healthy(url: str) -> bool:
+def _answers(url: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
