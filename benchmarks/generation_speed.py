@@ -113,20 +113,27 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--context", type=int, default=4096)
+    parser.add_argument(
+        "--prompt-repeats",
+        type=int,
+        default=1,
+        help="repeat the prompt text this many times (1: a 26-token prompt; 18: about 470 tokens, the most one batch holds)",
+    )
     args = parser.parse_args()
 
     model = llmkit.load(args.model, threads=args.threads, context_length=args.context)
-    prompt_ids = model.raw_prompt_ids(PROMPT)
+    prompt = " ".join([PROMPT] * args.prompt_repeats)
+    prompt_ids = model.raw_prompt_ids(prompt)
     low = LowLevelLoop(model.manifest.path, args.context, args.threads)
     high = HighLevelAPI(model.manifest.path, args.context, args.threads)
     rates: dict[str, list[float]] = {"llmkit": [], "low_level": [], "high_level": []}
     llmkit_rate(model, prompt_ids, 8)  # warm-up for all three
     low.rate(prompt_ids, 8)
-    high.rate(PROMPT, 8)
+    high.rate(prompt, 8)
     contenders = [
         ("llmkit", lambda: llmkit_rate(model, prompt_ids, args.tokens)),
         ("low_level", lambda: low.rate(prompt_ids, args.tokens)),
-        ("high_level", lambda: high.rate(PROMPT, args.tokens)),
+        ("high_level", lambda: high.rate(prompt, args.tokens)),
     ]
     for round_index in range(args.rounds):
         # Rotate who goes first, so no contender always runs in the same slot of a round.
