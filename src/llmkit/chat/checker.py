@@ -6,7 +6,6 @@ Each finding has a severity, an explanation of what goes wrong in practice, and 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
@@ -21,10 +20,11 @@ from llmkit.chat.template import (
     compile_template,
     describe_template_source,
     end_of_turn_text,
+    parse_config_json,
     render_chat_template,
     select_template,
 )
-from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
+from llmkit.errors import LlmkitError, ModelNotFoundError
 
 Severity = Literal["error", "warning", "info"]
 
@@ -577,12 +577,7 @@ def _subject_from_file(path: Path) -> TemplateSubject:
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".json":
         return TemplateSubject(path.name, text, "file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InvalidParameterError(
-            f"{path} is not valid JSON ({error.msg}, line {error.lineno})."
-        ) from error
+    data = parse_config_json(path, text)
     template = chat_template_from_config(data, path)
     special = data.get("special_tokens")
     if isinstance(special, list):  # the shared test files: token texts in id order

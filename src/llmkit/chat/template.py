@@ -278,18 +278,18 @@ def template_argument(value: str) -> str:
         )
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        return _template_from_json(path, text)
+        return chat_template_from_config(parse_config_json(path, text), path)
     return text
 
 
-def _template_from_json(path: Path, text: str) -> str:
+def parse_config_json(path: Path, text: str) -> Any:
+    """A tokenizer_config.json-style file's data, or one clear error when it is not JSON."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise InvalidParameterError(
             f"{path} is not valid JSON ({error.msg}, line {error.lineno})."
         ) from error
-    return chat_template_from_config(data, path)
 
 
 def chat_template_from_config(data: Any, path: Path) -> str:
