@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,7 +374,3 @@ def _copy_with_progress(source: Path, target: Path, progress: ProgressCallback |
             done += len(block)
             if progress:
                 progress(done, total)
-
-
-def iter_builtins() -> Iterable[BuiltinModel]:
-    return BUILTIN_MODELS.values()
