@@ -32,6 +32,12 @@ def _bindings() -> Any:
         llama = require_module("llama_cpp", feature="The llama.cpp engine", extra="llamacpp")
         llama.llama_backend_init()
         _state["module"] = llama
+        # llama_get_logits_ith again, typed to return a plain address: the greedy path compares it
+        # with the address of its cached numpy view instead of wrapping a new pointer every token.
+        function = ctypes.cast(llama.llama_cpp._lib.llama_get_logits_ith, ctypes.c_void_p).value
+        _state["logits_address"] = ctypes.CFUNCTYPE(
+            ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
+        )(function)
         set_llama_logging(verbose=False)
     return _state["module"]
 
@@ -107,6 +113,7 @@ class LlamaCppSampler:
             params.greedy and grammar is None and llama.llama_sampler_chain_n(chain) == 0
         )
         self._vocab_size = engine.vocab_size
+        self._logits_address, self._logits = _state["logits_address"], (None, None)
         if params.greedy:
             add(llama.llama_sampler_init_greedy())
         else:
@@ -122,9 +129,20 @@ class LlamaCppSampler:
     def sample(self, index: int = -1) -> int:
         """Sample from the logits of output `index` of the last decoded batch (-1: the last one)."""
         if self._plain_argmax:
-            logits = self.llama.llama_get_logits_ith(self.context, index)
-            return int(np.ctypeslib.as_array(logits, shape=(self._vocab_size,)).argmax())
+            return int(self._logits_row(index).argmax())
         return self.llama.llama_sampler_sample(self.chain, self.context, index)
+
+    def _logits_row(self, index: int) -> np.ndarray:
+        """The logits of output `index` as a numpy view, re-made only when llama.cpp moves them."""
+        address = self._logits_address(self.context, index)
+        if not address:
+            raise InvalidParameterError(f"There are no logits for output {index}.")
+        cached_address, view = self._logits
+        if address != cached_address:
+            row = (ctypes.c_float * self._vocab_size).from_address(address)
+            view = np.frombuffer(row, dtype=np.float32)
+            self._logits = (address, view)
+        return view
 
     def __del__(self) -> None:
         if getattr(self, "chain", None):
