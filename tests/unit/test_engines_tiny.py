@@ -99,9 +99,9 @@ def test_streaming_python_api_yields_text_pieces(tiny_llamacpp) -> None:
 def test_context_the_machine_cannot_hold_is_refused(
     tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmkit.engines import llamacpp
+    from llmkit import system_memory
 
-    monkeypatch.setattr(llamacpp, "_available_memory_bytes", lambda: 100_000)
+    monkeypatch.setattr(system_memory, "memory_info", lambda: (8 * 2**30, 100_000))
     with pytest.raises(ContextOverflowError, match=r"only 0\.0 GiB of memory is free"):
         llmkit.load(str(tiny_gguf), context_length=256)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from llmkit import system_memory
 from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
 from llmkit.errors import (
     ContextOverflowError,
@@ -61,17 +62,6 @@ def kv_cache_bytes(info: dict[str, Any], context_length: int) -> int:
     kv_heads = info.get("kv_heads") or heads
     head_dim = (info.get("embedding_length") or 0) // heads
     return 2 * layers * context_length * kv_heads * head_dim * 2
-
-
-def _available_memory_bytes() -> int | None:
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 class LlamaCppSampler:
@@ -172,7 +162,8 @@ class LlamaCppEngine:
                 f"'{manifest.name}' was trained for at most {maximum:,} tokens of context; "
                 f"{context_length:,} was requested."
             )
-        needed, available = kv_cache_bytes(manifest.info, context_length), _available_memory_bytes()
+        needed = kv_cache_bytes(manifest.info, context_length)
+        available = system_memory.memory_info()[1]
         if available is not None and needed + manifest.size_bytes > available:
             raise ContextOverflowError(
                 f"A {context_length:,}-token context needs about {(needed + manifest.size_bytes) / 2**30:.1f} GiB "

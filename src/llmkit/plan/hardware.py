@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
+from llmkit.system_memory import memory_info
 
 MIB = 1024**2
 GIB = 1024**3
@@ -86,21 +87,6 @@ def resolve_device(text: str) -> Device:
 
 
 # ---- this machine --------------------------------------------------------------------------
-def memory_info() -> tuple[int, int | None]:
-    """Total and available RAM in bytes (available is None where the OS does not say)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            values = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle}
-        return values["MemTotal"], values.get("MemAvailable")
-    except (OSError, KeyError, ValueError):
-        pass
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        total = 0
-    return total, None
-
-
 def local_cpu() -> Device:
     total, _ = memory_info()
     return Device(f"this machine's CPU ({total / GIB:.0f} GiB RAM)", "cpu", total, detected=True)

@@ -236,6 +236,6 @@ def _free_memory(device_type: str) -> int | None:
         import torch
 
         return int(torch.cuda.mem_get_info()[0])
-    from llmkit.engines.llamacpp import _available_memory_bytes
+    from llmkit.system_memory import memory_info
 
-    return _available_memory_bytes()
+    return memory_info()[1]
