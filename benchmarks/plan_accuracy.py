@@ -129,20 +129,13 @@ CUDA_CASES = [
 
 
 # ---- the measurement (runs in a child process) ---------------------------------------------
-def _resident_bytes() -> int:
+def _status_bytes(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS: now, VmHWM: the peak)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def _peak_resident_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _reset_peak() -> None:
@@ -168,7 +161,7 @@ def measure_llama_cpp(case: Case) -> dict[str, Any]:
     path = builtin_gguf()
     prompt = [1 + index % 1000 for index in range(case.seq_len)]
     _reset_peak()
-    baseline = _resident_bytes()
+    baseline = _status_bytes("VmRSS")
     started = time.perf_counter()
     model = llama_cpp.Llama(
         path, n_ctx=case.context or case.seq_len + case.new_tokens, verbose=False
@@ -177,7 +170,7 @@ def measure_llama_cpp(case: Case) -> dict[str, Any]:
     for _ in range(case.new_tokens):
         model.eval([model.sample(temp=0.0)])
     return {
-        "measured_bytes": _peak_resident_bytes() - baseline,
+        "measured_bytes": _status_bytes("VmHWM") - baseline,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -202,7 +195,7 @@ def measure(case: Case) -> dict[str, Any]:
 
         from llmkit.plan.memory import lora_modules
     _reset_peak()
-    baseline = torch.cuda.memory_allocated() if cuda else _resident_bytes()
+    baseline = torch.cuda.memory_allocated() if cuda else _status_bytes("VmRSS")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -239,7 +232,7 @@ def measure(case: Case) -> dict[str, Any]:
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    peak = torch.cuda.max_memory_allocated() if cuda else _peak_resident_bytes()
+    peak = torch.cuda.max_memory_allocated() if cuda else _status_bytes("VmHWM")
     return {"measured_bytes": peak - baseline, "seconds": round(time.perf_counter() - started, 1)}
 
 
