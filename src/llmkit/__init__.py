@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from llmkit.generation.params import SamplingParams
+    from llmkit.params import SamplingParams
     from llmkit.model import Model, load
     from llmkit.store.store import ModelStore
 
 _LAZY = {
     "load": "llmkit.model",
     "Model": "llmkit.model",
-    "SamplingParams": "llmkit.generation.params",
+    "SamplingParams": "llmkit.params",
     "ModelStore": "llmkit.store.store",
 }
 

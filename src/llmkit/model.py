@@ -22,7 +22,7 @@ from llmkit.engines import check_engine_name
 from llmkit.engines.base import Engine, EngineOptions
 from llmkit.errors import LlmkitError
 from llmkit.generation.loop import GenerationResult, GenerationStream
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest, ModelStore
 
 

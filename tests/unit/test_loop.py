@@ -5,7 +5,7 @@ from tests.helpers.fake_engine import FakeEngine
 
 from llmkit.errors import ContextOverflowError
 from llmkit.generation.loop import GenerationStream, generate
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 
 PIECES = {
     1: b"Hello",

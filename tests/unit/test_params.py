@@ -1,7 +1,7 @@
 import pytest
 
 from llmkit.errors import InvalidParameterError
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 
 
 @pytest.mark.parametrize(

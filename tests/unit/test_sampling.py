@@ -1,7 +1,7 @@
 import numpy as np
 
-from llmkit.generation.params import SamplingParams
-from llmkit.generation.sampling import LogitsSampler
+from llmkit.params import SamplingParams
+from llmkit.engines.logits_sampler import LogitsSampler
 
 LOGITS = np.array([1.0, 3.0, 2.5, -1.0, 0.0])
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import threading
 
     from llmkit.generation.loop import GenerationResult, GenerationStream
-    from llmkit.generation.params import SamplingParams
+    from llmkit.params import SamplingParams
     from llmkit.model import Message, Model
 
 

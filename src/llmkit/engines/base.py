@@ -1,4 +1,10 @@
-"""The engine protocol: the few token-level primitives the one generation loop is written over."""
+"""The engine protocol: the token-level primitives every path (loop, batching, serving) is written over.
+
+An engine loads weights and knows its vocabulary. It opens *contexts*: a KV cache holding N
+independent sequences, evaluated together by one `decode()` call over a batch of items. Each
+sequence has its own sampler, which may carry a token constraint (a grammar compiled from a JSON
+schema). Nothing above this module knows which engine it talks to.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llmkit.generation.params import SamplingParams
+import numpy as np
+
+from llmkit.params import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -38,15 +46,95 @@ def reusable_prefix(cached: Sequence[int], prompt: Sequence[int]) -> int:
     return min(shared, len(prompt) - 1)
 
 
-class Sampler(Protocol):
-    def sample(self) -> int:
-        """Choose the next token from the engine's latest logits (and remember it for penalties)."""
+@dataclass(frozen=True)
+class BatchItem:
+    """Tokens appended to one sequence in a decode call.
+
+    With want_logits, the logits after the item's last token become one output row; rows are
+    numbered 0, 1, ... in the order of the items that asked for them.
+    """
+
+    sequence: int
+    tokens: Sequence[int]
+    want_logits: bool = True
+
+
+@dataclass(frozen=True)
+class TokenizerFacts:
+    """What the layers above need to know about a vocabulary, read once from the engine."""
+
+    vocab_size: int
+    bos_id: int | None
+    eos_id: int | None
+    end_of_generation_ids: frozenset[int]  # every token the engine treats as "stop here"
+    add_bos: bool  # whether raw text is tokenized with a BOS in front
+
+
+class TokenConstraint(Protocol):
+    """Allows only some next tokens (a compiled grammar); a sampler consults it every step."""
+
+    def allowed(self) -> np.ndarray:
+        """A boolean mask over the vocabulary: True where the token may come next."""
         ...
+
+    def accept(self, token_id: int) -> None:
+        """Advance past the sampled token."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True when the constrained text is complete (only end-of-generation may follow)."""
+        ...
+
+
+class Sampler(Protocol):
+    def sample(self, output: int = -1) -> int:
+        """Choose the next token from output row `output` of the context's latest decode
+        (-1: the last row), remember it for penalties, and advance any constraint."""
+        ...
+
+
+class Context(Protocol):
+    """A KV cache with `sequences` independent sequences, each up to `sequence_length` tokens."""
+
+    sequences: int
+    sequence_length: int
+
+    def decode(self, items: Sequence[BatchItem]) -> None:
+        """Evaluate every item's tokens in one pass; raises ContextOverflowError on failure
+        (the cache of the sequences involved is then cleared)."""
+        ...
+
+    def cached(self, sequence: int) -> Sequence[int]:
+        """The tokens whose keys and values the sequence holds, in order."""
+        ...
+
+    def keep_prefix(self, sequence: int, length: int) -> None:
+        """Forget every cached token of the sequence from position `length` on (0 clears it)."""
+        ...
+
+    def logits(self, output: int = -1) -> np.ndarray:
+        """The float32 logits of one output row of the latest decode (a view: copy to keep)."""
+        ...
+
+    def new_sampler(
+        self,
+        params: SamplingParams,
+        history: Sequence[int],
+        constraint: TokenConstraint | None = None,
+    ) -> Sampler:
+        """A sampler reading this context's outputs; `history` feeds the repetition penalties."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class Engine(Protocol):
     name: str
-    context_length: int
+    context_length: int  # the default length of one sequence
+
+    @property
+    def tokenizer_facts(self) -> TokenizerFacts: ...
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         """Token ids of text; special tokens written in the text (e.g. <|im_end|>) are parsed."""
@@ -60,14 +148,17 @@ class Engine(Protocol):
         """The id of a single token written as text, or None when it is not one token."""
         ...
 
-    def prefill(self, token_ids: Sequence[int]) -> int:
-        """Evaluate a prompt, reusing any cached common prefix; return how many tokens were reused."""
+    @property
+    def context(self) -> Context:
+        """The engine's own one-sequence context, used by the single-request generation loop."""
         ...
 
-    def decode(self, token_id: int) -> None:
-        """Append one token to the sequence and compute the next logits."""
+    def new_context(self, sequences: int, sequence_length: int) -> Context:
+        """A fresh context for batched work (the batch scheduler's slots)."""
         ...
 
-    def new_sampler(self, params: SamplingParams, history: Sequence[int]) -> Sampler: ...
+    def embed(self, token_ids: Sequence[int]) -> list[float]:
+        """A unit-length vector for the tokens (mean-pooled hidden states)."""
+        ...
 
     def close(self) -> None: ...

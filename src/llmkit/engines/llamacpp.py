@@ -21,7 +21,7 @@ from llmkit.errors import (
     InvalidParameterError,
     require_module,
 )
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest
 
 _state: dict[str, Any] = {}

@@ -10,8 +10,8 @@ from typing import Any
 
 from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
 from llmkit.errors import InvalidModelFileError, require_module
-from llmkit.generation.params import SamplingParams
-from llmkit.generation.sampling import LogitsSampler
+from llmkit.params import SamplingParams
+from llmkit.engines.logits_sampler import LogitsSampler
 from llmkit.store.store import ModelManifest
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")

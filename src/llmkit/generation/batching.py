@@ -21,7 +21,7 @@ from typing import Any
 from llmkit.engines.base import reusable_prefix
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 
 
 class QueueFullError(LlmkitError):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from llmkit.engines.base import Engine
 from llmkit.errors import ContextOverflowError
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 from llmkit.generation.stopping import IncrementalDecoder, StopMatcher
 
 

@@ -24,6 +24,7 @@ class ServerSettings:
     threads: int | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     log_prompts: bool = False
+    engine: str = "llamacpp"  # which engine loads the served models
 
 
 def is_loopback(host: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from llmkit.generation.params import SamplingParams
+from llmkit.params import SamplingParams
 
 
 class LogitsSampler:
