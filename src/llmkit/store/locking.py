@@ -24,6 +24,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from llmkit.errors import LlmkitError
+from llmkit.store.space import disk_full_error, is_disk_full
 
 LOCK_FILE = ".lock"
 OWNER_FILE = ".llmkit-owner"
@@ -69,6 +70,10 @@ def store_lock(models_root: Path) -> Iterator[Reclaimed | None]:
     lock = _lock_for(models_root)
     try:
         lock.acquire()
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(error, models_root, 0, "the store's lock file") from error
+        raise
     except Timeout as error:
         raise StoreBusyError(
             f"Another llmkit process has been writing to the store {models_root} for over "
@@ -87,7 +92,13 @@ def staging_directory(models_root: Path, label: str) -> Path:
     """A new hidden folder under models/ for work in progress, marked with this process as owner."""
     models_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=models_root))
-    (folder / OWNER_FILE).write_text(json.dumps(_this_process()))
+    try:
+        (folder / OWNER_FILE).write_text(json.dumps(_this_process()))
+    except OSError as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        if is_disk_full(error):
+            raise disk_full_error(error, models_root, 0, "a staging folder") from error
+        raise
     return folder
 
 

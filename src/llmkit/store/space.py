@@ -9,7 +9,7 @@ from pathlib import Path
 from llmkit.errors import LlmkitError
 
 # Room kept free beyond the bytes a write needs: manifests, filesystem metadata, other programs.
-HEADROOM = 4 * 1024 * 1024
+HEADROOM = 1024 * 1024
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
