@@ -1,7 +1,7 @@
 import numpy as np
 
-from llmkit.params import SamplingParams
 from llmkit.engines.logits_sampler import LogitsSampler
+from llmkit.params import SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.5, -1.0, 0.0])
 
