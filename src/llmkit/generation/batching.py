@@ -290,6 +290,9 @@ class BatchScheduler:
             except LlmkitError as error:
                 handle._push(error)
                 continue
+            except Exception as error:  # a faulty constraint must not stop the scheduler thread
+                handle._push(LlmkitError(f"The request could not start: {error}"))
+                continue
             context.keep_prefix(slot.seq_id, reused)
             slot.start(
                 handle,

@@ -87,7 +87,9 @@ def chat_job(
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, model.detokenize(prompt_ids))
     grammar = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
-    request = BatchRequest(prompt_ids, sampling_params(served, **params), grammar)
+    request = BatchRequest(
+        prompt_ids, sampling_params(served, **params), gbnf_constraint(served, grammar)
+    )
     return Job(served, request, plan)
 
 
@@ -104,7 +106,20 @@ def completion_job(
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, prompt)
     grammar = schema_grammar(schema) if schema is not None else None
-    return Job(served, BatchRequest(prompt_ids, sampling_params(served, **params), grammar))
+    constraint = gbnf_constraint(served, grammar)
+    return Job(served, BatchRequest(prompt_ids, sampling_params(served, **params), constraint))
+
+
+def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
+    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    if grammar is None:
+        return None
+    engine = served.model.engine
+    if not hasattr(engine, "gbnf_constraint"):
+        raise InvalidParameterError(
+            f"Structured output and tools need the llama.cpp engine here, not {engine.name}."
+        )
+    return lambda: engine.gbnf_constraint(grammar)
 
 
 def submit(job: Job) -> RequestHandle:
