@@ -135,8 +135,22 @@ def message_text(content: Any) -> str:
     return "".join(texts)
 
 
-def _batch_request(prompt_ids: list[int], params: Any, grammar: str | None) -> BatchRequest:
-    return BatchRequest(prompt_ids, params, grammar)
+def _batch_request(
+    served: ServedModel, prompt_ids: list[int], params: Any, grammar: str | None
+) -> BatchRequest:
+    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
+
+
+def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
+    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    if grammar is None:
+        return None
+    engine = served.model.engine
+    if not hasattr(engine, "gbnf_constraint"):
+        raise InvalidParameterError(
+            f"Structured output and tools need the llama.cpp engine here, not {engine.name}."
+        )
+    return lambda: engine.gbnf_constraint(grammar)
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
@@ -150,7 +164,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
         grammar = schema_grammar(ask.schema) if ask.schema is not None else None
-        return Job(served, _batch_request(prompt_ids, params, grammar))
+        return Job(served, _batch_request(served, prompt_ids, params, grammar))
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
     if plan is not None and ask.schema is not None:
@@ -175,7 +189,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         grammar = schema_grammar(ask.schema)
     else:
         grammar = plan.grammar if plan else None
-    return Job(served, _batch_request(prompt_ids, params, grammar), plan)
+    return Job(served, _batch_request(served, prompt_ids, params, grammar), plan)
 
 
 async def start(state: ServerState, ask: GenerationRequest) -> Run:
