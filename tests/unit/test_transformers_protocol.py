@@ -174,3 +174,25 @@ def test_embeddings_are_unit_length_and_deterministic(engine) -> None:
     assert engine.embed(engine.tokenize("the answer")) != vector
     with pytest.raises(ContextOverflowError):
         engine.embed([])
+
+
+def test_the_batch_scheduler_runs_over_the_engine(tiny_gguf: Path) -> None:
+    import llmkit
+    from llmkit.generation.batching import BatchRequest, BatchScheduler
+
+    questions = ["hello there", "the cat", "an answer", "on and on"]
+    with llmkit.load(str(tiny_gguf), engine="transformers", context_length=128) as model:
+        params = model.params(temperature=0, max_tokens=12, repeat_penalty=1.0)
+        prompts = [model.prompt_ids([{"role": "user", "content": q}]) for q in questions]
+        expected = [model.stream_ids(prompt, params) for prompt in prompts]
+        for stream in expected:
+            list(stream)
+        scheduler = BatchScheduler(model, parallel=4, max_queue=8, slot_context=128)
+        try:
+            handles = [scheduler.submit(BatchRequest(prompt, params)) for prompt in prompts]
+            answers = ["".join(chunk.text for chunk in handle) for handle in handles]
+        finally:
+            scheduler.close()
+    for stream, handle, answer in zip(expected, handles, answers):
+        assert handle.result.token_ids == stream.result.token_ids
+        assert answer == stream.result.text
