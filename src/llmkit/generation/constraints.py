@@ -182,7 +182,9 @@ class Grammar:
     @classmethod
     def _checked(cls, kind: str, spec: str, problem: str) -> Grammar:
         llg = _llguidance()
-        is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(spec, None, limits=_limits())
+        is_error, messages = llg.LLMatcher.validate_grammar_with_warnings(
+            spec, None, limits=_limits()
+        )
         if is_error:
             raise InvalidParameterError(f"{problem}: {_one_sentence(messages[0])}.")
         return cls(kind, spec)
