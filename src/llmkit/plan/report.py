@@ -66,19 +66,19 @@ def memory_table(plan: Plan, explain: bool = False) -> Table:
         if abs(part.bytes) < 1 and part.key == "overlap":
             continue
         share = f"{100 * part.bytes / total:.0f}%" if total else ""
-        row = [part.label, gib(part.bytes), share]
-        table.add_row(*row, part.formula) if explain else table.add_row(*row)
+        formula = [Text(part.formula)] if explain else []
+        table.add_row(Text(part.label), gib(part.bytes), share, *formula)
     style = _VERDICT_STYLE[plan.verdict.status]
     device = plan.device
+    blank = [""] if explain else []
     table.add_section()
-    cells = ["[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", ""]
-    table.add_row(*cells, "") if explain else table.add_row(*cells)
-    cells = [
-        f"{device.name}",
+    table.add_row("[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", "", *blank)
+    table.add_row(
+        Text(device.name),
         gib(device.memory_bytes),
         f"[{style}]{100 * plan.verdict.usage:.0f}%[/]",
-    ]
-    table.add_row(*cells, "") if explain else table.add_row(*cells)
+        *blank,
+    )
     return table
 
 
@@ -91,7 +91,7 @@ def suggestion_table(plan: Plan) -> Table:
     table.add_column("fits", justify="center")
     for item in plan.suggestions:
         table.add_row(
-            item.description, gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
+            Text(item.description), gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
         )
     return table
 
