@@ -80,6 +80,7 @@ class Final:
 @dataclass(frozen=True)
 class Error:
     message: str
+    cause: Exception | None = field(default=None, compare=False)  # re-raised by collect()
 
 
 Event = TextDelta | ToolCalls | Final | Error
@@ -230,11 +231,11 @@ class Run:
                 if text:
                     yield TextDelta(text)
         except LlmkitError as error:
-            yield Error(str(error))
+            yield Error(str(error), error)
             return
-        except Exception:
+        except Exception as error:
             log.exception("generation failed for %s", self.model_name)
-            yield Error("Generation failed on the server; see its log.")
+            yield Error("Generation failed on the server; see its log.", error)
             return
         finally:
             self.handle.cancel()
@@ -263,8 +264,8 @@ class Run:
                     parts.append(event.content)
                 elif isinstance(event, Final):
                     final = event
-                else:
-                    raise LlmkitError(event.message)
+                else:  # the caller's own error (4xx/503), or a failure of ours (500)
+                    raise event.cause or LlmkitError(event.message)
         finally:
             if watcher is not None:
                 watcher.cancel()
