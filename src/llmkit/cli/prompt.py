@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typer._click import Context as ClickContext
 
     from llmkit.chat.checker import CheckReport
-    from llmkit.chat.inspect import PromptView
+    from llmkit.chat.inspect import InspectableModel, PromptView
 
 SPECIAL_STYLE = "bold magenta"
 SEVERITY_STYLE = {
@@ -35,7 +35,7 @@ SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "i", "pass": "✓", "sk
 # ---- the prompt view ---------------------------------------------------------------------------
 def print_prompt_view(
     console: Console,
-    model: Any,
+    model: InspectableModel,
     messages: list[dict[str, Any]],
     *,
     tokens: bool = False,
