@@ -56,9 +56,11 @@ def render_prompt_view(console: Console, view: PromptView, *, tokens: bool = Fal
     console.rule(style="dim")
     if tokens:
         console.print(_token_table(view))
+    # Piped output has no colour, so the legend only mentions the colour in a terminal.
+    legend = f"special tokens in [{SPECIAL_STYLE}]magenta[/], " if console.is_terminal else ""
     console.print(
         f"[bold]{len(view.tokens)}[/] tokens of a {view.context_length:,}-token context · "
-        f"special tokens in [{SPECIAL_STYLE}]magenta[/], [dim]↵[/] marks a newline",
+        f"{legend}[dim]↵[/] marks a newline",
         highlight=False,
     )
     bos = view.bos
