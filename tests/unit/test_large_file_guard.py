@@ -57,9 +57,7 @@ def test_the_pre_commit_hook_blocks_a_big_file(tmp_path: Path) -> None:
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "cache")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            args, cwd=repo, env=env, capture_output=True, text=True, timeout=120
-        )
+        return subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
 
     run("git", "init", "-q")
     run("git", "add", ".")

@@ -1,13 +1,13 @@
 import numpy as np
 
-from llmkit.params import SamplingParams
 from llmkit.engines.logits_sampler import LogitsSampler
+from llmkit.params import SamplingParams
 
 LOGITS = np.array([1.0, 3.0, 2.5, -1.0, 0.0])
 
 
 def sampler(history=(), **params) -> LogitsSampler:
-    return LogitsSampler(SamplingParams(**params), history, lambda: LOGITS)
+    return LogitsSampler(SamplingParams(**params), history, lambda output: LOGITS)
 
 
 def test_greedy_takes_the_argmax() -> None:
