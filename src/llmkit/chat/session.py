@@ -8,21 +8,44 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
+from llmkit.chat.template import Message
 from llmkit.errors import ContextOverflowError, LlmkitError
 
 if TYPE_CHECKING:
     import threading
 
     from llmkit.generation.loop import GenerationResult, GenerationStream
-    from llmkit.model import Message, Model
     from llmkit.params import SamplingParams
+
+
+class ChatModel(Protocol):
+    """What a session needs of a loaded model (llmkit.Model is one); the chat layer sits below it."""
+
+    name: str
+    system_prompt: str | None
+    default_params: SamplingParams
+
+    @property
+    def context_length(self) -> int: ...
+
+    def render_prompt(self, messages: Sequence[Message]) -> str: ...
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]: ...
+
+    def stream_ids(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationStream: ...
 
 
 class ChatSession:
     def __init__(
-        self, model: Model, system: str | None = None, params: SamplingParams | None = None
+        self, model: ChatModel, system: str | None = None, params: SamplingParams | None = None
     ) -> None:
         self.model = model
         self.system = system if system is not None else model.system_prompt

@@ -106,13 +106,17 @@ class LlamaCppContext:
             tokens = item.tokens
             if len(tokens) == 1:
                 self._one_token[0] = tokens[0]
-                batch = self._one_batch
-            else:
-                array = (self.llama.llama_token * len(tokens))(*tokens)
-                batch = self.llama.llama_batch_get_one(array, len(tokens))
-            self._run(batch, (0,), len(tokens))
-            self._tokens[0].extend(tokens)
-            self._rows = [len(tokens) - 1]
+                self._run(self._one_batch, (0,), 1)
+                self._tokens[0].extend(tokens)
+                self._rows = [0]
+                return
+            # llama.cpp aborts on more tokens than n_batch in one call: evaluate in pieces.
+            for start in range(0, len(tokens), self.batch_limit):
+                piece = list(tokens[start : start + self.batch_limit])
+                array = (self.llama.llama_token * len(piece))(*piece)
+                self._run(self.llama.llama_batch_get_one(array, len(piece)), (0,), len(piece))
+                self._tokens[0].extend(piece)
+                self._rows = [len(piece) - 1]
             return
         count = sum(len(item.tokens) for item in items)
         if count == 0:
