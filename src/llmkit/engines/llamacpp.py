@@ -35,6 +35,7 @@ from llmkit.store.store import ModelManifest
 
 _state: dict[str, Any] = {}
 EMBEDDING_CONTEXT = 512  # the most tokens one embedding input may have
+_FIRST_ROW = [0]  # the output rows of a one-token decode (never changed in place)
 
 
 def _bindings() -> Any:
@@ -112,7 +113,7 @@ class LlamaCppContext:
                 batch = self.llama.llama_batch_get_one(array, len(tokens))
             self._run(batch, (0,), len(tokens))
             self._tokens[0].extend(tokens)
-            self._rows = [len(tokens) - 1]
+            self._rows = _FIRST_ROW if len(tokens) == 1 else [len(tokens) - 1]
             return
         count = sum(len(item.tokens) for item in items)
         if count == 0:
