@@ -68,6 +68,7 @@ def measure(
         stream = loaded.stream_ids(prompt, params)
         for _ in stream:
             pass
+        assert stream.result is not None  # set when the iteration ends
         runs.append(stream.result)
     usage = runs[0].usage
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

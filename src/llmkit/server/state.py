@@ -25,6 +25,9 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     log_prompts: bool = False
     engine: str = "llamacpp"  # which engine loads the served models
+    allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own (CORS)
+    # A streamed reply whose client reads nothing for this long is cancelled, freeing its slot.
+    stall_seconds: float = 30.0
 
 
 def is_loopback(host: str) -> bool:
