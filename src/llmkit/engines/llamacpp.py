@@ -35,6 +35,7 @@ from llmkit.store.store import ModelManifest
 
 _state: dict[str, Any] = {}
 EMBEDDING_CONTEXT = 512  # the most tokens one embedding input may have
+_FIRST_ROW = [0]  # the output rows of a one-token decode (never changed in place)
 
 
 def _bindings() -> Any:
@@ -108,7 +109,7 @@ class LlamaCppContext:
                 self._one_token[0] = tokens[0]
                 self._run(self._one_batch, (0,), 1)
                 self._tokens[0].extend(tokens)
-                self._rows = [0]
+                self._rows = _FIRST_ROW
                 return
             # llama.cpp aborts on more tokens than n_batch in one call: evaluate in pieces.
             for start in range(0, len(tokens), self.batch_limit):

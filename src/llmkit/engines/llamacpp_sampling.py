@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 class GbnfConstraint:
     """A GBNF grammar (root rule "root"), applied by llama.cpp's grammar sampler in the chain.
 
-    Made per request; the sampler it is given to owns the native grammar. `allowed()` and
-    `finished` ask that grammar (a pass over the whole vocabulary), `accept` is the chain's.
+    Made per request; the sampler it is given to owns the native grammar (so it must be given to
+    one before `allowed()` or `finished` is asked, each a pass over the whole vocabulary); the
+    chain accepts every sampled token itself.
     """
 
     def __init__(self, llama: Any, vocab: Any, vocab_size: int, eog_ids: frozenset[int], text: str):
@@ -58,7 +59,10 @@ class GbnfConstraint:
 
     @property
     def finished(self) -> bool:
-        return set(np.flatnonzero(self.allowed()).tolist()) <= self.eog_ids
+        # A GBNF grammar may go on after a complete text (say, free text after a tool call), so
+        # "finished" here means it may end now: an end-of-generation token is allowed.
+        allowed = self.allowed()
+        return any(allowed[token] for token in self.eog_ids if token < allowed.size)
 
 
 class LlamaCppSampler:

@@ -148,9 +148,12 @@ def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
         return None
     engine = served.model.engine
     if not hasattr(engine, "gbnf_constraint"):
-        raise InvalidParameterError(
-            f"Structured output and tools need the llama.cpp engine here, not {engine.name}."
-        )
+        # Engines without llama.cpp's grammar sampler get the same grammar through llguidance.
+        from llmkit.generation.constraints import Grammar, constraint_factory
+
+        # It is compiled for the engine's vocabulary when the scheduler admits the request.
+        compiled = Grammar.from_gbnf(grammar)
+        return lambda: constraint_factory(compiled, engine)()
     return lambda: engine.gbnf_constraint(grammar)
 
 
