@@ -112,3 +112,12 @@ def test_template_show_piped_is_byte_exact(tmp_path: Path) -> None:
     result = run_cli("template", "show", str(template), env={"COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == template.read_text()
+
+
+def test_a_piped_plan_is_not_wrapped() -> None:
+    # Piped at 80 columns, rich would fold the formula column; each row must stay one line.
+    result = run_cli("plan", "llama-3.2-1b", "--task", "lora", "--explain", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.lstrip().startswith("activations")]
+    assert len(rows) == 1 and rows[0].rstrip().endswith("saved per token and layer")
+    assert "…" not in result.stdout

@@ -275,11 +275,8 @@ def _chat_command(session: ChatSession, line: str) -> bool:
 
 def _show_next_prompt(session: ChatSession) -> None:
     """The exact text the model sees next (the next user message goes where the prompt ends)."""
-    try:
-        from llmkit.cli.prompt import print_prompt_view
-    except ImportError:
-        console.print(session.next_prompt(), markup=False)
-        return
+    from llmkit.cli.prompt import print_prompt_view
+
     print_prompt_view(console, session.model, session.conversation())
 
 

@@ -98,7 +98,7 @@ def plan(
     """Will MODEL run or train here (or on that GPU)? Memory part by part, a verdict, and what would fit."""
     from llmkit.plan.memory import PlanRequest
     from llmkit.plan.planner import make_plan
-    from llmkit.plan.report import render_plan, write_chart
+    from llmkit.plan.report import plan_report, write_chart
 
     if list_models:
         _print_catalog(json_output)
@@ -128,7 +128,11 @@ def plan(
         data["chart"] = str(chart_path) if chart_path else None
         print_json(data)
         return
-    render_plan(result, console, explain=explain)
+    for part in plan_report(result, explain=explain):
+        if isinstance(part, Table):
+            print_table(part)
+        else:
+            console.print(part)
     if chart_path:
         say("chart written to {}", chart_path)
 

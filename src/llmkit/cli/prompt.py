@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from typer._click import Context as ClickContext
 
     from llmkit.chat.checker import CheckReport
-    from llmkit.chat.inspect import PromptView
+    from llmkit.chat.inspect import InspectableModel, PromptView
 
 SPECIAL_STYLE = "bold magenta"
 SEVERITY_STYLE = {
@@ -35,7 +35,7 @@ SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "i", "pass": "✓", "sk
 # ---- the prompt view ---------------------------------------------------------------------------
 def print_prompt_view(
     console: Console,
-    model: Any,
+    model: InspectableModel,
     messages: list[dict[str, Any]],
     *,
     tokens: bool = False,
@@ -56,9 +56,11 @@ def render_prompt_view(console: Console, view: PromptView, *, tokens: bool = Fal
     console.rule(style="dim")
     if tokens:
         console.print(_token_table(view))
+    # Piped output has no colour, so the legend only mentions the colour in a terminal.
+    legend = f"special tokens in [{SPECIAL_STYLE}]magenta[/], " if console.is_terminal else ""
     console.print(
         f"[bold]{len(view.tokens)}[/] tokens of a {view.context_length:,}-token context · "
-        f"special tokens in [{SPECIAL_STYLE}]magenta[/], [dim]↵[/] marks a newline",
+        f"{legend}[dim]↵[/] marks a newline",
         highlight=False,
     )
     bos = view.bos

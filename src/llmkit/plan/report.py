@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -118,23 +118,24 @@ def budget_text(plan: Plan) -> Text:
     return text
 
 
-def render_plan(plan: Plan, console: Console, *, explain: bool = False) -> None:
-    console.print(_summary(plan))
-    console.print(memory_table(plan, explain))
+def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
+    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width)."""
     style = _VERDICT_STYLE[plan.verdict.status]
-    console.print(
+    parts: list[RenderableType] = [
+        _summary(plan),
+        memory_table(plan, explain),
         Text.assemble(
             ("verdict: ", "bold"),
             (plan.verdict.status, style),
             f" — {gib(plan.estimate.total)} of {gib(plan.device.memory_bytes)} on {plan.device.name}",
-        )
-    )
-    for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        ),
+    ]
+    parts += [f"[yellow]warning:[/] {escape(warning)}" for warning in plan.warnings]
     if plan.suggestions:
-        console.print(suggestion_table(plan))
+        parts.append(suggestion_table(plan))
     if plan.budget:
-        console.print(budget_text(plan))
+        parts.append(budget_text(plan))
+    return parts
 
 
 def write_chart(plan: Plan, path: str | Path) -> Path:
