@@ -6,9 +6,10 @@
 - llguidance:  the same schema through llmkit's `Grammar` and llguidance constraint: every step
                takes the allowed-token mask, masks the logits, takes the argmax and accepts it.
 
-All three use the same engine, prompt and loop (prefill, then decode one token at a time); rounds
-are interleaved so background load hits each alike. Tokens/s counts generated tokens over the time
-after the prefill. `mask_us` is the mean cost of one `allowed()` call on the model's vocabulary.
+All three use the same engine, prompt and loop (prefill, then decode one token at a time); free
+text is kept from ending early, so that all generate the same number of tokens (a step costs more
+the longer the sequence); rounds are interleaved so background load hits each alike. Tokens/s counts generated tokens over the time
+after the prefill. `mask_us` is the cost of one `mask_logits()` call (the mask, applied) on the model's vocabulary.
 Prints JSON.
 
     python benchmarks/structured_speed.py --threads 2 --tokens 128 --rounds 5
@@ -93,6 +94,7 @@ class Runner:
 
     def run(self, choose: Callable[[], int]) -> tuple[int, float, bytes]:
         """Generate up to `tokens` tokens; returns (count, seconds after prefill, text)."""
+        self.last: list[int] = []
         # Each contender reuses the cached prompt (all but its last token) alike.
         self.engine.prefill(self.prompt)
         started, out = time.perf_counter(), []
@@ -103,10 +105,20 @@ class Runner:
             out.append(token)
             self.engine.decode(token)
         seconds = time.perf_counter() - started
+        self.last = out
         return len(out), seconds, b"".join(self.engine.token_bytes(t) for t in out)
 
     def free(self) -> tuple[int, float, bytes]:
-        return self.run(lambda: int(self.logits().argmax()))
+        # The end of text is masked out, so free text runs the full --tokens like the others:
+        # a decode step costs more the longer the sequence, so equal lengths keep it fair.
+        ends = np.array(sorted(self.end_ids))
+
+        def choose() -> int:
+            logits = self.logits()
+            logits[ends] = -np.inf
+            return int(logits.argmax())
+
+        return self.run(choose)
 
     def gbnf(self, gbnf: str) -> tuple[int, float, bytes]:
         llama = self.llama
@@ -125,15 +137,33 @@ class Runner:
         def choose() -> int:
             logits = self.logits()
             started = time.perf_counter()
-            allowed = constraint.allowed()
+            constraint.mask_logits(logits)  # in place: llama.cpp's logits are not read again
             mask_times.append(time.perf_counter() - started)
-            logits[~allowed] = -np.inf
             token = int(logits.argmax())
             if not constraint.finished:
                 constraint.accept(token)
             return token
 
         return self.run(choose)
+
+
+def replay_costs(make: Callable[[], Any], tokens: list[int], size: int) -> dict[str, float]:
+    """Median microseconds per token of each constraint call, replaying a generated reply."""
+    times: dict[str, list[float]] = {"allowed": [], "mask_logits": [], "accept": []}
+    logits = np.zeros(size, dtype=np.float32)
+    for _ in range(3):
+        constraint = make()
+        for token in tokens:
+            started = time.perf_counter()
+            constraint.allowed()
+            middle = time.perf_counter()
+            constraint.mask_logits(logits)
+            after = time.perf_counter()
+            constraint.accept(token)
+            times["allowed"].append(middle - started)
+            times["mask_logits"].append(after - middle)
+            times["accept"].append(time.perf_counter() - after)
+    return {name: round(1e6 * statistics.median(values), 1) for name, values in times.items()}
 
 
 def main() -> None:
@@ -170,12 +200,15 @@ def main() -> None:
     names = list(contenders)
     speeds: dict[str, list[float]] = {name: [] for name in names}
     samples: dict[str, tuple[int, str]] = {}
+    guided_tokens: list[int] = []
     runner.free()  # warm-up
     for round_ in range(args.rounds):
         for name in names[round_ % 3 :] + names[: round_ % 3]:
             count, seconds, text = contenders[name]()
             speeds[name].append(count / seconds)
             samples[name] = (count, text.decode(errors="replace"))
+            if name == "llguidance":
+                guided_tokens = runner.last
 
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     valid = {}
@@ -196,6 +229,10 @@ def main() -> None:
         "ratio_to_free": {
             name: round(medians[name] / medians["free"], 3) for name in ("gbnf", "llguidance")
         },
+        "ratio_per_round": {
+            name: [round(a / b, 3) for a, b in zip(speeds[name], speeds["free"])]
+            for name in ("gbnf", "llguidance")
+        },
         "generated_tokens": {name: samples[name][0] for name in names},
         "complete_json": valid,
         "mask_us": {
@@ -203,6 +240,7 @@ def main() -> None:
             "median": round(1e6 * statistics.median(mask_times), 1),
             "p99": round(1e6 * float(np.percentile(mask_times, 99)), 1),
         },
+        "replay_us_per_token": replay_costs(make, guided_tokens, view.tokenizer_facts.vocab_size),
         "grammar_compile_ms": round(1e3 * compile_s, 2),
         "first_bind_ms": round(1e3 * first_bind_s, 1),
         "bind_ms": round(1e3 * bind_s, 2),
