@@ -291,3 +291,25 @@ def test_server_wire_helpers_stay_importable() -> None:
 
     assert ollama_format_schema("json") == ANY_OBJECT_SCHEMA
     assert response_format_schema({"type": "json_object"}) == ANY_OBJECT_SCHEMA
+
+
+def test_tool_call_grammars_convert_both_ways(vocab: FakeVocabulary) -> None:
+    from llmkit.generation.constraints import validate_schema
+    from llmkit.server.grammar import schema_grammar
+
+    call = {
+        "type": "object",
+        "properties": {"name": {"const": "f"}, "arguments": {"type": "object"}},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+    # As the server writes it today: the schema's GBNF under a wrapping root rule.
+    gbnf = schema_grammar(call).replace("root ::=", "tool-call ::=").rstrip("\n") + "\n"
+    wrapped = Grammar.from_gbnf(gbnf + 'root ::= "<" tool-call ">"\n')
+    # Or in Lark, with the schema embedded (validated first, like any schema).
+    embedded = Grammar.from_lark(f'start: "<" call ">"\ncall: %json {validate_schema(call)}')
+    for grammar in (wrapped, embedded):
+        constraint = constraint_factory(grammar, vocab)()
+        for token in vocab.tokenize('<{"name": "f", "arguments": {}}>'):
+            constraint.accept(token)
+        assert constraint.allowed()[0]
