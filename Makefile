@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # The CPU build of PyTorch, pinned for development and CI (an unpinned torch pulls a CUDA build).
 TORCH  := torch==2.13.0
 
-.PHONY: setup chat test lint format clean
+.PHONY: setup chat test lint typecheck hooks format clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,13 +27,23 @@ chat: setup
 test: setup
 	$(BIN)/python -m pytest
 
+# Style, formatting, types (mypy, configured in pyproject.toml) and the large-file guard.
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy
+	$(BIN)/python scripts/check_large_files.py --all
+
+typecheck: setup
+	$(BIN)/mypy
+
+# Run ruff and the large-file guard on every commit (see .pre-commit-config.yaml).
+hooks: setup
+	$(BIN)/pre-commit install
 
 format: setup
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -64,10 +64,11 @@ def measure(
     for repetition in range(repetitions):
         # A different first token each time, so no cached prefix is reused.
         prompt = [ids[(repetition + 1) % len(ids)], *ids[1:]]
-        loaded.engine.prefill(prompt[:1])
+        loaded.engine.context.keep_prefix(0, 0)
         stream = loaded.stream_ids(prompt, params)
         for _ in stream:
             pass
+        assert stream.result is not None  # set when the iteration ends
         runs.append(stream.result)
     usage = runs[0].usage
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
+
+# Upper bounds on what a request may ask for. Each one caps memory or time that a caller could
+# otherwise make the engine allocate (llama.cpp sizes the repetition window from repeat_last_n).
+MAX_TOP_K = 1000
+MAX_REPEAT_LAST_N = 4096
+MAX_TOKENS_LIMIT = 1 << 20  # the context ends generation sooner; this only refuses absurd values
+MAX_SEED = 2**32 - 1
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -26,24 +36,59 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        floats = ("temperature", "top_p", "min_p", "repeat_penalty")
+        floats += ("presence_penalty", "frequency_penalty")
+        for name in floats:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidParameterError(f"Invalid sampling parameter: {name} must be a number.")
+            if not math.isfinite(value):
+                raise InvalidParameterError(
+                    f"Invalid sampling parameter: {name} must be a finite number."
+                )
+        for name in ("top_k", "repeat_last_n", "seed", "max_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidParameterError(
+                    f"Invalid sampling parameter: {name} must be an integer."
+                )
+        stops_ok = (
+            isinstance(self.stop, (tuple, list))
+            and len(self.stop) <= MAX_STOP_STRINGS
+            and all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in self.stop)
+        )
         checks = [
             (0.0 <= self.temperature <= 10.0, "temperature must be between 0 and 10"),
-            (self.top_k >= 0, "top_k must be 0 (off) or a positive integer"),
+            (
+                0 <= self.top_k <= MAX_TOP_K,
+                f"top_k must be 0 (off) or a positive integer up to {MAX_TOP_K}",
+            ),
             (0.0 < self.top_p <= 1.0, "top_p must be greater than 0 and at most 1"),
             (0.0 <= self.min_p <= 1.0, "min_p must be between 0 and 1"),
             (
                 0.0 < self.repeat_penalty <= 10.0,
                 "repeat_penalty must be greater than 0 and at most 10",
             ),
-            (self.repeat_last_n >= 0, "repeat_last_n must not be negative"),
+            (
+                0 <= self.repeat_last_n <= MAX_REPEAT_LAST_N,
+                f"repeat_last_n must be between 0 and {MAX_REPEAT_LAST_N}",
+            ),
             (-2.0 <= self.presence_penalty <= 2.0, "presence_penalty must be between -2 and 2"),
             (-2.0 <= self.frequency_penalty <= 2.0, "frequency_penalty must be between -2 and 2"),
-            (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be at least 1"),
-            (self.seed is None or 0 <= self.seed < 2**32, "seed must be between 0 and 2^32-1"),
             (
-                all(isinstance(s, str) and s for s in self.stop),
-                "stop strings must be non-empty text",
+                self.max_tokens is None or 1 <= self.max_tokens <= MAX_TOKENS_LIMIT,
+                f"max_tokens must be between 1 and {MAX_TOKENS_LIMIT:,}",
             ),
+            (
+                self.seed is None or 0 <= self.seed <= MAX_SEED,
+                "seed must be between 0 and 2^32-1",
+            ),
+            (
+                stops_ok,
+                f"stop takes at most {MAX_STOP_STRINGS} non-empty strings of at most "
+                f"{MAX_STOP_LENGTH} characters",
+            ),
+            (isinstance(self.ignore_eos, bool), "ignore_eos must be true or false"),
         ]
         for ok, message in checks:
             if not ok:

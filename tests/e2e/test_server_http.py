@@ -22,7 +22,8 @@ def test_health_needs_no_key_but_everything_else_does(server: Server) -> None:
 
 def test_bad_requests_get_one_clear_sentence(server: Server) -> None:
     with server.client() as client:
-        response = client.post("/v1/chat/completions", content=b"{not json")
+        json_type = {"Content-Type": "application/json"}
+        response = client.post("/v1/chat/completions", content=b"{not json", headers=json_type)
         assert (
             response.status_code == 400
             and response.json()["error"]["message"] == "The request body is not valid JSON."
@@ -42,7 +43,9 @@ def test_bad_requests_get_one_clear_sentence(server: Server) -> None:
         )
         assert response.status_code == 400 and "image_url" in response.json()["error"]["message"]
         assert client.get("/v1/nowhere").status_code == 404
-        too_big = client.post("/v1/chat/completions", content=b"x" * (MAX_BODY + 1))
+        too_big = client.post(
+            "/v1/chat/completions", content=b"x" * (MAX_BODY + 1), headers=json_type
+        )
         assert too_big.status_code == 413 and "limit" in too_big.json()["error"]["message"]
         assert (
             client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 1}).status_code == 200

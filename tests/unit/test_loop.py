@@ -32,7 +32,7 @@ def test_stop_token_ends_the_answer_and_is_not_printed() -> None:
     assert "".join(c.text for c in chunks) == result.text == "Hello world"
     assert result.finish_reason == "stop" and result.stopped_by == "<|end|>"
     assert result.usage.prompt_tokens == 3 and result.usage.completion_tokens == 4
-    assert engine.decoded == [1, 2, 3]  # the stop token is never fed back
+    assert engine.context.cached(0) == [10, 11, 12, 1, 2, 3]  # the stop token is never fed back
 
 
 def test_stop_string_across_tokens_is_held_back() -> None:
@@ -86,3 +86,31 @@ def test_answer_is_capped_by_the_room_left_in_the_context() -> None:
         FakeEngine(PIECES, [6] * 10, context_length=8), list(range(5)), SamplingParams()
     )
     assert result.usage.completion_tokens == 3 and result.finish_reason == "length"
+
+
+def test_the_prompt_is_decoded_in_chunks_and_its_cached_beginning_is_reused() -> None:
+    from llmkit.generation.loop import PREFILL_CHUNK
+
+    engine = FakeEngine(PIECES, [1, EOT], context_length=4 * PREFILL_CHUNK)
+    prompt = list(range(20, 20 + PREFILL_CHUNK + 10))
+    first = generate(engine, prompt, SamplingParams(), stop_token_ids={EOT})
+    calls = engine.context.calls
+    assert [len(items[0].tokens) for items in calls] == [PREFILL_CHUNK, 10, 1]
+    assert [items[0].want_logits for items in calls] == [False, True, True]
+    assert first.usage.cached_prompt_tokens == 0
+
+    follow_up = [*prompt, 1, 99]
+    calls.clear()
+    second = generate(engine, follow_up, SamplingParams(), stop_token_ids={EOT})
+    # The prompt and the first answer's token are cached; only the new token is evaluated.
+    assert second.usage.cached_prompt_tokens == len(prompt) + 1
+    assert [list(items[0].tokens) for items in calls] == [[99], [1]]
+    assert engine.context.cached(0) == [*follow_up, 1]
+
+
+def test_a_fresh_prompt_clears_the_cache() -> None:
+    engine = FakeEngine(PIECES, [1, EOT])
+    generate(engine, [10, 11, 12], SamplingParams(), stop_token_ids={EOT})
+    result = generate(engine, [30, 31], SamplingParams(), stop_token_ids={EOT})
+    assert result.usage.cached_prompt_tokens == 0
+    assert engine.context.cached(0) == [30, 31, 1]

@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from llmkit.chat.template import render_chat_template
 from llmkit.errors import InvalidParameterError, ModelNotFoundError
 from llmkit.server.grammar import (
     ANY_OBJECT_SCHEMA,
@@ -22,7 +23,14 @@ from llmkit.server.state import (
     check_exposure,
     is_loopback,
 )
-from llmkit.server.tools import parse_tool_calls, plan_tools, template_messages
+from llmkit.server.tools import (
+    NO_TOOL_SYNTAX,
+    ToolSyntax,
+    parse_tool_calls,
+    plan_tools,
+    render_tool_syntax,
+    template_messages,
+)
 
 TOOL = {
     "type": "function",
@@ -106,25 +114,54 @@ def test_response_formats() -> None:
         ollama_format_schema("yaml")
 
 
+TAGGED = ToolSyntax(native=True, tagged=True)
+
+
 def test_tool_plans() -> None:
-    assert plan_tools(None, None, "") is None
-    assert plan_tools([TOOL], "none", "") is None
-    required = plan_tools([TOOL], "required", "")
+    assert plan_tools(None, None, NO_TOOL_SYNTAX) is None
+    assert plan_tools([TOOL], "none", NO_TOOL_SYNTAX) is None
+    required = plan_tools([TOOL], "required", NO_TOOL_SYNTAX)
     assert (
         not required.native
         and not required.may_answer_in_text
         and '"\\"add\\""' in required.grammar
     )
-    auto = plan_tools([TOOL], "auto", "")
+    auto = plan_tools([TOOL], "auto", NO_TOOL_SYNTAX)
     assert auto.may_answer_in_text and "root ::= tool-call |" in auto.grammar
-    native = plan_tools([TOOL], "auto", "{% if tools %}<tool_call>{% endif %}")
+    native = plan_tools([TOOL], "auto", TAGGED)
     assert native.native and native.grammar is None
-    native_forced = plan_tools([TOOL], "required", "{% if tools %}<tool_call>{% endif %}")
+    native_forced = plan_tools([TOOL], "required", TAGGED)
     assert 'root ::= "<tool_call>\\n" tool-call' in native_forced.grammar
     with pytest.raises(InvalidParameterError, match="not among the tools"):
-        plan_tools([TOOL], {"type": "function", "function": {"name": "other"}}, "")
+        plan_tools([TOOL], {"type": "function", "function": {"name": "other"}}, NO_TOOL_SYNTAX)
     with pytest.raises(InvalidParameterError, match="Each tool"):
-        plan_tools([{"type": "function"}], "auto", "")
+        plan_tools([{"type": "function"}], "auto", NO_TOOL_SYNTAX)
+
+
+def _syntax(template: str) -> ToolSyntax:
+    return render_tool_syntax(
+        lambda messages, tools: render_chat_template(template, messages, tools=tools)
+    )
+
+
+CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+def test_tool_support_is_found_by_rendering_the_template() -> None:
+    # A template that merely mentions "tools" (here in a comment and a test) renders none of them.
+    mentions = "{# tools #}{% if tools is defined and false %}tools{% endif %}" + CHATML
+    assert _syntax(mentions) == NO_TOOL_SYNTAX
+    assert _syntax(CHATML) == NO_TOOL_SYNTAX
+    lists = "{% if tools %}Functions: {{ tools | tojson }}\n{% endif %}" + CHATML
+    assert _syntax(lists) == ToolSyntax(native=True, tagged=False)
+    qwen_like = (
+        "{% if tools %}<|im_start|>system\n{% for t in tools %}{{ t | tojson }}{% endfor %}"
+        "\nCall one as <tool_call>{...}</tool_call><|im_end|>\n{% endif %}" + CHATML
+    )
+    assert _syntax(qwen_like) == TAGGED
+    # A template that fails when given tools does not support them.
+    broken = "{% if tools %}{{ raise_exception('no tools') }}{% endif %}" + CHATML
+    assert _syntax(broken) == NO_TOOL_SYNTAX
 
 
 def test_parsing_tool_calls() -> None:

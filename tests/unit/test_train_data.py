@@ -145,3 +145,51 @@ def test_plain_text_rows_train_every_token_and_end_with_eos() -> None:
 def test_chat_rows_without_template_ask_for_one() -> None:
     with pytest.raises(DataError, match="--template"):
         tokenize_example(chat("q", "a"), TemplateTokens(None), char_tokenize)
+
+
+def test_an_oversized_row_fails_fast_with_its_line(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    from llmkit.train.data import MAX_ROW_BYTES
+
+    path = tmp_path / "huge.jsonl"
+    good = json.dumps({"prompt": "hi", "completion": "hello"}) + "\n"
+    with path.open("w") as handle:
+        handle.write(good)
+        # A 200 MB row, written in pieces: the reader must never hold it whole.
+        handle.write('{"text": "')
+        for _ in range(200):
+            handle.write("x" * (1024 * 1024))
+        handle.write('"}\n')
+        handle.write(good)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(DataError) as caught:
+        read_jsonl(path)
+    message = str(caught.value)
+    assert f"{path}:2: the row is longer than {MAX_ROW_BYTES:,} bytes" in message
+    assert "1 problem" in message and ":1:" not in message and ":3:" not in message
+    assert time.perf_counter() - started < 10
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 50 * 1024  # KiB
+
+
+def test_rows_up_to_the_bound_are_read(tmp_path: Path) -> None:
+    from llmkit.train.data import MAX_ROW_BYTES
+
+    row = {"text": ""}
+    row["text"] = "y" * (MAX_ROW_BYTES - len(json.dumps(row)))
+    path = write_rows(tmp_path / "edge.jsonl", [row, {"text": "short"}])
+    assert len(json.dumps(row)) == MAX_ROW_BYTES
+    examples = read_jsonl(path)
+    assert [len(e.text or "") for e in examples] == [len(row["text"]), 5]
+    row["text"] += "y"
+    with pytest.raises(DataError, match=r"edge.jsonl:1: the row is longer"):
+        read_jsonl(write_rows(tmp_path / "edge.jsonl", [row, {"text": "short"}]))
+
+
+def test_a_row_that_is_not_utf8_names_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(DataError, match=r"latin1.jsonl:2: not UTF-8"):
+        read_jsonl(path)

@@ -9,12 +9,26 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmkit.chat.template import Message, describe_template_source
 from llmkit.errors import InvalidParameterError
 
+if TYPE_CHECKING:
+    from llmkit.engines.base import Engine
+    from llmkit.store.store import ModelManifest
+
 ROLES = ("system", "user", "assistant", "tool")
+
+
+class TemplateChoice(Protocol):
+    """The template a model renders with (llmkit.model.ChatTemplate)."""
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
 
 
 class InspectableModel(Protocol):
@@ -26,9 +40,15 @@ class InspectableModel(Protocol):
     special_tokens: dict[str, int]
     end_of_turn_token: str | None
     stop_token_ids: frozenset[int]
-    manifest: Any
-    engine: Any
-    template: Any
+
+    @property
+    def manifest(self) -> ModelManifest: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    @property
+    def template(self) -> TemplateChoice | None: ...
 
     @property
     def context_length(self) -> int: ...

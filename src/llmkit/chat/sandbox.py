@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,7 +24,8 @@ import jinja2
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.ext import Extension, loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
+from markupsafe import EscapeFormatter, Markup
 
 # Loop iterations plus calls in one render. A real template spends a few per message; a million
 # takes about a second, so the bound only ever stops a template that is stuck or hostile.
@@ -33,6 +36,9 @@ MAX_SIZE = 32 * 1024 * 1024
 # Characters of all the strings a render builds along the way (each `+` copies its operands), so a
 # loop cannot allocate a large value again and again.
 MAX_PRODUCED = 8 * MAX_SIZE
+# The widest field or longest precision a format may ask for ('%10d', '{:>10}', '%.3f'). Real
+# templates pad a few characters at most; '%2000000000d' would build a 2 GB string in one step.
+MAX_FORMAT_WIDTH = 10_000
 
 
 class TemplateLimitError(SecurityError):
@@ -105,6 +111,58 @@ def _bounded_concat(pieces: Iterable[str]) -> str:
             f"The template built a value of more than {MAX_SIZE:,} characters."
         )
     return _produced("".join(pieces))
+
+
+# One printf-style conversion: %[(key)][flags][width][.precision][length]type.
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?(.)", re.S)
+
+
+def _check_width(number: str | int, where: str) -> None:
+    if int(number) > MAX_FORMAT_WIDTH:
+        raise TemplateLimitError(
+            f"The format {where} asks for a width or precision of {int(number):,}; "
+            f"templates are limited to {MAX_FORMAT_WIDTH:,}."
+        )
+
+
+def _check_printf(format_string: str, values: Any) -> None:
+    """Refuse '%2000000000d' % x (and '%*d' with a huge width value) before formatting."""
+    star = False
+    for width, precision, _ in _PRINTF_SPEC.findall(format_string):
+        for number in (width, precision):
+            if number == "*":
+                star = True
+            elif number:
+                _check_width(number, repr(format_string[:40]))
+    if star:
+        items = values if isinstance(values, tuple) else (values,)
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                _check_width(abs(item), repr(format_string[:40]))
+
+
+def _check_format_spec(format_spec: str) -> None:
+    """Refuse '{:>2000000000}' (nested specs arrive here already filled in)."""
+    for number in re.findall(r"\d+", format_spec):
+        _check_width(number, f"spec {format_spec[:40]!r}")
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """The sandbox's str.format, with every field's width and precision bounded."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        _check_format_spec(format_spec)
+        return super().format_field(value, format_spec)
+
+
+class _BoundedEscapeFormatter(_BoundedFormatter, EscapeFormatter):
+    pass
+
+
+def _bounded_format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    # Jinja's |format is `value % args`; check the same way the % operator is checked.
+    _check_printf(str(value), kwargs or args)
+    return _produced(jinja2.filters.do_format(value, *args, **kwargs))
 
 
 def _size_of(value: Any) -> int | None:
@@ -210,7 +268,7 @@ def _guard_filter(function: Callable[..., Any]) -> Callable[..., Any]:
 class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with transformers' settings and llmkit's work and size limits."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
     concat = staticmethod(_bounded_concat)
 
     def __init__(self) -> None:
@@ -220,6 +278,7 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
         for name, function in list(self.filters.items()):
             self.filters[name] = _guard_filter(function)
         self.filters["tojson"] = _tojson
+        self.filters["format"] = _bounded_format_filter
         self.filters["_bounded_loop"] = _bounded_loop
         self.globals["raise_exception"] = _raise_exception
         self.globals["strftime_now"] = _strftime_now
@@ -233,6 +292,32 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
                 loop.iter, "_bounded_loop", [], [], None, None, lineno=loop.lineno
             )
         return tree
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """Jinja's sandboxed str.format / format_map, with the field widths bounded."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) or (
+            value.__name__ not in ("format", "format_map")
+        ):
+            return None
+        text = value.__self__
+        if not isinstance(text, str):
+            return None
+        formatter: _BoundedFormatter = (
+            _BoundedEscapeFormatter(self, escape=text.escape)
+            if isinstance(text, Markup)
+            else _BoundedFormatter(self)
+        )
+        is_format_map = value.__name__ == "format_map"
+
+        @wraps(value)
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                args, kwargs = (), args[0]
+            return _produced(type(text)(formatter.vformat(text, args, kwargs)))
+
+        return bounded
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
@@ -257,6 +342,8 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
                     raise TemplateLimitError(
                         f"Repeating a value {count:,} times is beyond the template limits."
                     )
+        elif operator == "%" and isinstance(left, str):
+            _check_printf(left, right)
         elif operator == "+":
             sizes = (_size_of(left), _size_of(right))
             if None not in sizes and sum(sizes) > MAX_SIZE:  # type: ignore[arg-type]

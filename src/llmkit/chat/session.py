@@ -16,8 +16,8 @@ if TYPE_CHECKING:
     import threading
 
     from llmkit.generation.loop import GenerationResult, GenerationStream
-    from llmkit.params import SamplingParams
     from llmkit.model import Message, Model
+    from llmkit.params import SamplingParams
 
 
 class ChatSession:

@@ -18,26 +18,26 @@ app = typer.Typer(
 )
 
 
-def _register_commands() -> None:
-    # Each module adds its commands to `app`; heavy libraries are imported inside the commands.
-    from llmkit.cli import generate, models
+# Every verb module, in the order `llmkit --help` lists them. Each adds its commands to `app`
+# and imports heavy libraries only inside the commands, so importing all of them stays fast.
+VERB_MODULES = (
+    "llmkit.cli.models",
+    "llmkit.cli.generate",
+    "llmkit.cli.plan",
+    "llmkit.cli.prompt",
+    "llmkit.cli.bench",
+    "llmkit.cli.serve",
+    "llmkit.cli.finetune",
+)
 
-    for module in (models, generate):
-        module.register(app)
-    for optional in (
-        "llmkit.cli.plan",
-        "llmkit.cli.prompt",
-        "llmkit.cli.bench",
-        "llmkit.cli.serve",
-        "llmkit.cli.finetune",
-    ):
-        try:
-            module = __import__(optional, fromlist=["register"])
-        except ModuleNotFoundError as error:
-            if error.name != optional:
-                raise
-            continue
-        module.register(app)
+
+def _register_commands() -> None:
+    # A module that fails to import is a bug to see at once, not a verb that silently vanishes:
+    # the error propagates (and tests/unit/test_cli_help.py imports every verb).
+    import importlib
+
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(app)
 
 
 _register_commands()

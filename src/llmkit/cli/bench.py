@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from llmkit.cli import options as opt
-from llmkit.cli.output import console, error_console, print_json
+from llmkit.cli.output import error_console, escape, print_json, print_table
 
 
 def bench(
@@ -20,11 +20,25 @@ def bench(
         ),
     ] = None,
     prompt_tokens: Annotated[
-        int, typer.Option(help="Prompt length for the prefill measurement.", min=1)
+        int,
+        typer.Option(
+            help="Prompt length for the prefill measurement.",
+            callback=opt.at_least("--prompt-tokens", 1, "token"),
+        ),
     ] = 128,
-    generate_tokens: Annotated[int, typer.Option(help="Tokens to generate per run.", min=2)] = 64,
+    generate_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Tokens to generate per run.",
+            callback=opt.at_least("--generate-tokens", 2, "tokens"),
+        ),
+    ] = 64,
     repetitions: Annotated[
-        int, typer.Option(help="Runs per engine (the median is reported).", min=1)
+        int,
+        typer.Option(
+            help="Runs per engine (the median is reported).",
+            callback=opt.at_least("--repetitions", 1, "run"),
+        ),
     ] = 3,
     threads: opt.Threads = None,
     context: opt.Context = None,
@@ -35,7 +49,7 @@ def bench(
 
     from llmkit.bench import run_benchmarks
 
-    engines = engines or ["llamacpp"]
+    engines = engines or [opt.DEFAULT_ENGINE]
     with Progress(
         SpinnerColumn(),
         "{task.description}",
@@ -48,7 +62,11 @@ def bench(
 
         def started(engine: str) -> None:
             done = len(engines) - engines[::-1].index(engine) - 1
-            progress.update(task, completed=done, description=f"Benchmarking {model} on {engine}")
+            progress.update(
+                task,
+                completed=done,
+                description=f"Benchmarking {escape(model)} on {escape(engine)}",
+            )
 
         results = run_benchmarks(
             model,
@@ -73,20 +91,19 @@ def bench(
         "generation tok/s",
         "first token (ms)",
         "peak memory (MB)",
-        title=f"{model}: {results[0].prompt_tokens}-token prompt, "
+        title=f"{escape(model)}: {results[0].prompt_tokens}-token prompt, "
         f"{results[0].generated_tokens} generated, median of {repetitions}",
     )
     for r in results:
         table.add_row(
-            r.engine,
+            escape(r.engine),
             f"{r.load_seconds:.2f}",
             f"{r.prompt_tokens_per_second:.0f}",
             f"{r.generation_tokens_per_second:.1f}",
             f"{r.time_to_first_token_seconds * 1000:.0f}",
             f"{r.peak_memory_mb:.0f}",
         )
-    table.columns[0].no_wrap = True
-    console.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -116,6 +116,13 @@ def finetune(
     threads: Annotated[
         int | None, typer.Option("--threads", help="CPU threads for training.")
     ] = None,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Accept a base model whose only weights are pickles (loading them can run code).",
+        ),
+    ] = False,
     show_masks: Annotated[
         int,
         typer.Option(
@@ -137,6 +144,7 @@ def finetune(
         exports=tuple(part.strip() for part in export.split(",") if part.strip()) if export else (),
         force=force, device=device, gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every, resume=resume, run_dir=run_dir, threads=threads,
+        allow_pickle=allow_pickle,
     )  # fmt: skip
     if show_masks:
         _show_masks(config, show_masks)

@@ -4,37 +4,43 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmkit.cli import options as opt
-from llmkit.cli.output import console, error_console, print_error, print_json
+from llmkit.cli.output import console, error_console, print_error, print_json, say
+
+if TYPE_CHECKING:
+    from llmkit.chat.session import ChatSession
+    from llmkit.generation.loop import GenerationResult, GenerationStream
+    from llmkit.model import Model
 
 
-def _stream_to_terminal(stream, *, mark_stops: bool = True):
+def _stream_to_terminal(stream: GenerationStream) -> GenerationResult | None:
     """Print chunks as they come; mark where the model would have stopped (--ignore-eos)."""
     for chunk in stream:
         if chunk.text:
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
-        if chunk.would_stop_at and mark_stops:
-            console.print(
-                f"[reverse yellow]⟨would stop: {chunk.would_stop_at}⟩[/]", end="", markup=True
-            )
+        if chunk.would_stop_at:
+            say("[reverse yellow]⟨would stop: {}⟩[/]", chunk.would_stop_at, end="")
     return stream.result
 
 
-def _say_if_fallback_template(loaded, template_option: str | None) -> None:
+def _say_if_fallback_template(loaded: Model, template_option: str | None) -> None:
     """Tell the user when a built-in template stands in for a model that has none."""
     if (
         loaded.template
         and loaded.template.source.startswith("builtin:")
         and template_option is None
     ):
-        error_console.print(
-            f"[yellow]{loaded.name} has no chat template; using the built-in "
-            f"'{loaded.template.source[8:]}' template (choose another with --template).[/]"
+        say(
+            "[yellow]{} has no chat template; using the built-in '{}' template "
+            "(choose another with --template).[/]",
+            loaded.name,
+            loaded.template.source[8:],
+            err=True,
         )
 
 
@@ -65,7 +71,7 @@ def run(
     seed: opt.Seed = None,
     max_tokens: opt.MaxTokens = None,
     stop: opt.Stop = None,
-    engine: opt.Engine = "llamacpp",
+    engine: opt.Engine = opt.DEFAULT_ENGINE,
     context: opt.Context = None,
     threads: opt.Threads = None,
     template: opt.Template = None,
@@ -104,6 +110,7 @@ def run(
         for _ in stream:
             pass
         result = stream.result
+        assert result is not None  # set when the iteration ends
         usage, timing = result.usage, result.timing
         print_json(
             {
@@ -156,7 +163,7 @@ def chat(
     seed: opt.Seed = None,
     max_tokens: opt.MaxTokens = None,
     stop: opt.Stop = None,
-    engine: opt.Engine = "llamacpp",
+    engine: opt.Engine = opt.DEFAULT_ENGINE,
     context: opt.Context = None,
     threads: opt.Threads = None,
     template: opt.Template = None,
@@ -180,9 +187,11 @@ def chat(
     if loaded.template is None:
         loaded.render_prompt([])  # raises the clear "no chat template" error before the first turn
     _say_if_fallback_template(loaded, template)
-    console.print(
-        f"[bold]{loaded.name}[/] · {loaded.engine.name} · context {loaded.context_length:,} "
-        "tokens · /help for commands, Ctrl-D to leave"
+    say(
+        "[bold]{}[/] · {} · context {} tokens · /help for commands, Ctrl-D to leave",
+        loaded.name,
+        loaded.engine.name,
+        f"{loaded.context_length:,}",
     )
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
@@ -204,7 +213,7 @@ def chat(
         _answer(session, line)
 
 
-def _answer(session, text: str) -> None:
+def _answer(session: ChatSession, text: str) -> None:
     from llmkit.errors import LlmkitError
 
     try:
@@ -230,7 +239,7 @@ def _answer(session, text: str) -> None:
     session.record(stream.result)
 
 
-def _chat_command(session, line: str) -> bool:
+def _chat_command(session: ChatSession, line: str) -> bool:
     """Handle a /command; return True to leave the chat."""
     from llmkit.errors import LlmkitError
 
@@ -252,11 +261,11 @@ def _chat_command(session, line: str) -> bool:
         elif command == "/save":
             if not argument:
                 raise LlmkitError("Usage: /save FILE")
-            console.print(f"[dim](saved to {session.save(argument)})[/]")
+            say("[dim](saved to {})[/]", session.save(argument))
         elif command == "/load":
             if not argument:
                 raise LlmkitError("Usage: /load FILE")
-            console.print(f"[dim](loaded {session.load(argument)} messages)[/]")
+            say("[dim](loaded {} messages)[/]", session.load(argument))
         else:
             raise LlmkitError(f"Unknown command {command}; /help lists them.")
     except LlmkitError as error:
@@ -264,13 +273,10 @@ def _chat_command(session, line: str) -> bool:
     return False
 
 
-def _show_next_prompt(session) -> None:
+def _show_next_prompt(session: ChatSession) -> None:
     """The exact text the model sees next (the next user message goes where the prompt ends)."""
-    try:
-        from llmkit.cli.prompt import print_prompt_view
-    except ImportError:
-        console.print(session.next_prompt(), markup=False)
-        return
+    from llmkit.cli.prompt import print_prompt_view
+
     print_prompt_view(console, session.model, session.conversation())
 
 

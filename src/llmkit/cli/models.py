@@ -7,7 +7,22 @@ from typing import Annotated
 
 import typer
 
-from llmkit.cli.output import byte_progress, console, human_count, human_size, print_json
+from llmkit.cli.output import (
+    byte_progress,
+    console,
+    error_console,
+    human_count,
+    human_size,
+    print_json,
+)
+
+
+def _print_notices(store) -> None:
+    """What the store wants the user to know (reclaimed leftovers, a skipped built-in), on stderr."""
+    from rich.markup import escape
+
+    for notice in store.notices:
+        error_console.print(f"[yellow]{escape(notice)}[/]")
 
 
 def list_models(
@@ -21,6 +36,7 @@ def list_models(
 
     store = ModelStore()
     models = store.list()
+    _print_notices(store)
     if json_output:
         print_json([_summary(m) for m in models])
         return
@@ -143,12 +159,25 @@ def import_model(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model with the same name.")
     ] = False,
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            help="Accept an HF folder whose only weights are pickles (they can run code).",
+        ),
+    ] = False,
 ) -> None:
     """Add a local GGUF file (or HF folder) to the store; it is checked and hashed first."""
     from llmkit.store.store import ModelStore
 
-    with byte_progress(f"Importing {path.name}") as progress:
-        manifest = ModelStore().import_model(path, name, link=link, force=force, progress=progress)
+    store = ModelStore()
+    try:
+        with byte_progress(f"Importing {path.name}") as progress:
+            manifest = store.import_model(
+                path, name, link=link, force=force, progress=progress, allow_pickle=allow_pickle
+            )
+    finally:
+        _print_notices(store)
     console.print(
         f"Imported [bold]{manifest.name}[/] ({human_size(manifest.size_bytes)}, "
         f"sha256 {manifest.sha256[:12]}…){' as a link' if link else ''}."
@@ -162,9 +191,12 @@ def remove(
     from llmkit.store.store import ModelStore
 
     store = ModelStore()
-    for name in names:
-        store.remove(name)
-        console.print(f"Removed [bold]{name}[/].")
+    try:
+        for name in names:
+            store.remove(name)
+            console.print(f"Removed [bold]{name}[/].")
+    finally:
+        _print_notices(store)
 
 
 def pull(
@@ -187,17 +219,23 @@ def pull(
 ) -> None:
     """Download a model into the store, or install a built-in one."""
     from llmkit.store.hub import pull_builtin, pull_from_hub
+    from llmkit.store.store import ModelStore
 
-    if source.startswith("hf:"):
-        if not file:
-            from llmkit.errors import InvalidParameterError
+    store = ModelStore()
+    try:
+        if source.startswith("hf:"):
+            if not file:
+                from llmkit.errors import InvalidParameterError
 
-            raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
-        manifest = pull_from_hub(
-            source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force
-        )
-    else:
-        manifest = pull_builtin(source)
+                raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
+            manifest = pull_from_hub(
+                source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force,
+                store=store,
+            )  # fmt: skip
+        else:
+            manifest = pull_builtin(source, store=store)
+    finally:
+        _print_notices(store)
     console.print(
         f"[bold]{manifest.name}[/] is ready ({human_size(manifest.size_bytes)}, "
         f"sha256 {manifest.sha256[:12]}…). Chat with it: llmkit chat {manifest.name}"

@@ -1,10 +1,44 @@
-"""Options shared by the commands that load a model (run, chat, bench), declared once."""
+"""Options shared by the verbs, declared and validated once (run, chat, prompt, bench, plan)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from llmkit.engines import ENGINE_NAMES
+from llmkit.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from llmkit.model import Model
+
+# The engine a verb uses when none is named (the first of ENGINE_NAMES, the library's default).
+DEFAULT_ENGINE = ENGINE_NAMES[0]
+
+
+def at_least(flag: str, minimum: int, unit: str = "") -> Callable[[int | None], int | None]:
+    """An option callback refusing numbers below `minimum` with one sentence (None passes)."""
+    least = f"{minimum} {unit}".strip()
+
+    def check(value: int | None) -> int | None:
+        if value is not None and value < minimum:
+            raise InvalidParameterError(f"{flag} must be at least {least} (got {value}).")
+        return value
+
+    return check
+
+
+def fraction(flag: str) -> Callable[[float | None], float | None]:
+    """An option callback accepting numbers in (0, 1]."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise InvalidParameterError(f"{flag} must be above 0 and at most 1 (got {value}).")
+        return value
+
+    return check
+
 
 Engine = Annotated[
     str, typer.Option("--engine", "-e", help="llamacpp (default; GGUF) or transformers (PyTorch).")
@@ -12,10 +46,20 @@ Engine = Annotated[
 Context = Annotated[
     int | None,
     typer.Option(
-        "--context", "-c", help="Context window in tokens (default: the model's, at most 4096)."
+        "--context",
+        "-c",
+        help="Context window in tokens (default: the model's, at most 4096).",
+        callback=at_least("--context", 1, "token"),
     ),
 ]
-Threads = Annotated[int | None, typer.Option("--threads", help="CPU threads (default: all cores).")]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        help="CPU threads (default: all cores).",
+        callback=at_least("--threads", 1, "thread"),
+    ),
+]
 Template = Annotated[
     str | None,
     typer.Option(
@@ -63,14 +107,14 @@ def load_model(
     threads: int | None,
     template: str | None,
     verbose: bool = False,
-):
+) -> Model:
     """Load a model for the CLI with a spinner on stderr."""
     from llmkit.chat.template import template_argument
-    from llmkit.cli.output import error_console
+    from llmkit.cli.output import error_console, escape
     from llmkit.model import load
 
     template_text = template_argument(template) if template else None
-    with error_console.status(f"Loading {model} ({engine})…"):
+    with error_console.status(f"Loading {escape(model)} ({escape(engine)})…"):
         return load(
             model,
             engine=engine,

@@ -1,4 +1,13 @@
-"""Shared rendering helpers for the CLI: consoles, sizes, progress bars."""
+"""The one place the CLI prints from: consoles, JSON, exact text, tables, sizes, progress bars.
+
+Two rules hold for everything printed here:
+
+- User text (model names, paths, messages, error text) is never read as rich markup or emoji
+  codes: `escape()` (or `say()`, which applies it to its arguments) makes `[red]x[/red]` and
+  `a:b:c` print as typed. The consoles also have emoji codes switched off.
+- Piped output is exact: when stdout is not a terminal nothing is wrapped or coloured, and
+  tables are printed at their natural width.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +18,92 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape as _escape_markup
+from rich.table import Table
 
-console = Console(highlight=False)
-error_console = Console(stderr=True, highlight=False)
+
+def _make_console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    # Rich wraps at 80 columns when it cannot ask a terminal; piped text must come out as it is.
+    # (Colour is already off when the stream is not a terminal.)
+    return Console(stderr=stderr, highlight=False, emoji=False, soft_wrap=not _isatty(stream))
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+console = _make_console(stderr=False)
+error_console = _make_console(stderr=True)
+
+
+def escape(value: object) -> str:
+    """A user string made safe to put inside rich markup: it prints exactly as given."""
+    return _escape_markup(str(value))
+
+
+def say(message: str, *values: object, err: bool = False, end: str = "\n") -> None:
+    """Print markup `message` with each `{}` replaced by a value, escaped.
+
+    say("Removed [bold]{}[/].", name) styles the sentence but prints the name as typed.
+    """
+    text = message.format(*(escape(value) for value in values))
+    (error_console if err else console).print(text, end=end)
 
 
 def print_error(error: object) -> None:
-    """One line on stderr; the message is escaped so text like 'llmkit[torch]' is not read as markup."""
-    from rich.markup import escape
+    """One line on stderr: 'Error: ' and the message as written (no markup, no emoji)."""
+    error_console.print(f"[bold red]Error:[/] {escape(error)}")
 
-    error_console.print(f"[bold red]Error:[/] {escape(str(error))}")
+
+def print_json(data: Any) -> None:
+    """JSON for scripts on stdout, exactly (indented, UTF-8 kept as text)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_text(text: str, *, final_newline: bool = True) -> None:
+    """Text on stdout as it is: no markup, no wrapping (a newline is added when it lacks one,
+    unless final_newline is False)."""
+    sys.stdout.write(text + "\n" if final_newline and not text.endswith("\n") else text)
+    sys.stdout.flush()
+
+
+def print_table(table: Table, *, target: Console | None = None) -> None:
+    """Print a table whose first column (the name a user types next) is never cut or wrapped.
+
+    Piped, the table keeps its natural width. In a terminal narrower than the names, the other
+    columns shrink, and past that the line is let run wider than the terminal.
+    """
+    target = target or console
+    if not table.columns:
+        target.print(table)
+        return
+    first = table.columns[0]
+    first.no_wrap = True
+    widths = [target.measure(cell).maximum for cell in first.cells]
+    widths.append(target.measure(first.header).maximum)
+    longest = max(widths)
+    first.min_width = longest
+    unbounded = target.options.update(width=1_000_000, max_width=1_000_000)
+    natural = target.measure(table, options=unbounded).maximum
+    if not target.is_terminal:
+        width = natural
+    else:
+        # Room for the names in full, and a few cells of every other column beside them.
+        others = len(table.columns) - 1
+        padding = 2 * len(table.columns) + (0 if table.box is None else len(table.columns) + 1)
+        width = max(min(target.width, natural), min(natural, longest + 4 * others + padding))
+    # Console.print caps `width` at the console's own, so widen the console for this one table.
+    saved = target.width
+    target.width = width
+    try:
+        target.print(table, crop=False)
+    finally:
+        target.width = saved
 
 
 def human_size(size: float | None) -> str:
@@ -38,10 +123,6 @@ def human_count(count: float | None) -> str:
         if count >= scale:
             return f"{count / scale:.2f}{unit}".replace(".00", "")
     return str(int(count))
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 @contextmanager
@@ -64,7 +145,7 @@ def byte_progress(description: str) -> Iterator[Callable[[int, int], None]]:
         console=error_console,
         transient=True,
     ) as progress:
-        task = progress.add_task(description, total=None)
+        task = progress.add_task(escape(description), total=None)
 
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from llmkit.cli import options as opt
+from llmkit.cli.output import console, escape, print_json, print_table, say
 from llmkit.errors import InvalidParameterError
 
 
@@ -19,15 +19,24 @@ def plan(
         typer.Argument(help="A store model, a GGUF file, an HF folder or a catalog name."),
     ] = None,
     task: Annotated[str, typer.Option("--task", "-t", help="chat, lora, qlora or full.")] = "chat",
-    context: Annotated[
-        int | None,
-        typer.Option(help="chat: tokens in the KV cache (default: min(model max, 4096))."),
-    ] = None,
+    context: opt.Context = None,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Sequences processed at once.")
+        int,
+        typer.Option(
+            "--batch-size",
+            "-b",
+            help="Sequences processed at once.",
+            callback=opt.at_least("--batch-size", 1, "sequence"),
+        ),
     ] = 1,
     seq_len: Annotated[
-        int, typer.Option("--seq-len", "-s", help="Training: tokens per sequence.")
+        int,
+        typer.Option(
+            "--seq-len",
+            "-s",
+            help="Training: tokens per sequence.",
+            callback=opt.at_least("--seq-len", 1, "token"),
+        ),
     ] = 512,
     dtype: Annotated[
         str | None, typer.Option(help="fp32, bf16, fp16, int8, q8_0, q4_k_m (q4), nf4, ...")
@@ -38,7 +47,9 @@ def plan(
     grad_checkpointing: Annotated[
         bool, typer.Option("--grad-checkpointing", help="Recompute activations in backward.")
     ] = False,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_r: Annotated[
+        int, typer.Option(help="LoRA rank.", callback=opt.at_least("--lora-r", 1))
+    ] = 16,
     lora_targets: Annotated[
         str, typer.Option(help="all, attention, qv, mlp or a list like q,v,down.")
     ] = "all",
@@ -63,9 +74,16 @@ def plan(
         ),
     ] = None,
     utilization: Annotated[
-        float, typer.Option(help="Budget: fraction of the GPU's peak FLOPS achieved.")
+        float,
+        typer.Option(
+            help="Budget: fraction of the GPU's peak FLOPS achieved.",
+            callback=opt.fraction("--utilization"),
+        ),
     ] = 0.4,
-    gpus: Annotated[int, typer.Option(help="Budget: number of GPUs.")] = 1,
+    gpus: Annotated[
+        int,
+        typer.Option(help="Budget: number of GPUs.", callback=opt.at_least("--gpus", 1, "GPU")),
+    ] = 1,
     explain: Annotated[
         bool, typer.Option("--explain", help="Show the formula behind each line.")
     ] = False,
@@ -80,11 +98,10 @@ def plan(
     """Will MODEL run or train here (or on that GPU)? Memory part by part, a verdict, and what would fit."""
     from llmkit.plan.memory import PlanRequest
     from llmkit.plan.planner import make_plan
-    from llmkit.plan.report import render_plan, write_chart
+    from llmkit.plan.report import plan_report, write_chart
 
-    console = Console()
     if list_models:
-        _print_catalog(console, json_output)
+        _print_catalog(json_output)
         return
     if model is None:
         raise InvalidParameterError(
@@ -109,14 +126,18 @@ def plan(
     if json_output:
         data = result.to_json()
         data["chart"] = str(chart_path) if chart_path else None
-        typer.echo(json.dumps(data, indent=2))
+        print_json(data)
         return
-    render_plan(result, console, explain=explain)
+    for part in plan_report(result, explain=explain):
+        if isinstance(part, Table):
+            print_table(part)
+        else:
+            console.print(part)
     if chart_path:
-        console.print(f"chart written to {chart_path}")
+        say("chart written to {}", chart_path)
 
 
-def _print_catalog(console: Console, json_output: bool) -> None:
+def _print_catalog(json_output: bool) -> None:
     from llmkit.plan.catalog import catalog
     from llmkit.plan.report import format_count
 
@@ -131,7 +152,7 @@ def _print_catalog(console: Console, json_output: bool) -> None:
             }
             for e in entries
         ]
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     table = Table(
         title="bundled model configs", show_edge=False, header_style="bold", title_justify="left"
@@ -141,13 +162,13 @@ def _print_catalog(console: Console, json_output: bool) -> None:
     for entry in entries:
         spec = entry.spec()
         table.add_row(
-            entry.name,
-            entry.display,
+            Text(entry.name),
+            Text(entry.display),
             format_count(spec.parameters),
             f"{spec.max_context or 0:,}",
-            entry.repo,
+            Text(entry.repo),
         )
-    console.print(table)
+    print_table(table)
 
 
 def doctor(
@@ -159,9 +180,8 @@ def doctor(
 
     report = run_doctor()
     if json_output:
-        typer.echo(json.dumps(report, indent=2))
+        print_json(report)
         return
-    console = Console()
     styles = {
         "ok": "[green]ok[/]",
         "info": "[cyan]··[/]",
@@ -179,11 +199,9 @@ def doctor(
             if check["fix"] and check["status"] != "ok"
             else ""
         )
-        table.add_row(check["area"], styles[check["status"]], detail)
+        table.add_row(escape(check["area"]), styles[check["status"]], detail)
     console.print(table)
-    console.print(
-        f"\n[bold]largest catalog models for {report['device']['name']}[/] (from `llmkit plan`):"
-    )
+    say("\n[bold]largest catalog models for {}[/] (from `llmkit plan`):", report["device"]["name"])
     labels = {
         "chat": "chat (Q4_K_M, 4K context)",
         "lora": "LoRA (bf16, checkpointing)",
@@ -197,7 +215,7 @@ def doctor(
             text = "needs a CUDA GPU (bitsandbytes 4-bit)"
         else:
             text = "none of the catalog"
-        console.print(f"  {label}: {text}")
+        say("  {}: {}", label, text)
     problems = report["problems"]
     console.print(
         f"\n{problems} problem{'s' if problems != 1 else ''} found."

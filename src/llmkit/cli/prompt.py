@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
 from llmkit.cli import options as opt
+from llmkit.cli.output import console, error_console, escape, print_json, print_table, print_text
 
 if TYPE_CHECKING:
+    # typer carries its own copy of click; its Context is the one a TyperGroup is given.
+    from typer._click import Context as ClickContext
+
     from llmkit.chat.checker import CheckReport
-    from llmkit.chat.inspect import PromptView
+    from llmkit.chat.inspect import InspectableModel, PromptView
 
 SPECIAL_STYLE = "bold magenta"
 SEVERITY_STYLE = {
@@ -34,7 +35,7 @@ SEVERITY_MARK = {"error": "✗", "warning": "!", "info": "i", "pass": "✓", "sk
 # ---- the prompt view ---------------------------------------------------------------------------
 def print_prompt_view(
     console: Console,
-    model: Any,
+    model: InspectableModel,
     messages: list[dict[str, Any]],
     *,
     tokens: bool = False,
@@ -55,9 +56,11 @@ def render_prompt_view(console: Console, view: PromptView, *, tokens: bool = Fal
     console.rule(style="dim")
     if tokens:
         console.print(_token_table(view))
+    # Piped output has no colour, so the legend only mentions the colour in a terminal.
+    legend = f"special tokens in [{SPECIAL_STYLE}]magenta[/], " if console.is_terminal else ""
     console.print(
         f"[bold]{len(view.tokens)}[/] tokens of a {view.context_length:,}-token context · "
-        f"special tokens in [{SPECIAL_STYLE}]magenta[/], [dim]↵[/] marks a newline",
+        f"{legend}[dim]↵[/] marks a newline",
         highlight=False,
     )
     bos = view.bos
@@ -104,10 +107,6 @@ def _token_table(view: PromptView) -> Table:
     return table
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
 def prompt_command(
     model: Annotated[str, typer.Argument(help="Model name from `llmkit list`, or a GGUF path.")],
     message: Annotated[
@@ -139,7 +138,7 @@ def prompt_command(
         ),
     ] = False,
     template: opt.Template = None,
-    engine: opt.Engine = "llamacpp",
+    engine: opt.Engine = opt.DEFAULT_ENGINE,
     context: opt.Context = None,
 ) -> None:
     """Show exactly what MODEL is fed for a conversation: the text, special tokens marked, and tokens."""
@@ -163,18 +162,18 @@ def prompt_command(
             add_generation_prompt=not no_generation_prompt,
         )
     if as_json:
-        _print_json(view.to_json())
+        print_json(view.to_json())
     elif plain:
-        sys.stdout.write(view.text)
+        print_text(view.text, final_newline=False)  # exactly the model's input
     else:
-        render_prompt_view(Console(), view, tokens=tokens)
+        render_prompt_view(console, view, tokens=tokens)
 
 
 # ---- llmkit template ---------------------------------------------------------------------------
 class _ShowByDefault(TyperGroup):
     """`llmkit template MODEL` means `llmkit template show MODEL`."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: ClickContext, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--names", "--help", "-h"):
             args = ["show", *args]
         return super().parse_args(ctx, args)
@@ -211,7 +210,7 @@ def names_command(
     from llmkit.chat.builtin_templates import BUILTINS
 
     if as_json:
-        _print_json(
+        print_json(
             [
                 {"name": b.name, "description": b.description, "markers": list(b.markers)}
                 for b in BUILTINS.values()
@@ -222,9 +221,10 @@ def names_command(
     for column in ("name", "chosen when the vocabulary has", "format"):
         table.add_column(column)
     for builtin in BUILTINS.values():
-        table.add_row(builtin.name, Text(" ".join(builtin.markers)), Text(builtin.description))
-    console = Console()
-    console.print(table)
+        table.add_row(
+            Text(builtin.name), Text(" ".join(builtin.markers)), Text(builtin.description)
+        )
+    print_table(table)
     console.print(
         "[dim]A model without a template gets the first whose tokens it has; "
         "`--template NAME` picks one.[/]"
@@ -250,7 +250,7 @@ def show_command(
 
     subject = load_subject(target, template=template_argument(template) if template else None)
     if as_json:
-        _print_json(
+        print_json(
             {
                 "target": subject.label,
                 "source": subject.source,
@@ -259,19 +259,13 @@ def show_command(
             }
         )
         return
-    Console(stderr=True).print(
-        f"[dim]# {escape(subject.label)}: {escape(subject.description)}[/]", highlight=False
-    )
-    if sys.stdout.isatty():
+    error_console.print(f"[dim]# {escape(subject.label)}: {escape(subject.description)}[/]")
+    if console.is_terminal:
         from rich.syntax import Syntax
 
-        Console().print(
-            Syntax(subject.template, "jinja", word_wrap=True, background_color="default")
-        )
+        console.print(Syntax(subject.template, "jinja", word_wrap=True, background_color="default"))
     else:
-        sys.stdout.write(
-            subject.template if subject.template.endswith("\n") else subject.template + "\n"
-        )
+        print_text(subject.template)
 
 
 @template_app.command("check")
@@ -319,9 +313,9 @@ def check_command(
     )
     report = check_template(subject, tools_requested=tools)
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
-        render_check_report(Console(), report)
+        render_check_report(console, report)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -340,7 +334,7 @@ def render_check_report(console: Console, report: CheckReport) -> None:
         status = report.status(check)
         table.add_row(
             Text(f"{SEVERITY_MARK[status]} {status}", style=SEVERITY_STYLE[status]),
-            check,
+            Text(check),
             Text(description),
         )
     console.print(table)
@@ -348,7 +342,7 @@ def render_check_report(console: Console, report: CheckReport) -> None:
         style = SEVERITY_STYLE[finding.severity]
         console.print()
         console.print(
-            f"[{style}]{finding.severity}[/] [bold]{escape(finding.title)}[/] ({finding.check})",
+            f"[{style}]{finding.severity}[/] [bold]{escape(finding.title)}[/] ({escape(finding.check)})",
             highlight=False,
         )
         console.print(f"  {escape(finding.explanation)}", highlight=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -48,14 +49,27 @@ def register(app: typer.Typer) -> None:
         log_prompts: Annotated[
             bool, typer.Option(help="Write prompts to the server log (off: they stay private).")
         ] = False,
+        allow_origin: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--allow-origin",
+                help="A web origin whose pages may call the API, e.g. http://localhost:3000 "
+                "('*' is a wildcard: http://localhost:*); repeatable. LLMKIT_ORIGINS adds a "
+                "comma-separated list. The page at / needs none.",
+            ),
+        ] = None,
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
         require_module("uvicorn", feature="llmkit serve", extra="serve")
         from rich.console import Console
 
-        from llmkit.server.app import run_server
+        from llmkit.server.app import check_port, run_server
+        from llmkit.server.security import ORIGINS_ENV, parse_origins
         from llmkit.server.state import ServerSettings, check_exposure
+
+        check_port(port)
+        origins = parse_origins([*(allow_origin or []), os.environ.get(ORIGINS_ENV, "")])
 
         settings = ServerSettings(
             host=host,
@@ -67,6 +81,7 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             max_body_bytes=max_body,
             log_prompts=log_prompts,
+            allowed_origins=origins,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
         console = Console(stderr=True)
@@ -83,5 +98,7 @@ def register(app: typer.Typer) -> None:
                 console.print(
                     "API key required: send 'Authorization: Bearer <key>'.", highlight=False
                 )
+            if origins:
+                console.print(f"Web origins allowed: {', '.join(origins)}", highlight=False)
 
         run_server(models or ["smollm2"], settings, on_ready=ready)

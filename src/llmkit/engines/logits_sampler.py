@@ -1,7 +1,8 @@
 """Token sampling over a logits vector, for engines without a native sampler (the torch engine).
 
 The order follows llama.cpp's default chain (penalties, top-k, top-p, min-p, temperature, draw), so
-the two engines mean the same thing by the same parameters.
+the two engines mean the same thing by the same parameters. A token constraint (a compiled grammar)
+masks the disallowed tokens first, so no later step can bring one back.
 """
 
 from __future__ import annotations
@@ -11,26 +12,36 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from llmkit.engines.base import TokenConstraint
+from llmkit.errors import LlmkitError
 from llmkit.params import SamplingParams
 
 
 class LogitsSampler:
+    """Implements the engine protocol's Sampler over `logits(output)`, the context's output rows."""
+
     def __init__(
         self,
         params: SamplingParams,
         history: Sequence[int],
-        latest_logits: Callable[[], np.ndarray],
+        logits: Callable[[int], np.ndarray],
+        constraint: TokenConstraint | None = None,
     ) -> None:
         self.params = params
         self.history = list(history)
-        self.latest_logits = latest_logits
+        self.logits = logits
+        self.constraint = constraint
         self.rng = np.random.default_rng(params.seed)
 
-    def sample(self) -> int:
-        logits = np.array(self.latest_logits(), dtype=np.float64)
+    def sample(self, output: int = -1) -> int:
+        logits = np.array(self.logits(output), dtype=np.float64)
+        if self.constraint is not None:
+            _mask_disallowed(logits, self.constraint.allowed())
         self._apply_penalties(logits)
         token = int(np.argmax(logits)) if self.params.greedy else self._draw(logits)
         self.history.append(token)
+        if self.constraint is not None:
+            self.constraint.accept(token)
         return token
 
     def _apply_penalties(self, logits: np.ndarray) -> None:
@@ -71,6 +82,15 @@ class LogitsSampler:
             candidates, logits = candidates[keep], logits[keep]
         probabilities = _softmax(logits / params.temperature)
         return int(self.rng.choice(candidates, p=probabilities))
+
+
+def _mask_disallowed(logits: np.ndarray, allowed: np.ndarray) -> None:
+    """Set every token the constraint forbids to -inf (ids past the mask's end are forbidden)."""
+    allowed = np.asarray(allowed, dtype=bool)[: logits.size]
+    if not allowed.any():
+        raise LlmkitError("The output constraint allows no next token.")
+    logits[allowed.size :] = -np.inf
+    logits[: allowed.size][~allowed] = -np.inf
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

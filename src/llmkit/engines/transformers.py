@@ -8,10 +8,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
-from llmkit.errors import InvalidModelFileError, require_module
-from llmkit.params import SamplingParams
+import numpy as np
+
+from llmkit.engines.base import (
+    DEFAULT_CONTEXT,
+    BatchItem,
+    EngineOptions,
+    TokenizerFacts,
+    reusable_prefix,
+)
 from llmkit.engines.logits_sampler import LogitsSampler
+from llmkit.engines.torch_context import TorchContext
+from llmkit.errors import ContextOverflowError, InvalidModelFileError, require_module
+from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -83,10 +92,35 @@ class TransformersEngine:
         decoder = getattr(getattr(self.tokenizer, "backend_tokenizer", None), "decoder", None)
         self._byte_level = type(decoder).__name__ == "ByteLevel"
         self._byte_decoder = {char: byte for byte, char in enumerate(byte_level_alphabet())}
-        self._tokens: list[int] = []
-        self._cache: Any = None
-        self._logits: Any = None
+        self._facts = self._read_tokenizer_facts()
+        self._context: TorchContext | None = None
         self.last_reused_tokens = 0
+
+    def _read_tokenizer_facts(self) -> TokenizerFacts:
+        tokenizer = self.tokenizer
+        # The logits are as wide as the output layer, which may exceed the tokenizer's list.
+        width = self.model.get_output_embeddings().weight.shape[0]
+        bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        ends = {eos} if eos is not None else set()
+        generation_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if isinstance(generation_eos, int):
+            ends.add(generation_eos)
+        elif generation_eos:
+            ends.update(int(token) for token in generation_eos)
+        # Whether plain tokenization puts a BOS in front, asked of the tokenizer itself.
+        sample = tokenizer("a", add_special_tokens=True)["input_ids"]
+        add_bos = bos is not None and bool(sample) and sample[0] == bos
+        return TokenizerFacts(
+            vocab_size=max(width, len(self._vocabulary)),
+            bos_id=bos,
+            eos_id=eos,
+            end_of_generation_ids=frozenset(ends),
+            add_bos=add_bos,
+        )
+
+    @property
+    def tokenizer_facts(self) -> TokenizerFacts:
+        return self._facts
 
     # ---- vocabulary ----------------------------------------------------------------------
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
@@ -95,7 +129,8 @@ class TransformersEngine:
         return [bos, *ids] if add_bos and bos is not None else list(ids)
 
     def token_bytes(self, token_id: int) -> bytes:
-        piece = self._vocabulary[token_id]
+        # Ids past the tokenizer's list (padding rows of the output layer) spell nothing.
+        piece = self._vocabulary[token_id] if 0 <= token_id < len(self._vocabulary) else None
         if piece is None:
             return b""
         if token_id in self._special_ids:
@@ -112,38 +147,59 @@ class TransformersEngine:
         return ids[0] if len(ids) == 1 else None
 
     # ---- evaluation ----------------------------------------------------------------------
-    def prefill(self, token_ids: Sequence[int]) -> int:
-        token_ids = list(token_ids)
-        reused = reusable_prefix(self._tokens, token_ids)
-        if reused == 0 or self._cache is None:
-            from transformers import DynamicCache
+    @property
+    def context(self) -> TorchContext:
+        if self._context is None:
+            self._context = self.new_context(1, self.context_length)
+        return self._context
 
-            self._cache, reused = DynamicCache(), 0
-        elif len(self._tokens) > reused:
-            # A negative count removes that many positions (the form both transformers 4 and 5 accept).
-            self._cache.crop(reused - len(self._tokens))
-        self._tokens = token_ids[:reused]
-        self._forward(token_ids[reused:])
+    def new_context(self, sequences: int, sequence_length: int) -> TorchContext:
+        if self.model is None:
+            raise ContextOverflowError("The model is closed.")
+        return TorchContext(
+            self.model,
+            sequences=sequences,
+            sequence_length=sequence_length,
+            device=self.device,
+            cache_argument=self._cache_argument,
+        )
+
+    def embed(self, token_ids: Sequence[int]) -> list[float]:
+        token_ids = list(token_ids)
+        if not token_ids:
+            raise ContextOverflowError("There is nothing to embed: the text has no tokens.")
+        if len(token_ids) > self.context_length:
+            raise ContextOverflowError(
+                f"The text is {len(token_ids)} tokens but the context window holds "
+                f"{self.context_length}; shorten it."
+            )
+        torch = self.torch
+        with torch.inference_mode():
+            # The base model (no language-model head): its last hidden state is after the final norm.
+            output = self.model.base_model(
+                input_ids=torch.tensor([token_ids], device=self.device), use_cache=False
+            )
+        pooled = output.last_hidden_state[0].float().mean(dim=0).cpu().numpy()
+        norm = float(np.linalg.norm(pooled))
+        return (pooled / norm if norm > 0 else pooled).tolist()
+
+    # The single-sequence calls of the first engine interface, over the engine's own context.
+    def prefill(self, token_ids: Sequence[int]) -> int:
+        context, token_ids = self.context, list(token_ids)
+        reused = reusable_prefix(context.cached(0), token_ids)
+        context.keep_prefix(0, reused)
+        context.decode([BatchItem(0, token_ids[reused:])])
         self.last_reused_tokens = reused
         return reused
 
     def decode(self, token_id: int) -> None:
-        self._forward([token_id])
-
-    def _forward(self, token_ids: list[int]) -> None:
-        torch = self.torch
-        with torch.inference_mode():
-            inputs = torch.tensor([token_ids], device=self.device)
-            output = self.model(
-                input_ids=inputs, use_cache=True, **{self._cache_argument: self._cache}
-            )
-        self._cache = getattr(output, self._cache_argument)
-        self._logits = output.logits[0, -1].float().cpu().numpy()
-        self._tokens.extend(token_ids)
+        self.context.decode([BatchItem(0, [token_id])])
 
     def new_sampler(self, params: SamplingParams, history: Sequence[int]) -> LogitsSampler:
-        return LogitsSampler(params, history, lambda: self._logits)
+        return self.context.new_sampler(params, history)
 
     def close(self) -> None:
-        self._cache = None
+        if self._context is not None:
+            self._context.close()
+            self._context = None
         self.model = None

@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from llmkit.engines.base import Engine
+from llmkit.engines.base import BatchItem, Context, Engine, TokenConstraint, reusable_prefix
 from llmkit.errors import ContextOverflowError
-from llmkit.params import SamplingParams
 from llmkit.generation.stopping import IncrementalDecoder, StopMatcher
+from llmkit.params import SamplingParams
+
+PREFILL_CHUNK = 512  # prompt tokens per decode call: later chunks reuse the same compute buffers
 
 
 @dataclass
@@ -128,16 +130,46 @@ class AnswerBuilder:
         return GenerationChunk(tail, None, self.finish_reason)
 
 
-def generate_step(
-    engine: Engine, prompt_ids: Sequence[int], params: SamplingParams
+def prefill(context: Context, prompt_ids: Sequence[int], sequence: int = 0) -> int:
+    """Bring a sequence's cache to the prompt: keep the shared beginning, evaluate the rest.
+
+    Returns how many prompt tokens were already cached; the last row's logits are the prompt's.
+    """
+    prompt = list(prompt_ids)
+    reused = reusable_prefix(context.cached(sequence), prompt)
+    context.keep_prefix(sequence, reused)
+    for start in range(reused, len(prompt), PREFILL_CHUNK):
+        chunk = prompt[start : start + PREFILL_CHUNK]
+        last = start + len(chunk) >= len(prompt)
+        context.decode([BatchItem(sequence, chunk, want_logits=last)])
+    return reused
+
+
+def sample_steps(
+    context: Context,
+    history: Sequence[int],
+    params: SamplingParams,
+    constraint: TokenConstraint | None = None,
+    sequence: int = 0,
 ) -> Iterator[int]:
-    """Token ids, one per step, forever; the caller decides when to stop (and closes the iterator)."""
-    engine.prefill(prompt_ids)
-    sampler = engine.new_sampler(params, prompt_ids)
+    """After prefill: sample, yield, feed the token back; forever (the caller closes it)."""
+    sampler = context.new_sampler(params, history, constraint)
     while True:
         token = sampler.sample()
         yield token
-        engine.decode(token)
+        context.decode([BatchItem(sequence, (token,))])
+
+
+def generate_step(
+    engine: Engine,
+    prompt_ids: Sequence[int],
+    params: SamplingParams,
+    constraint: TokenConstraint | None = None,
+) -> Iterator[int]:
+    """Token ids, one per step, forever, on the engine's own context (sequence 0)."""
+    context = engine.context
+    prefill(context, prompt_ids)
+    return sample_steps(context, prompt_ids, params, constraint)
 
 
 class GenerationStream:
@@ -175,14 +207,15 @@ class GenerationStream:
             engine.token_bytes, self.params, self.stop_token_ids, self.max_new_tokens
         )
         started = time.perf_counter()
-        steps = generate_step(engine, self.prompt_ids, self.params)
+        context = engine.context
+        steps = sample_steps(context, self.prompt_ids, self.params)  # starts at the first next()
         try:
+            usage.cached_prompt_tokens = prefill(context, self.prompt_ids)
             for token in steps:
                 if not answer.tokens:
                     timing.first_token_seconds = timing.prompt_seconds = (
                         time.perf_counter() - started
                     )
-                    usage.cached_prompt_tokens = getattr(engine, "last_reused_tokens", 0)
                 chunk = answer.add(token)
                 usage.completion_tokens = len(answer.tokens)
                 if chunk is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -66,19 +66,19 @@ def memory_table(plan: Plan, explain: bool = False) -> Table:
         if abs(part.bytes) < 1 and part.key == "overlap":
             continue
         share = f"{100 * part.bytes / total:.0f}%" if total else ""
-        row = [part.label, gib(part.bytes), share]
-        table.add_row(*row, part.formula) if explain else table.add_row(*row)
+        formula = [Text(part.formula)] if explain else []
+        table.add_row(Text(part.label), gib(part.bytes), share, *formula)
     style = _VERDICT_STYLE[plan.verdict.status]
     device = plan.device
+    blank = [""] if explain else []
     table.add_section()
-    cells = ["[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", ""]
-    table.add_row(*cells, "") if explain else table.add_row(*cells)
-    cells = [
-        f"{device.name}",
+    table.add_row("[bold]total (peak)[/]", f"[bold]{gib(total)}[/]", "", *blank)
+    table.add_row(
+        Text(device.name),
         gib(device.memory_bytes),
         f"[{style}]{100 * plan.verdict.usage:.0f}%[/]",
-    ]
-    table.add_row(*cells, "") if explain else table.add_row(*cells)
+        *blank,
+    )
     return table
 
 
@@ -91,7 +91,7 @@ def suggestion_table(plan: Plan) -> Table:
     table.add_column("fits", justify="center")
     for item in plan.suggestions:
         table.add_row(
-            item.description, gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
+            Text(item.description), gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
         )
     return table
 
@@ -118,23 +118,24 @@ def budget_text(plan: Plan) -> Text:
     return text
 
 
-def render_plan(plan: Plan, console: Console, *, explain: bool = False) -> None:
-    console.print(_summary(plan))
-    console.print(memory_table(plan, explain))
+def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
+    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width)."""
     style = _VERDICT_STYLE[plan.verdict.status]
-    console.print(
+    parts: list[RenderableType] = [
+        _summary(plan),
+        memory_table(plan, explain),
         Text.assemble(
             ("verdict: ", "bold"),
             (plan.verdict.status, style),
             f" — {gib(plan.estimate.total)} of {gib(plan.device.memory_bytes)} on {plan.device.name}",
-        )
-    )
-    for warning in plan.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        ),
+    ]
+    parts += [f"[yellow]warning:[/] {escape(warning)}" for warning in plan.warnings]
     if plan.suggestions:
-        console.print(suggestion_table(plan))
+        parts.append(suggestion_table(plan))
     if plan.budget:
-        console.print(budget_text(plan))
+        parts.append(budget_text(plan))
+    return parts
 
 
 def write_chart(plan: Plan, path: str | Path) -> Path:

@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator
 from importlib import resources
 from typing import Any
@@ -16,12 +19,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llmkit import __version__
-from llmkit.errors import ContextOverflowError, LlmkitError, ModelNotFoundError
+from llmkit.errors import (
+    ContextOverflowError,
+    InvalidParameterError,
+    LlmkitError,
+    ModelNotFoundError,
+)
 from llmkit.generation.batching import QueueFullError, SchedulerClosedError
 from llmkit.server.metrics import render_metrics
+from llmkit.server.security import SecurityMiddleware, check_json_body, needs_json_check
 from llmkit.server.state import ServerSettings, ServerState, load_state
 
 log = logging.getLogger("llmkit.server")
@@ -39,6 +49,7 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
         return {"error": message}
     kind = {
         401: "authentication_error",
+        403: "permission_error",
         404: "not_found_error",
         413: "invalid_request_error",
         503: "server_overloaded",
@@ -54,11 +65,22 @@ def _status_for(error: LlmkitError) -> int:
     return 400  # invalid parameters, context overflow, templates: all the caller's to fix
 
 
+def _route_label(path: str, known: frozenset[str]) -> str:
+    # Only the server's own paths become labels in /metrics; any other path a client sends is
+    # "other", so a crafted one (quotes, newlines, a new label per request) can neither break
+    # the exposition nor grow it.
+    if path in known:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}"
+    return "other"
+
+
 class GuardMiddleware:
     """API key, body-size limit and request counting, on the raw ASGI messages (cheap, stream-safe)."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
-        self.app, self.state = app, state
+    def __init__(self, app: ASGIApp, state: ServerState, paths: frozenset[str]) -> None:
+        self.app, self.state, self.paths = app, state, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,14 +128,19 @@ class GuardMiddleware:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()  # later reads wait for the client to disconnect
 
-            if scope["method"] == "POST" and path.startswith(("/v1/", "/api/")):
-                # Bodies are JSON whatever the client declares: `curl -d` sends a form type,
-                # and Ollama's own server reads JSON regardless.
-                headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+            if needs_json_check(scope["method"], path):
+                # Refused here, before pydantic or any template sees it: a NaN, a lone surrogate
+                # or a 900-deep nesting would otherwise surface later as a 500.
+                if len(body) < 64 * 1024:
+                    problem = check_json_body(body)
+                else:  # a few MB take a while to walk; keep the event loop free meanwhile
+                    problem = await asyncio.to_thread(check_json_body, body)
+                if problem:
+                    await self._reply(counting_send, path, 400, problem)
+                    return
             await self.app(scope, replay, counting_send)
         finally:
-            route = path if path.startswith(("/v1/", "/api/", "/health", "/metrics")) else "other"
+            route = _route_label(path, self.paths)
             counts = self.state.http_requests
             counts[(route, status_seen)] = counts.get((route, status_seen), 0) + 1
 
@@ -154,12 +181,12 @@ def _validation_message(error: RequestValidationError) -> str:
         where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         if item.get("type") == "missing":
             problems.append(f"'{where}' is required")
+        elif item.get("type") == "value_error":
+            # Our own validators (Ollama options) write whole sentences that name the field.
+            return str(item.get("msg", "")).removeprefix("Value error, ") + "."
         else:
-            problems.append(
-                f"'{where}': {item.get('msg', 'is invalid')}"
-                if where
-                else item.get("msg", "invalid")
-            )
+            text = str(item.get("msg", "is invalid"))
+            problems.append(f"'{where}': {text}" if where else text)
     return (
         ("Invalid request: " + "; ".join(problems[:3]) + ".")
         if problems
@@ -180,7 +207,7 @@ def create_app(state: ServerState) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",  # behind the key like the API it describes
         lifespan=lifespan,
     )
     app.state.llmkit = state
@@ -203,6 +230,20 @@ def create_app(state: ServerState) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse(error_body(request.url.path, 400, _validation_message(error)), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals ({"detail": ...}) in each API's documented error shape.
+        message = str(error.detail) if error.detail else "The request was refused."
+        if error.status_code == 400 and "parsing the body" in message:
+            message = "The request body is not valid JSON."
+        if not message.endswith("."):
+            message += "."
+        return JSONResponse(
+            error_body(request.url.path, error.status_code, message),
+            error.status_code,
+            headers=getattr(error, "headers", None),
+        )
 
     @app.exception_handler(404)
     async def _not_found(request: Request, error: Exception) -> JSONResponse:
@@ -247,7 +288,15 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(status_code=204)
 
     # The guard wraps everything, so even 404s and bad JSON need the key and respect the size limit.
-    app.add_middleware(GuardMiddleware, state=state)
+    paths = frozenset(
+        route.path
+        for route in app.routes
+        if "{" not in getattr(route, "path", "{") and route.path.startswith(("/v1/", "/api/"))
+    ) | {"/health", "/metrics"}
+    app.add_middleware(GuardMiddleware, state=state, paths=paths)
+    # Added last, so it runs first: a preflight carries no key, and a refused origin or Host
+    # should learn nothing, not even whether a key is set.
+    app.add_middleware(SecurityMiddleware, settings=state.settings, error_body=error_body)
     return app
 
 
@@ -255,21 +304,53 @@ def _web_file(name: str) -> str:
     return resources.files("llmkit.server").joinpath("web", name).read_text(encoding="utf-8")
 
 
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise InvalidParameterError(f"The port must be between 1 and 65535, not {port}.")
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Take the address now, so a port in use fails at once, before any model loads."""
+    check_port(port)
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((address, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise InvalidParameterError(
+                f"Port {port} on {host} is already in use; stop the other server or choose "
+                "another port with --port."
+            ) from None
+        raise InvalidParameterError(
+            f"Cannot listen on {host} port {port}: {error.strerror or error}."
+        ) from None
+    return sock
+
+
 def run_server(
     models: list[str], settings: ServerSettings, *, home: str | None = None, on_ready: Any = None
 ) -> None:
-    """Load the models, then serve until interrupted."""
+    """Bind the address, load the models, then serve until interrupted."""
     import uvicorn
 
-    state = load_state(models, settings, home=home)
-    app = create_app(state)
-    if on_ready:
-        on_ready(state)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=True,
-        timeout_graceful_shutdown=5,
-    )
+    sock = bind_socket(settings.host, settings.port)
+    try:
+        state = load_state(models, settings, home=home)
+        app = create_app(state)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="info",
+            access_log=True,
+            timeout_graceful_shutdown=5,
+        )
+        if on_ready:
+            on_ready(state)  # only now: the address is ours and the models are loaded
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

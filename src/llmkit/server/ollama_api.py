@@ -10,11 +10,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
 
 from llmkit import __version__
-from llmkit.errors import InvalidParameterError, LlmkitError
-from llmkit.generation.loop import GenerationResult
+from llmkit.errors import InvalidParameterError
+from llmkit.server import service
 from llmkit.server.grammar import ollama_format_schema
 from llmkit.server.schemas import (
     OllamaChatRequest,
@@ -22,17 +21,9 @@ from llmkit.server.schemas import (
     OllamaGenerateRequest,
     OllamaShowRequest,
 )
-from llmkit.server.service import (
-    Job,
-    ToolCallHold,
-    chat_job,
-    collect,
-    completion_job,
-    stream_chunks,
-    submit,
-)
+from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
 from llmkit.server.state import ServedModel
-from llmkit.server.tools import parse_tool_calls
+from llmkit.server.tools import ToolCall, model_tool_syntax
 
 router = APIRouter(prefix="/api")
 
@@ -91,10 +82,11 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1e9)
 
 
-def _stats(result: GenerationResult, started: float) -> dict[str, Any]:
-    timing, usage = result.timing, result.usage
+def _stats(final: Final, started: float) -> dict[str, Any]:
+    timing, usage = final.timing, final.usage
     return {
-        "done_reason": "length" if result.finish_reason == "length" else "stop",
+        # Ollama says "stop" for a reply that ended in tool calls, and has no "cancelled".
+        "done_reason": "length" if final.finish_reason == "length" else "stop",
         "total_duration": _ns(time.perf_counter() - started),
         "load_duration": 0,
         "prompt_eval_count": usage.prompt_tokens,
@@ -173,7 +165,11 @@ async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
     parameters = "\n".join(
         f"{key} {value}" for key, value in (model.manifest.parameters or {}).items()
     )
-    capabilities = ["completion", *(["tools"] if model.template else []), "embedding"]
+    # "tools" only where the template itself renders them (other models get them by a grammar).
+    # Rendering runs a model's template, which is never done on the event loop.
+    syntax = await asyncio.to_thread(model_tool_syntax, model)
+    tools = ["tools"] if syntax.native else []
+    capabilities = ["completion", *tools, "embedding"]
     return {
         "modelfile": f"FROM {model.manifest.path}\n",
         "parameters": parameters,
@@ -191,49 +187,43 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
     state = request.app.state.llmkit
     if any(message.images for message in body.messages):
         raise InvalidParameterError("Images are not supported by the served models.")
-    messages = []
-    for message in body.messages:
-        data = message.model_dump(exclude_none=True, exclude={"images", "tool_name"})
-        messages.append(data)
     started = time.perf_counter()
-    job = chat_job(
-        state,
-        body.model,
-        messages,
-        _params(body.options),
-        schema=ollama_format_schema(body.format),
-        tools=body.tools,
-        tool_choice="auto" if body.tools else None,
-    )
     if not body.messages:
         # Ollama answers an empty conversation by loading the model and saying it is ready.
         return {
-            "model": job.served.name,
+            "model": state.get(body.model).name,
             "created_at": _now(),
             "message": {"role": "assistant", "content": ""},
             "done": True,
             "done_reason": "load",
         }
-    handle = submit(job)
+    messages = [
+        message.model_dump(exclude_none=True, exclude={"images", "tool_name"})
+        for message in body.messages
+    ]
+    ask = GenerationRequest(
+        body.model,
+        _params(body.options),
+        messages=messages,
+        schema=ollama_format_schema(body.format),
+        tools=body.tools,
+        tool_choice="auto" if body.tools else None,
+    )
+    run = await service.start(state, ask)
     if body.stream:
-        return StreamingResponse(
-            _chat_stream(job, handle, started), media_type="application/x-ndjson"
-        )
-    result = await collect(handle, request)
+        return service.stream(state, run, _chat_stream(run, started), "application/x-ndjson")
+    reply = await run.collect(request.is_disconnected)
     return {
-        "model": job.served.name,
+        "model": run.model_name,
         "created_at": _now(),
-        "message": _reply(job, result.text),
+        "message": _message(reply.content or "", reply.calls),
         "done": True,
-        **_stats(result, started),
+        **_stats(reply.final, started),
     }
 
 
-def _reply(job: Job, text: str) -> dict[str, Any]:
-    if job.tool_plan is None:
-        return {"role": "assistant", "content": text}
-    content, calls = parse_tool_calls(text)
-    message: dict[str, Any] = {"role": "assistant", "content": content or ""}
+def _message(content: str, calls: list[ToolCall]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
     if calls:
         message["tool_calls"] = [
             {"function": {"name": call.name, "arguments": call.arguments}} for call in calls
@@ -241,37 +231,34 @@ def _reply(job: Job, text: str) -> dict[str, Any]:
     return message
 
 
-async def _chat_stream(job: Job, handle: Any, started: float) -> AsyncIterator[bytes]:
-    name = job.served.name
-    hold = ToolCallHold(job.tool_plan is not None)
-    try:
-        async for piece in stream_chunks(handle):
-            text = hold.release(piece.text)
-            if text:
-                yield _ndjson(
-                    {
-                        "model": name,
-                        "created_at": _now(),
-                        "message": {"role": "assistant", "content": text},
-                        "done": False,
-                    }
-                )
-    except LlmkitError as error:
-        yield _ndjson({"error": str(error)})
-        return
-    except asyncio.CancelledError:
-        raise
-    call_text = hold.call_text
-    message = _reply(job, call_text) if call_text else {"role": "assistant", "content": ""}
-    yield _ndjson(
-        {
-            "model": name,
-            "created_at": _now(),
-            "message": message,
-            "done": True,
-            **_stats(handle.result, started),
-        }
-    )
+async def _chat_stream(run: Run, started: float) -> AsyncIterator[bytes]:
+    name = run.model_name
+    calls: list[ToolCall] = []
+    content = ""
+    async for event in run.events():
+        if isinstance(event, TextDelta):
+            yield _ndjson(
+                {
+                    "model": name,
+                    "created_at": _now(),
+                    "message": {"role": "assistant", "content": event.text},
+                    "done": False,
+                }
+            )
+        elif isinstance(event, ToolCalls):
+            calls, content = event.calls, event.content  # sent with the last line, as Ollama does
+        elif isinstance(event, Final):
+            yield _ndjson(
+                {
+                    "model": name,
+                    "created_at": _now(),
+                    "message": _message(content, calls),
+                    "done": True,
+                    **_stats(event, started),
+                }
+            )
+        elif isinstance(event, Error):
+            yield _ndjson({"error": event.message})
 
 
 @router.post("/generate")
@@ -282,77 +269,63 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
     started = time.perf_counter()
     schema = ollama_format_schema(body.format)
     if not body.prompt:
-        served = state.get(body.model)
         return {
-            "model": served.name,
+            "model": state.get(body.model).name,
             "created_at": _now(),
             "response": "",
             "done": True,
             "done_reason": "load",
         }
     if body.raw:
-        job = completion_job(state, body.model, body.prompt, _params(body.options), schema=schema)
+        ask = GenerationRequest(
+            body.model, _params(body.options), prompt=body.prompt, schema=schema
+        )
     else:
         messages = [{"role": "system", "content": body.system}] if body.system else []
         messages.append({"role": "user", "content": body.prompt})
-        job = chat_job(state, body.model, messages, _params(body.options), schema=schema)
-    handle = submit(job)
-    name = job.served.name
+        ask = GenerationRequest(body.model, _params(body.options), messages=messages, schema=schema)
+    run = await service.start(state, ask)
+    name = run.model_name
     if body.stream:
 
         async def lines() -> AsyncIterator[bytes]:
-            try:
-                async for piece in stream_chunks(handle):
-                    if piece.text:
-                        yield _ndjson(
-                            {
-                                "model": name,
-                                "created_at": _now(),
-                                "response": piece.text,
-                                "done": False,
-                            }
-                        )
-            except LlmkitError as error:
-                yield _ndjson({"error": str(error)})
-                return
-            yield _ndjson(
-                {
-                    "model": name,
-                    "created_at": _now(),
-                    "response": "",
-                    "done": True,
-                    **_stats(handle.result, started),
-                }
-            )
+            async for event in run.events():
+                if isinstance(event, TextDelta):
+                    yield _ndjson(
+                        {"model": name, "created_at": _now(), "response": event.text, "done": False}
+                    )
+                elif isinstance(event, Final):
+                    yield _ndjson(
+                        {
+                            "model": name,
+                            "created_at": _now(),
+                            "response": "",
+                            "done": True,
+                            **_stats(event, started),
+                        }
+                    )
+                elif isinstance(event, Error):
+                    yield _ndjson({"error": event.message})
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
-    result = await collect(handle, request)
+        return service.stream(state, run, lines(), "application/x-ndjson")
+    reply = await run.collect(request.is_disconnected)
     return {
         "model": name,
         "created_at": _now(),
-        "response": result.text,
+        "response": reply.content or "",
         "done": True,
-        **_stats(result, started),
+        **_stats(reply.final, started),
     }
 
 
 @router.post("/embed")
 async def embed(body: OllamaEmbedRequest, request: Request) -> Any:
-    served = request.app.state.llmkit.get(body.model)
-    inputs = [body.input] if isinstance(body.input, str) else body.input
-    if not inputs:
-        raise InvalidParameterError("input must be a string or a non-empty list of strings.")
     started = time.perf_counter()
-    embedder = await asyncio.to_thread(lambda: served.embedder)
-    vectors, tokens = [], 0
-    for text in inputs:
-        vector, count = await asyncio.to_thread(embedder.embed, text)
-        vectors.append(vector)
-        tokens += count
+    result = await service.embed(request.app.state.llmkit, body.model, body.input)
     return {
-        "model": served.name,
-        "embeddings": vectors,
+        "model": result.model_name,
+        "embeddings": result.vectors,
         "total_duration": _ns(time.perf_counter() - started),
         "load_duration": 0,
-        "prompt_eval_count": tokens,
+        "prompt_eval_count": result.tokens,
     }

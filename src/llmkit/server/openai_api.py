@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import struct
@@ -12,23 +11,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from llmkit import __version__
-from llmkit.errors import InvalidParameterError, LlmkitError
-from llmkit.generation.loop import GenerationResult
+from llmkit.errors import InvalidParameterError
+from llmkit.generation.loop import Usage
+from llmkit.server import service
 from llmkit.server.grammar import response_format_schema
 from llmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmkit.server.service import (
-    Job,
-    ToolCallHold,
-    chat_job,
-    collect,
-    completion_job,
-    stream_chunks,
-    submit,
-)
-from llmkit.server.tools import ToolCall, parse_tool_calls
+from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
+from llmkit.server.tools import ToolCall
 
 router = APIRouter(prefix="/v1")
 FINGERPRINT = f"llmkit-{__version__}"
@@ -69,8 +61,7 @@ def _params(
     }
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
-    usage = result.usage
+def _usage(usage: Usage) -> dict[str, int]:
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
@@ -78,10 +69,9 @@ def _usage(result: GenerationResult) -> dict[str, int]:
     }
 
 
-def _finish_reason(result: GenerationResult, calls: list[ToolCall]) -> str:
-    if calls:
-        return "tool_calls"
-    return "length" if result.finish_reason == "length" else "stop"
+def _finish_reason(final: Final) -> str:
+    # OpenAI has no word for a cancelled reply; nobody is left to read it anyway.
+    return "stop" if final.finish_reason == "cancelled" else final.finish_reason
 
 
 def _tool_calls_json(calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -125,109 +115,74 @@ async def get_model(name: str, request: Request) -> dict[str, Any]:
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state = request.app.state.llmkit
-    params = _params(body, body.max_completion_tokens or body.max_tokens)
-    job = chat_job(
-        state,
+    ask = GenerationRequest(
         body.model,
-        [m.model_dump(exclude_none=True) for m in body.messages],
-        params,
+        _params(body, body.max_completion_tokens or body.max_tokens),
+        messages=[m.model_dump(exclude_none=True) for m in body.messages],
         schema=response_format_schema(body.response_format),
         tools=body.tools,
         tool_choice=body.tool_choice,
     )
-    handle = submit(job)
+    run = await service.start(state, ask)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
-        stream = _chat_stream(job, handle, ident, created, include_usage)
-        return StreamingResponse(
-            stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        lines = _chat_stream(run, ident, created, include_usage)
+        return service.stream(
+            state, run, lines, "text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    result = await collect(handle, request)
-    content, calls = _read_reply(job, result.text)
-    message: dict[str, Any] = {"role": "assistant", "content": content}
-    if calls:
-        message["tool_calls"] = _tool_calls_json(calls)
+    reply = await run.collect(request.is_disconnected)
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if reply.calls:
+        message["tool_calls"] = _tool_calls_json(reply.calls)
     return {
         "id": ident,
         "object": "chat.completion",
         "created": created,
-        "model": job.served.name,
+        "model": run.model_name,
         "system_fingerprint": FINGERPRINT,
         "choices": [
             {
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": _finish_reason(result, calls),
+                "finish_reason": _finish_reason(reply.final),
             }
         ],
-        "usage": _usage(result),
+        "usage": _usage(reply.final.usage),
     }
 
 
-def _read_reply(job: Job, text: str) -> tuple[str | None, list[ToolCall]]:
-    if job.tool_plan is None:
-        return text, []
-    return parse_tool_calls(text)
-
-
 async def _chat_stream(
-    job: Job, handle: Any, ident: str, created: int, include_usage: bool
+    run: Run, ident: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
+    base = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": run.model_name,
+    }
+
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return _sse(
-            {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": job.served.name,
-                "system_fingerprint": FINGERPRINT,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse({**base, "system_fingerprint": FINGERPRINT, "choices": [choice]})
 
     yield chunk({"role": "assistant", "content": ""})
-    hold = ToolCallHold(job.tool_plan is not None)
-    try:
-        async for piece in stream_chunks(handle):
-            text = hold.release(piece.text)
-            if text:
-                yield chunk({"content": text})
-    except LlmkitError as error:
-        yield _sse(openai_error(500, str(error), kind="server_error"))
-        return
-    except asyncio.CancelledError:
-        raise
-    result = handle.result
-    calls: list[ToolCall] = []
-    if hold.call_text:
-        content, calls = parse_tool_calls(hold.call_text)
-        if calls:
-            yield chunk(
-                {
-                    "tool_calls": [
-                        {"index": i, **call} for i, call in enumerate(_tool_calls_json(calls))
-                    ]
-                }
-            )
-        if content:
-            yield chunk({"content": content})
-    yield chunk({}, _finish_reason(result, calls))
-    if include_usage:
-        yield _sse(
-            {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": job.served.name,
-                "choices": [],
-                "usage": _usage(result),
-            }
-        )
-    yield _sse("[DONE]")
+    async for event in run.events():
+        if isinstance(event, TextDelta):
+            yield chunk({"content": event.text})
+        elif isinstance(event, ToolCalls):
+            calls = _tool_calls_json(event.calls)
+            yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+            if event.content:
+                yield chunk({"content": event.content})
+        elif isinstance(event, Final):
+            yield chunk({}, _finish_reason(event))
+            if include_usage:
+                yield _sse({**base, "choices": [], "usage": _usage(event.usage)})
+            yield _sse("[DONE]")
+        elif isinstance(event, Error):
+            yield _sse(openai_error(500, event.message, kind="server_error"))
 
 
 @router.post("/completions")
@@ -239,10 +194,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             "Send one prompt per request (a list of exactly one is accepted)."
         )
     # OpenAI's default for this endpoint is 16 tokens.
-    job = completion_job(state, body.model, prompts[0], _params(body, body.max_tokens or 16))
-    handle = submit(job)
+    ask = GenerationRequest(body.model, _params(body, body.max_tokens or 16), prompt=prompts[0])
+    run = await service.start(state, ask)
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     echo = prompts[0] if body.echo else ""
+    base = {"id": ident, "object": "text_completion", "created": created, "model": run.model_name}
 
     def choice(text: str, finish: str | None) -> dict[str, Any]:
         return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
@@ -251,66 +207,47 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[bytes]:
-            base = {
-                "id": ident,
-                "object": "text_completion",
-                "created": created,
-                "model": job.served.name,
-            }
             if echo:
                 yield _sse({**base, "choices": [choice(echo, None)]})
-            try:
-                async for piece in stream_chunks(handle):
-                    finish = None
-                    if piece.finish_reason:
-                        finish = "length" if piece.finish_reason == "length" else "stop"
-                    if piece.text or finish:
-                        yield _sse({**base, "choices": [choice(piece.text, finish)]})
-            except LlmkitError as error:
-                yield _sse(openai_error(500, str(error), kind="server_error"))
-                return
-            if include_usage:
-                yield _sse({**base, "choices": [], "usage": _usage(handle.result)})
-            yield _sse("[DONE]")
+            async for event in run.events():
+                if isinstance(event, TextDelta):
+                    yield _sse({**base, "choices": [choice(event.text, None)]})
+                elif isinstance(event, Final):
+                    yield _sse({**base, "choices": [choice("", _finish_reason(event))]})
+                    if include_usage:
+                        yield _sse({**base, "choices": [], "usage": _usage(event.usage)})
+                    yield _sse("[DONE]")
+                elif isinstance(event, Error):
+                    yield _sse(openai_error(500, event.message, kind="server_error"))
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        return service.stream(
+            state, run, events(), "text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    result = await collect(handle, request)
+    reply = await run.collect(request.is_disconnected)
     return {
-        "id": ident,
-        "object": "text_completion",
-        "created": created,
-        "model": job.served.name,
+        **base,
         "system_fingerprint": FINGERPRINT,
-        "choices": [choice(echo + result.text, _finish_reason(result, []))],
-        "usage": _usage(result),
+        "choices": [choice(echo + (reply.content or ""), _finish_reason(reply.final))],
+        "usage": _usage(reply.final.usage),
     }
 
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> Any:
-    served = request.app.state.llmkit.get(body.model)
-    inputs = [body.input] if isinstance(body.input, str) else body.input
-    if not inputs or not all(isinstance(text, str) for text in inputs):
-        raise InvalidParameterError(
-            "input must be a string or a list of strings (token arrays are not supported)."
-        )
     if body.encoding_format not in (None, "float", "base64"):
         raise InvalidParameterError("encoding_format must be 'float' or 'base64'.")
-    embedder = await asyncio.to_thread(lambda: served.embedder)
-    data, tokens = [], 0
-    for index, text in enumerate(inputs):
-        vector, count = await asyncio.to_thread(embedder.embed, text)
+    result = await service.embed(request.app.state.llmkit, body.model, body.input)
+    data = []
+    for index, vector in enumerate(result.vectors):
+        embedding: list[float] | str = vector
         if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends it
-            vector = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-        data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens += count
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
     return JSONResponse(
         {
             "object": "list",
             "data": data,
-            "model": served.name,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "model": result.model_name,
+            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
         }
     )

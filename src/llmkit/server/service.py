@@ -1,6 +1,13 @@
-"""What both APIs share: turn a request into prompt tokens, parameters and a grammar, then run it.
+"""One pipeline under both APIs: a neutral request in, events out.
 
-The OpenAI and Ollama modules only translate wire formats; every rule lives here once.
+The OpenAI and Ollama modules parse their bodies into a `GenerationRequest`, call `start()`, and
+turn the events of the returned `Run` into their wire formats: `TextDelta` pieces, at most one
+`ToolCalls`, then one `Final` (finish reason, usage, timing), or an `Error` that ends the stream.
+`Run.collect()` is the same events gathered for a blocking reply. Every rule (prompt building,
+grammars, tool plans, holding back tool calls, finish reasons, embeddings) lives here once.
+
+Prompt building (template rendering and tokenizing) runs in a worker thread: a multi-megabyte
+prompt or a 10,000-message conversation must not stop the event loop answering other requests.
 """
 
 from __future__ import annotations
@@ -8,22 +15,96 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
+import anyio
+from fastapi.responses import StreamingResponse
+from starlette.types import Message, Send
 
-from llmkit.errors import InvalidParameterError
+from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.batching import BatchRequest, RequestHandle
-from llmkit.generation.loop import GenerationChunk, GenerationResult
+from llmkit.generation.loop import GenerationResult, Timing, Usage
 from llmkit.server.grammar import schema_grammar
 from llmkit.server.state import ServedModel, ServerState
-from llmkit.server.tools import ToolPlan, plan_tools, template_messages, tool_system_message
+from llmkit.server.tools import (
+    ToolCall,
+    ToolCallHold,
+    ToolPlan,
+    model_tool_syntax,
+    plan_tools,
+    template_messages,
+    tool_system_message,
+)
 
 log = logging.getLogger("llmkit.server")
 
+# How long a streamed reply may wait on a client that does not read before it is cancelled.
+DEFAULT_STALL_SECONDS = 30.0
 
+
+# ---- the request, as both APIs describe it ------------------------------------------------
+@dataclass
+class GenerationRequest:
+    """What to generate, in no API's terms: a chat (`messages`) or a raw `prompt` to continue."""
+
+    model: str | None
+    params: dict[str, Any] = field(default_factory=dict)  # SamplingParams overrides
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    schema: dict[str, Any] | None = None  # the reply must be JSON valid against it
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+# ---- the events ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCalls:
+    calls: list[ToolCall]
+    content: str = ""  # text the model wrote beside its calls (already streamed text excluded)
+
+
+@dataclass(frozen=True)
+class Final:
+    finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
+    usage: Usage
+    timing: Timing
+
+
+@dataclass(frozen=True)
+class Error:
+    message: str
+    cause: Exception | None = field(default=None, compare=False)  # re-raised by collect()
+
+
+Event = TextDelta | ToolCalls | Final | Error
+
+
+@dataclass
+class Reply:
+    """A whole reply: its text (None when there is only tool calls), its calls and its end."""
+
+    content: str | None
+    calls: list[ToolCall]
+    final: Final
+
+
+def finish_reason(generation_reason: str, calls: list[ToolCall]) -> str:
+    """The one finish reason of a reply; each API maps it onto its own words."""
+    if calls:
+        return "tool_calls"
+    if generation_reason in ("length", "cancelled"):
+        return generation_reason
+    return "stop"
+
+
+# ---- building a job -----------------------------------------------------------------------
 @dataclass
 class Job:
     """A request ready for the scheduler, and what is needed to read its reply."""
@@ -55,25 +136,44 @@ def message_text(content: Any) -> str:
     return "".join(texts)
 
 
-def chat_job(
-    state: ServerState,
-    model_name: str | None,
-    messages: list[dict[str, Any]],
-    params: dict[str, Any],
-    *,
-    schema: dict[str, Any] | None = None,
-    tools: list[dict[str, Any]] | None = None,
-    tool_choice: Any = None,
-) -> Job:
-    served = state.get(model_name)
+def _batch_request(
+    served: ServedModel, prompt_ids: list[int], params: Any, grammar: str | None
+) -> BatchRequest:
+    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
+
+
+def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
+    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    if grammar is None:
+        return None
+    engine = served.model.engine
+    if not hasattr(engine, "gbnf_constraint"):
+        raise InvalidParameterError(
+            f"Structured output and tools need the llama.cpp engine here, not {engine.name}."
+        )
+    return lambda: engine.gbnf_constraint(grammar)
+
+
+def build_job(state: ServerState, ask: GenerationRequest) -> Job:
+    """Prompt tokens, parameters and grammar for a request. Slow for big prompts: run it in a thread."""
+    served = state.get(ask.model)
     model = served.model
-    plan = plan_tools(tools, tool_choice, model.template.text if model.template else "")
-    if plan is not None and schema is not None:
+    params = sampling_params(served, **ask.params)
+    if ask.messages is None:
+        prompt = ask.prompt or ""
+        prompt_ids = model.raw_prompt_ids(prompt)
+        if state.settings.log_prompts:
+            log.info("prompt for %s: %r", served.name, prompt)
+        grammar = schema_grammar(ask.schema) if ask.schema is not None else None
+        return Job(served, _batch_request(served, prompt_ids, params, grammar))
+
+    plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
+    if plan is not None and ask.schema is not None:
         raise InvalidParameterError(
             "Use either tools or a response format, not both in one request."
         )
     messages = [
-        {**message, "content": message_text(message.get("content"))} for message in messages
+        {**message, "content": message_text(message.get("content"))} for message in ask.messages
     ]
     messages = template_messages(messages, native=bool(plan and plan.native))
     messages = model.with_system(messages)
@@ -86,82 +186,194 @@ def chat_job(
     prompt_ids = model.prompt_ids(messages, tools=plan.tools if plan and plan.native else None)
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, model.detokenize(prompt_ids))
-    grammar = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
-    request = BatchRequest(prompt_ids, sampling_params(served, **params), grammar)
-    return Job(served, request, plan)
+    if ask.schema is not None:
+        grammar = schema_grammar(ask.schema)
+    else:
+        grammar = plan.grammar if plan else None
+    return Job(served, _batch_request(served, prompt_ids, params, grammar), plan)
 
 
-def completion_job(
-    state: ServerState,
-    model_name: str | None,
-    prompt: str,
-    params: dict[str, Any],
-    *,
-    schema: dict[str, Any] | None = None,
-) -> Job:
-    served = state.get(model_name)
-    prompt_ids = served.model.raw_prompt_ids(prompt)
-    if state.settings.log_prompts:
-        log.info("prompt for %s: %r", served.name, prompt)
-    grammar = schema_grammar(schema) if schema is not None else None
-    return Job(served, BatchRequest(prompt_ids, sampling_params(served, **params), grammar))
+async def start(state: ServerState, ask: GenerationRequest) -> Run:
+    """Build the prompt off the event loop, then queue it.
+
+    Raises the caller's mistakes (InvalidParameterError, ContextOverflowError: 400) and a full
+    queue (QueueFullError: 503) before any reply is sent.
+    """
+    job = await asyncio.to_thread(build_job, state, ask)
+    # On the loop's own thread: the handle delivers chunks to this loop.
+    return Run(job, job.served.scheduler.submit(job.request))
 
 
-def submit(job: Job) -> RequestHandle:
-    """Queue the job; raises QueueFullError (503) or ContextOverflowError (400) at once."""
-    return job.served.scheduler.submit(job.request)
+# ---- one running request ------------------------------------------------------------------
+class Run:
+    """A queued request: read its `events()` (streaming) or `collect()` it (blocking)."""
 
-
-class ToolCallHold:
-    """With tools, a streamed reply that opens like a call ('{' or '<') is held back, to be sent
-    whole as tool calls at the end; any other reply is released as soon as that is clear."""
-
-    def __init__(self, active: bool) -> None:
-        self.holding = active
-        self.held = ""
-
-    def release(self, text: str) -> str:
-        """The text to send now (empty while it is held)."""
-        if not text or not self.holding:
-            return text
-        self.held += text
-        stripped = self.held.lstrip()
-        if stripped and not stripped.startswith(("{", "<")):
-            self.holding = False
-            return self.held
-        return ""
+    def __init__(self, job: Job, handle: RequestHandle) -> None:
+        self.job, self.handle = job, handle
 
     @property
-    def call_text(self) -> str | None:
-        """The held reply, when it stayed held to the end (then it is parsed as tool calls)."""
-        return self.held if self.holding and self.held else None
+    def model_name(self) -> str:
+        return self.job.served.name
 
+    def cancel(self) -> None:
+        """Stop generating (harmless once finished); the slot frees before the next step."""
+        self.handle.cancel()
 
-async def stream_chunks(handle: RequestHandle) -> AsyncIterator[GenerationChunk]:
-    """The reply piece by piece; leaving early (a closed connection) cancels the generation."""
-    try:
-        async for chunk in handle:
-            yield chunk
-    finally:
-        handle.cancel()
+    async def events(self) -> AsyncIterator[Event]:
+        """TextDelta pieces, then ToolCalls if any, then Final; or an Error that ends it.
 
+        Leaving early (a closed connection) cancels the generation.
+        """
+        hold = ToolCallHold(self.job.tool_plan is not None)
+        try:
+            async for chunk in self.handle:
+                text = hold.release(chunk.text)
+                if text:
+                    yield TextDelta(text)
+        except LlmkitError as error:
+            yield Error(str(error), error)
+            return
+        except Exception as error:
+            log.exception("generation failed for %s", self.model_name)
+            yield Error("Generation failed on the server; see its log.", error)
+            return
+        finally:
+            self.handle.cancel()
+        text, calls = hold.finish()
+        if calls:
+            yield ToolCalls(calls, text)
+        elif text:
+            yield TextDelta(text)
+        result = self.handle.result
+        if result is None:  # the scheduler ended the stream without a result: treat as cancelled
+            result = GenerationResult("", "cancelled", Usage(), Timing())
+        yield Final(finish_reason(result.finish_reason, calls), result.usage, result.timing)
 
-async def collect(handle: RequestHandle, request: Request) -> GenerationResult:
-    """The whole reply; a client that hangs up before it is done cancels the generation."""
+    async def collect(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> Reply:
+        """The whole reply; an Error is raised. A client that hangs up cancels the generation."""
+        watcher = asyncio.create_task(self._watch(disconnected)) if disconnected else None
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        final: Final | None = None
+        try:
+            async for event in self.events():
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                elif isinstance(event, ToolCalls):
+                    calls = event.calls
+                    parts.append(event.content)
+                elif isinstance(event, Final):
+                    final = event
+                else:  # the caller's own error (4xx/503), or a failure of ours (500)
+                    raise event.cause or LlmkitError(event.message)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            self.cancel()
+        assert final is not None
+        text = "".join(parts)
+        if calls:
+            return Reply(text.strip() or None, calls, final)
+        return Reply(text, calls, final)
 
-    async def watch() -> None:
-        while not await request.is_disconnected():
+    async def _watch(self, disconnected: Callable[[], Awaitable[bool]]) -> None:
+        while not await disconnected():
             await asyncio.sleep(0.25)
-        handle.cancel()
+        self.cancel()
 
-    watcher = asyncio.create_task(watch())
-    try:
-        async for _ in handle:
-            pass
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        handle.cancel()
-    assert handle.result is not None
-    return handle.result
+
+# ---- streaming it to a client -------------------------------------------------------------
+class _ClientStalled(Exception):
+    pass
+
+
+class RunStream(StreamingResponse):
+    """A streamed reply that ends its run however the stream ends.
+
+    A client that stops reading fills its socket buffers, and then each send waits. Past
+    `stall_seconds` the reply is abandoned and the generation cancelled, so a client that never
+    reads cannot hold a slot until max_tokens while others queue.
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        content: AsyncIterator[bytes],
+        *,
+        stall_seconds: float,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.run, self.stall_seconds = run, stall_seconds
+
+    async def stream_response(self, send: Send) -> None:
+        async def bounded_send(message: Message) -> None:
+            try:
+                with anyio.fail_after(self.stall_seconds):
+                    await send(message)
+            except TimeoutError:
+                raise _ClientStalled from None
+
+        try:
+            await super().stream_response(bounded_send)
+        except _ClientStalled:
+            log.warning(
+                "a client read nothing of its %s stream for %.0f s; its generation is cancelled",
+                self.run.model_name,
+                self.stall_seconds,
+            )
+        finally:
+            self.run.cancel()
+            iterator = self.body_iterator
+            if hasattr(iterator, "aclose"):
+                await iterator.aclose()
+
+
+def stream(
+    state: ServerState,
+    run: Run,
+    content: AsyncIterator[bytes],
+    media_type: str,
+    headers: dict[str, str] | None = None,
+) -> RunStream:
+    stall = getattr(state.settings, "stall_seconds", DEFAULT_STALL_SECONDS)
+    return RunStream(run, content, stall_seconds=stall, media_type=media_type, headers=headers)
+
+
+# ---- embeddings ---------------------------------------------------------------------------
+@dataclass
+class Embeddings:
+    model_name: str
+    vectors: list[list[float]]
+    tokens: int
+
+
+def embedding_inputs(value: Any) -> list[str]:
+    """A string or a non-empty list of strings, as both APIs accept."""
+    inputs = [value] if isinstance(value, str) else value
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) for t in inputs):
+        raise InvalidParameterError(
+            "input must be a string or a non-empty list of strings (token arrays are not supported)."
+        )
+    return inputs
+
+
+async def embed(state: ServerState, model_name: str | None, value: Any) -> Embeddings:
+    """Unit-length vectors for each input text, computed off the event loop."""
+    served = state.get(model_name)
+    inputs = embedding_inputs(value)
+
+    def compute() -> tuple[list[list[float]], int]:
+        embedder = served.embedder  # created on first use, which loads a context
+        vectors, tokens = [], 0
+        for text in inputs:
+            vector, count = embedder.embed(text)
+            vectors.append(vector)
+            tokens += count
+        return vectors, tokens
+
+    vectors, tokens = await asyncio.to_thread(compute)
+    return Embeddings(served.name, vectors, tokens)

@@ -2,7 +2,8 @@
 
 A model whose chat template knows tools gets them through the template, and its own syntax
 (`<tool_call>{...}</tool_call>`, or a bare JSON call) is parsed. Any other model is told about the
-tools in a system message and a grammar makes its reply a well-formed call.
+tools in a system message and a grammar makes its reply a well-formed call. Whether a template
+knows tools is found by rendering it with one, never by searching its text.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,61 @@ class ToolCall:
     id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
 
 
+@dataclass(frozen=True)
+class ToolSyntax:
+    """What a chat template does with tools, as seen by rendering it with one."""
+
+    native: bool  # the template writes the tool definitions into the prompt
+    tagged: bool  # ... and asks for calls wrapped in <tool_call> tags
+
+
+NO_TOOL_SYNTAX = ToolSyntax(native=False, tagged=False)
+_PROBE_NAME = "llmkit_probe_function"
+_PROBE_TOOL = {
+    "type": "function",
+    "function": {
+        "name": _PROBE_NAME,
+        "description": "Checks whether the chat template renders tools.",
+        "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+    },
+}
+_TAG = "<tool_call>"
+_syntax_cache: dict[str, ToolSyntax] = {}
+
+
+def render_tool_syntax(
+    render: Callable[[list[dict[str, Any]], list[dict[str, Any]] | None], str],
+) -> ToolSyntax:
+    """Render one user turn with and without a probe tool; the difference says what tools do.
+
+    `render(messages, tools)` returns the prompt text. A template that fails to render, or renders
+    the same text either way, does not know tools.
+    """
+    messages = [{"role": "user", "content": "Hello."}]
+    try:
+        plain = render(messages, None)
+        with_tool = render(messages, [_PROBE_TOOL])
+    except Exception:  # a template that cannot render tools does not support them
+        return NO_TOOL_SYNTAX
+    if _PROBE_NAME not in with_tool or _PROBE_NAME in plain:
+        return NO_TOOL_SYNTAX
+    return ToolSyntax(native=True, tagged=_TAG in with_tool and _TAG not in plain)
+
+
+def model_tool_syntax(model: Any) -> ToolSyntax:
+    """The tool syntax of a loaded model's template (rendered once per template text)."""
+    template = getattr(model, "template", None)
+    if template is None:
+        return NO_TOOL_SYNTAX
+    syntax = _syntax_cache.get(template.text)
+    if syntax is None:
+        syntax = render_tool_syntax(
+            lambda messages, tools: model.render_prompt(messages, tools=tools)
+        )
+        _syntax_cache[template.text] = syntax
+    return syntax
+
+
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
     function = tool.get("function") if isinstance(tool, dict) else None
     if (
@@ -48,7 +105,7 @@ def _function(tool: dict[str, Any]) -> dict[str, Any]:
 
 
 def plan_tools(
-    tools: list[dict[str, Any]] | None, tool_choice: Any, template_text: str
+    tools: list[dict[str, Any]] | None, tool_choice: Any, syntax: ToolSyntax
 ) -> ToolPlan | None:
     """Decide how this request calls tools; None when it does not (no tools, or choice "none")."""
     if not tools or tool_choice == "none":
@@ -68,7 +125,7 @@ def plan_tools(
             'tool_choice must be "none", "auto", "required" or a named function.'
         )
     free = tool_choice in (None, "auto")
-    native = "tools" in template_text
+    native = syntax.native
     if native and free:
         return ToolPlan(tools, native=True, grammar=None, may_answer_in_text=True)
     call = (
@@ -77,7 +134,7 @@ def plan_tools(
         else _call_schema(forced[0])
     )
     grammar = schema_grammar(call)
-    if native and "<tool_call>" in template_text:
+    if native and syntax.tagged:
         grammar = (
             _rename_root(grammar, "tool-call")
             + 'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n'
@@ -191,3 +248,60 @@ def template_messages(messages: list[dict[str, Any]], native: bool) -> list[dict
             )
         prepared.append({key: value for key, value in message.items() if value is not None})
     return prepared
+
+
+class ToolCallHold:
+    """Holds back the part of a streamed reply that may be a tool call, to be parsed at the end.
+
+    A reply that opens with "{" may be a bare JSON call and is held whole. Anywhere else, text is
+    released as it comes, except from a "<tool_call>" tag on (and any tail that could begin one).
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.opening = True  # nothing released yet: a "{" here starts a bare call
+        self.in_call = False  # from here to the end, everything is held
+        self.held = ""
+
+    def release(self, text: str) -> str:
+        """The text that may be sent now (empty while it is held)."""
+        if not self.active:
+            return text
+        self.held += text
+        if self.in_call:
+            return ""
+        if self.opening:
+            stripped = self.held.lstrip()
+            if not stripped:
+                return ""
+            if stripped.startswith("{"):
+                self.in_call = True
+                return ""
+        start = self.held.find(_TAG)
+        if start >= 0:
+            self.in_call = True
+            out, self.held = self.held[:start], self.held[start:]
+        else:
+            keep = _partial_tag_length(self.held)
+            out, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
+        if out:
+            self.opening = False
+        return out
+
+    def finish(self) -> tuple[str, list[ToolCall]]:
+        """At the end of the reply: the text still to send, and the calls the held part made."""
+        held, self.held = self.held, ""
+        if not self.in_call:
+            return held, []
+        content, calls = parse_tool_calls(held)
+        if not calls:
+            return held, []  # it looked like a call but was not one: it is text after all
+        return content or "", calls
+
+
+def _partial_tag_length(text: str) -> int:
+    """How long a tail of `text` could be the beginning of a <tool_call> tag."""
+    for length in range(min(len(_TAG) - 1, len(text)), 0, -1):
+        if _TAG.startswith(text[-length:]):
+            return length
+    return 0

@@ -46,6 +46,11 @@ _SCALARS: dict[int, str] = {
     12: "<d",
 }  # fmt: skip
 _STRING, _ARRAY = 8, 9
+# The versions this reader understands; others may lay the header out differently.
+SUPPORTED_VERSIONS = (2, 3)
+# Real files nest metadata arrays one or two deep; a deeper nest is a file built to exhaust the
+# reader's stack, so it is refused as corrupt.
+MAX_ARRAY_DEPTH = 8
 
 
 @dataclass
@@ -145,12 +150,17 @@ class _Cursor:
         self.position = position
         return items
 
-    def value(self, value_type: int) -> Any:
+    def value(self, value_type: int, depth: int = 0) -> Any:
         if value_type in _SCALARS:
             return self.scalar(_SCALARS[value_type])
         if value_type == _STRING:
             return self.string()
         if value_type == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise InvalidModelFileError(
+                    f"{self.path} is corrupt: its metadata nests arrays more than "
+                    f"{MAX_ARRAY_DEPTH} deep."
+                )
             item_type = self.scalar("<I")
             count = self.scalar("<Q")
             if item_type in _SCALARS and item_type != 7:
@@ -158,7 +168,7 @@ class _Cursor:
                 return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).tolist()
             if item_type == _STRING:
                 return self.strings(count)
-            return [self.value(item_type) for _ in range(count)]
+            return [self.value(item_type, depth + 1) for _ in range(count)]
         raise InvalidModelFileError(
             f"{self.path} is corrupt: unknown GGUF value type {value_type}."
         )
@@ -183,8 +193,14 @@ def read_gguf_header(path: str | Path) -> GGUFHeader:
         cursor = _Cursor(data, path)
         cursor.take(4)
         version = cursor.scalar("<I")
-        if version < 2:
+        if version < SUPPORTED_VERSIONS[0]:
             raise InvalidModelFileError(f"{path} uses GGUF version {version}, which is too old.")
+        if version not in SUPPORTED_VERSIONS:
+            raise InvalidModelFileError(
+                f"{path} uses GGUF version {version}, an unsupported version (llmkit reads "
+                f"versions {SUPPORTED_VERSIONS[0]} to {SUPPORTED_VERSIONS[-1]}); update llmkit "
+                "or convert the file again."
+            )
         tensor_count = cursor.scalar("<Q")
         kv_count = cursor.scalar("<Q")
         metadata: dict[str, Any] = {}

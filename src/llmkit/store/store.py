@@ -13,15 +13,29 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmkit.errors import InvalidModelFileError, InvalidParameterError, ModelNotFoundError
+from llmkit.errors import (
+    InvalidModelFileError,
+    InvalidParameterError,
+    LlmkitError,
+    ModelNotFoundError,
+)
 from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
 from llmkit.store.gguf_meta import GGUFHeader, read_gguf_header
+from llmkit.store.locking import OWNER_FILE, staging_directory, store_lock
 from llmkit.store.paths import llmkit_home, model_directory, validate_model_name
+from llmkit.store.space import (
+    disk_full_error,
+    ensure_free_space,
+    human_bytes,
+    is_disk_full,
+)
+from llmkit.store.weights import check_hf_weights
 
 MANIFEST_FILE = "manifest.json"
 ProgressCallback = Callable[[int, int], None]
@@ -44,6 +58,8 @@ class ModelManifest:
     system_prompt: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
+    # The user imported pickled weights with --allow-pickle; loaders honour it for this model.
+    allow_pickle: bool = False
 
     @property
     def weights_path(self) -> Path:
@@ -153,9 +169,21 @@ def _sha256_of_directory(folder: Path) -> str:
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(handle.name, path)
+    """Write a temporary file and rename it into place; on any failure no temporary file is left."""
+    text = json.dumps(data, indent=2)
+    temporary: Path | None = None
+    try:
+        descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        temporary = Path(name)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        if is_disk_full(error):
+            raise disk_full_error(error, path.parent, len(text), f"writing {path.name}") from error
+        raise
 
 
 class ModelStore:
@@ -164,6 +192,29 @@ class ModelStore:
     def __init__(self, home: str | Path | None = None) -> None:
         self.home = Path(home) if home is not None else llmkit_home()
         self.models_root = self.home / "models"
+        # Things the user should hear about that are not errors (reclaimed leftovers, a built-in
+        # that could not be registered); the CLI prints them.
+        self.notices: list[str] = []
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the store's write lock (reentrant); every write to the store happens inside it.
+
+        The first holder cleans what killed writers left behind and records how much it reclaimed.
+        Callers re-check names under it: another process may have written since they looked.
+        """
+        with store_lock(self.models_root) as reclaimed:
+            if reclaimed and reclaimed.entries:
+                noun = "folder or file" if reclaimed.entries == 1 else "folders and files"
+                self.notices.append(
+                    f"Reclaimed {human_bytes(reclaimed.bytes)} from {reclaimed.entries} "
+                    f"leftover staging {noun} of interrupted llmkit processes."
+                )
+            yield
+
+    def staging(self, label: str) -> Path:
+        """A hidden work folder under models/ that the next writer removes if this process dies."""
+        return staging_directory(self.models_root, label)
 
     # ---- reading -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -172,14 +223,19 @@ class ModelStore:
         return sorted(
             self._read_manifest(folder / MANIFEST_FILE).name
             for folder in self.models_root.iterdir()
-            if (folder / MANIFEST_FILE).exists()
+            # Hidden folders are staging areas: work in progress, not models (yet).
+            if not folder.name.startswith(".") and (folder / MANIFEST_FILE).exists()
         )
 
     def list(self) -> list[ModelManifest]:
         """Every model in the store, registering built-ins whose package is installed."""
         for builtin in BUILTIN_MODELS.values():
             if not self._manifest_path(builtin.name).exists() and builtin.locate() is not None:
-                self.ensure_builtin(builtin.name)
+                try:
+                    self.ensure_builtin(builtin.name)
+                except LlmkitError as error:
+                    # Listing still works when a built-in cannot be registered (e.g. a full disk).
+                    self.notices.append(f"{builtin.name} is not available yet: {error}")
         return [self.get(name) for name in self.names()]
 
     def get(self, name: str) -> ModelManifest:
@@ -217,18 +273,26 @@ class ModelStore:
                 f"{builtin.install_command}"
             )
         folder = model_directory(self.models_root, name)
-        folder.mkdir(parents=True, exist_ok=True)
-        if builtin.part_modules:
-            weights = self._assemble_parts(builtin, parts, folder)
-        else:
-            weights = parts[0]
-            digest = sha256_of(weights, progress)
-            self._check_sha256(weights, digest, builtin.sha256)
-        manifest = self._manifest_for_path(weights, name=name, known_sha256=builtin.sha256)
-        manifest.source = f"builtin:{builtin.package}"
-        manifest.linked = not builtin.part_modules
-        _write_json_atomically(manifest_path, manifest.to_json())
-        return manifest
+        with self.writing():
+            if manifest_path.exists():  # another process registered it while we waited
+                return self._read_manifest(manifest_path)
+            staging = self.staging(folder.name)
+            try:
+                if builtin.part_modules:
+                    weights = self._assemble_parts(builtin, parts, staging)
+                else:
+                    weights = parts[0]
+                    digest = sha256_of(weights, progress)
+                    self._check_sha256(weights, digest, builtin.sha256)
+                manifest = self._manifest_for_path(weights, name=name, known_sha256=builtin.sha256)
+                manifest.source = f"builtin:{builtin.package}"
+                manifest.linked = not builtin.part_modules
+                if builtin.part_modules:
+                    manifest.path = str(folder / weights.name)
+                self._commit(staging, folder, manifest)
+                return manifest
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
     def import_model(
         self,
@@ -240,60 +304,102 @@ class ModelStore:
         force: bool = False,
         progress: ProgressCallback | None = None,
         provenance: str | None = None,
+        allow_pickle: bool = False,
     ) -> ModelManifest:
-        """Copy (or link, or move) a GGUF file or HF folder into the store under a validated name."""
+        """Copy (or link, or move) a GGUF file or HF folder into the store under a validated name.
+
+        The copy is made in a staging folder outside the lock; the name is checked again under
+        the lock just before the staging folder is renamed into place, so of two imports of one
+        name without `force`, exactly one wins.
+        """
         validate_model_name(name)
         source = Path(source).expanduser().resolve()
         if not source.exists():
             raise InvalidModelFileError(f"{source} does not exist.")
+        weights_kind = "gguf"
         if source.is_file():
             read_gguf_header(source)  # refuse broken files before anything is written
         elif not (source / "config.json").exists():
             raise InvalidModelFileError(
                 f"{source} is neither a GGUF file nor a Hugging Face model folder (no config.json)."
             )
-        manifest_path = self._manifest_path(name)
-        if manifest_path.exists() and not force:
-            raise InvalidParameterError(
-                f"A model named '{name}' already exists; pass --force to replace it."
-            )
+        else:
+            weights_kind = check_hf_weights(source, allow_pickle=allow_pickle)
+        self._refuse_existing(name, force)
         folder = model_directory(self.models_root, name)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=self._ensure_root()))
+        self._ensure_root()
+        copying = not link and not (move and _same_filesystem(source, self.models_root))
+        needed = _size_of_path(source) if copying else 0
+        if copying:
+            ensure_free_space(self.models_root, needed, f"importing {source.name}")
+        staging = self.staging(folder.name)
         try:
-            if link:
-                weights = source
-            elif move:
-                weights = staging / ("model.gguf" if source.is_file() else "hf")
-                shutil.move(source, weights)
-            elif source.is_file():
-                weights = staging / "model.gguf"
-                _copy_with_progress(source, weights, progress)
-            else:
-                weights = staging / "hf"
-                shutil.copytree(source, weights)
+            try:
+                weights = self._stage(source, staging, link=link, move=move, progress=progress)
+            except OSError as error:
+                if is_disk_full(error):
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise disk_full_error(
+                        error, self.models_root, needed, f"importing {source.name}"
+                    ) from error
+                raise
             manifest = self._manifest_for_path(weights, name=name)
             manifest.linked = link
             manifest.source = provenance or f"import:{source}"
-            if folder.exists():
-                shutil.rmtree(folder)
-            # Move the finished staging folder into place in one rename, then fix the path.
-            os.replace(staging, folder)
+            manifest.allow_pickle = weights_kind == "pickle"
             if not link:
                 manifest.path = str(folder / weights.name)
-            _write_json_atomically(folder / MANIFEST_FILE, manifest.to_json())
+            with self.writing():
+                self._refuse_existing(name, force)
+                self._commit(staging, folder, manifest)
             return manifest
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
+    @staticmethod
+    def _stage(
+        source: Path, staging: Path, *, link: bool, move: bool, progress: ProgressCallback | None
+    ) -> Path:
+        if link:
+            return source
+        weights = staging / ("model.gguf" if source.is_file() else "hf")
+        if move:
+            shutil.move(source, weights)
+        elif source.is_file():
+            _copy_with_progress(source, weights, progress)
+        else:
+            shutil.copytree(source, weights)
+        return weights
+
+    def _refuse_existing(self, name: str, force: bool) -> None:
+        if self._manifest_path(name).exists() and not force:
+            raise InvalidParameterError(
+                f"A model named '{name}' already exists; pass --force to replace it."
+            )
+
+    def _commit(self, staging: Path, folder: Path, manifest: ModelManifest) -> None:
+        """With the lock held: the manifest into the staging folder, then one rename into place."""
+        _write_json_atomically(staging / MANIFEST_FILE, manifest.to_json())
+        (staging / OWNER_FILE).unlink(missing_ok=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+
     def remove(self, name: str) -> ModelManifest:
-        manifest = self.get(name)
-        folder = model_directory(self.models_root, name)
-        shutil.rmtree(folder)
+        with self.writing():
+            manifest = self.get(name)
+            folder = model_directory(self.models_root, name)
+            # Rename first, so a crash midway never leaves a half-deleted model under its name.
+            doomed = self.staging(f"rm-{folder.name}")
+            os.replace(folder, doomed / folder.name)
+            shutil.rmtree(doomed)
         return manifest
 
     def save(self, manifest: ModelManifest) -> None:
-        _write_json_atomically(self._manifest_path(manifest.name), manifest.to_json())
+        """Write a manifest (recipe changes: template, system prompt, defaults) under the lock."""
+        with self.writing():
+            _write_json_atomically(self._manifest_path(manifest.name), manifest.to_json())
 
     # ---- helpers -------------------------------------------------------------------------
     def _ensure_root(self) -> Path:
@@ -327,15 +433,25 @@ class ModelStore:
         )
 
     def _assemble_parts(self, builtin: BuiltinModel, parts: list[Path], folder: Path) -> Path:
+        """Join a built-in's parts into folder (a staging folder), checking space and the hash."""
         target = folder / builtin.filename
         partial = target.with_suffix(".partial")
+        needed = sum(part.stat().st_size for part in parts)
+        what = f"assembling the built-in model '{builtin.name}'"
+        ensure_free_space(folder, needed, what)
         digest = hashlib.sha256()
-        with partial.open("wb") as out:
-            for part in parts:
-                with part.open("rb") as handle:
-                    while block := handle.read(4 << 20):
-                        digest.update(block)
-                        out.write(block)
+        try:
+            with partial.open("wb") as out:
+                for part in parts:
+                    with part.open("rb") as handle:
+                        while block := handle.read(4 << 20):
+                            digest.update(block)
+                            out.write(block)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            if is_disk_full(error):
+                raise disk_full_error(error, folder, needed, what) from error
+            raise
         self._check_sha256(partial, digest.hexdigest(), builtin.sha256, remove=True)
         os.replace(partial, target)
         return target
@@ -363,6 +479,20 @@ def _looks_like_name(text: str) -> bool:
     except InvalidParameterError:
         return False
     return True
+
+
+def _size_of_path(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _same_filesystem(source: Path, models_root: Path) -> bool:
+    # A move within one filesystem is a rename and needs no space.
+    try:
+        return source.stat().st_dev == models_root.stat().st_dev
+    except OSError:
+        return False
 
 
 def _copy_with_progress(source: Path, target: Path, progress: ProgressCallback | None) -> None:

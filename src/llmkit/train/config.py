@@ -50,6 +50,7 @@ class FinetuneConfig:
     resume: bool = False
     run_dir: str | None = None  # metrics, plot and checkpoints; default LLMKIT_HOME/runs/<out>
     threads: int | None = None
+    allow_pickle: bool = False  # accept an HF base whose only weights are pickles
     extra: dict[str, str] = field(default_factory=dict)
 
     def validated(self) -> FinetuneConfig:
@@ -129,6 +130,15 @@ class FinetuneConfig:
     def fingerprint(self) -> str:
         """What must match for --resume to continue a run (not the step count or output options)."""
         keep = asdict(self)
-        for key in ("resume", "force", "exports", "run_dir", "threads", "extra", "out"):
+        for key in (
+            "resume",
+            "force",
+            "exports",
+            "run_dir",
+            "threads",
+            "extra",
+            "out",
+            "allow_pickle",
+        ):
             keep.pop(key)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

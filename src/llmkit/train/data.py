@@ -3,19 +3,26 @@
 Three row formats are accepted: `{"messages": [...]}` (chat, optional system, multi-turn),
 `{"prompt": ..., "completion": ...}` (one user turn, one answer) and `{"text": ...}` (plain text,
 trained on in full). Every problem is reported with its file and line, all of them at once.
+
+A row may hold at most MAX_ROW_BYTES (1 MiB, about 250,000 tokens, far beyond any context a
+fine-tune trains on). Longer lines are refused before they are decoded or tokenized, and are never
+read into memory whole, so a hostile file cannot exhaust memory or crash the tokenizer.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from llmkit.errors import LlmkitError
 
 ROLES = ("system", "user", "assistant", "tool")
 MAX_REPORTED_PROBLEMS = 10
+MAX_ROW_BYTES = 1024 * 1024
+_SKIP_BLOCK = 1024 * 1024
 
 
 class DataError(LlmkitError):
@@ -88,15 +95,28 @@ def read_jsonl(path: str | Path) -> list[Example]:
         raise DataError(f"The data file {path} does not exist.")
     examples: list[Example] = []
     problems: list[str] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in _bounded_lines(handle):
+            source = f"{path}:{number}"
+            if raw is None:
+                problems.append(
+                    f"{source}: the row is longer than {MAX_ROW_BYTES:,} bytes, the limit for one "
+                    "training row; split it into shorter rows"
+                )
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                problems.append(f"{source}: not UTF-8 text (byte {error.start + 1})")
+                continue
             if not line.strip():
                 continue
-            source = f"{path}:{number}"
             try:
                 examples.append(parse_row(json.loads(line), source))
             except json.JSONDecodeError as error:
                 problems.append(f"{source}: invalid JSON ({error.msg}, column {error.colno})")
+            except RecursionError:
+                problems.append(f"{source}: the JSON nests too deeply")
             except DataError as error:
                 problems.append(str(error))
     raise_problems(problems)
@@ -105,6 +125,25 @@ def read_jsonl(path: str | Path) -> list[Example]:
     if not any(example.has_assistant_turn for example in examples):
         raise DataError(f"{path} has no assistant turns, so there is nothing to learn.")
     return examples
+
+
+def _bounded_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) for each line; None for a line over MAX_ROW_BYTES, skipped unread."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_ROW_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) <= MAX_ROW_BYTES or (line.endswith(b"\n") and len(line) == MAX_ROW_BYTES + 1):
+            yield number, line
+            continue
+        # Too long: skip the rest of the line in bounded blocks rather than reading it whole.
+        while not line.endswith(b"\n"):
+            line = handle.readline(_SKIP_BLOCK)
+            if not line:
+                break
+        yield number, None
 
 
 def raise_problems(problems: list[str]) -> None:

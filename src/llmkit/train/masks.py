@@ -94,15 +94,14 @@ def tokenize_example(
 ) -> TokenizedExample:
     """Token ids and trained flags for one row (see the module docstring for how)."""
     if example.text is not None:
-        ids = ([tokens.bos_id] if tokens.add_bos and tokens.bos_id is not None else []) + tokenize(
-            example.text
-        )
+        text_ids = [tokens.bos_id] if tokens.add_bos and tokens.bos_id is not None else []
+        text_ids += tokenize(example.text)
         if tokens.eos_id is not None:
-            ids.append(tokens.eos_id)  # so a model trained on text also learns where text ends
-        trained = [True] * len(ids)
-        if ids and tokens.add_bos and tokens.bos_id is not None:
-            trained[0] = False
-        return TokenizedExample(example.source, tuple(ids), tuple(trained))
+            text_ids.append(tokens.eos_id)  # so a model trained on text also learns where text ends
+        text_trained = [True] * len(text_ids)
+        if text_ids and tokens.add_bos and tokens.bos_id is not None:
+            text_trained[0] = False
+        return TokenizedExample(example.source, tuple(text_ids), tuple(text_trained))
     if tokens.template is None:
         raise DataError(
             f"{example.source}: the base model has no chat template; give one with --template."

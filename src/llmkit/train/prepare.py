@@ -19,6 +19,7 @@ from llmkit.errors import (
     require_module,
 )
 from llmkit.store.store import ModelManifest, ModelStore
+from llmkit.store.weights import check_hf_weights
 from llmkit.train.config import FinetuneConfig
 from llmkit.train.data import DataError, Example, read_jsonl, split_for_eval
 from llmkit.train.masks import LengthReport, TemplateTokens, TokenizedExample, tokenize_dataset
@@ -52,17 +53,23 @@ class PreparedRun:
 
 
 def model_folder_arguments(manifest: ModelManifest) -> tuple[str, dict[str, Any]]:
-    """(folder, keyword arguments) for transformers' from_pretrained, for a GGUF file or HF folder."""
+    """(folder, keyword arguments) for transformers' from_pretrained, for a GGUF file or HF folder.
+
+    An HF folder must hold safetensors weights, unless the user allowed pickles for this model
+    (`import --allow-pickle` or `finetune --allow-pickle`): loading a pickle can run its code.
+    """
     path = manifest.weights_path
     if manifest.format == "gguf":
         require_module("gguf", feature="Fine-tuning a GGUF model", extra="torch")
         return str(path.parent), {"gguf_file": path.name}
-    return str(path), {}
+    kind = check_hf_weights(path, allow_pickle=manifest.allow_pickle)
+    return str(path), {"use_safetensors": kind == "safetensors"}
 
 
 def load_tokenizer(manifest: ModelManifest) -> Any:
     transformers = require_module("transformers", feature="Fine-tuning", extra="torch")
     folder, arguments = model_folder_arguments(manifest)
+    arguments.pop("use_safetensors", None)  # a model-loading option; tokenizers hold no weights
     try:
         return transformers.AutoTokenizer.from_pretrained(folder, **arguments)
     except (OSError, ValueError) as error:
@@ -140,6 +147,10 @@ def prepare_run(
     config.validated()
     store = ModelStore(home)
     manifest = store.resolve(config.base)
+    if manifest.format == "hf":
+        # Refuse pickled weights now, in one sentence, rather than in torch's loader later.
+        manifest.allow_pickle = manifest.allow_pickle or config.allow_pickle
+        check_hf_weights(manifest.weights_path, allow_pickle=manifest.allow_pickle)
     if manifest.adapter:
         raise InvalidParameterError(
             f"'{config.base}' is itself a LoRA adapter; fine-tune its base model, or a merged export."
