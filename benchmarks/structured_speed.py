@@ -90,12 +90,15 @@ class Runner:
         self.end_ids = engine.tokenizer_facts.end_of_generation_ids
         self.greedy = SamplingParams(temperature=0.0)
         self.last: list[int] = []
+        # The prompt but its last token is evaluated once; every run re-evaluates that last token.
+        self.context.keep_prefix(0, 0)
+        self.context.decode([BatchItem(0, self.prompt[:-1], want_logits=False)])
 
     def run(self, step: Callable[[], int], stop_at_end: bool = True) -> tuple[int, float, bytes]:
         """Generate up to `tokens` tokens; returns (count, seconds after prefill, text)."""
         context = self.context
-        # Each contender reuses the cached prompt (all but its last token) alike.
-        context.keep_prefix(0, len(self.prompt) - 1)
+        context.keep_prefix(0, len(self.prompt) - 1)  # drop the previous contender's reply
+        assert list(context.cached(0)) == self.prompt[:-1]
         context.decode([BatchItem(0, self.prompt[-1:])])
         started, out = time.perf_counter(), []
         for _ in range(self.tokens):
