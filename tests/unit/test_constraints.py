@@ -313,3 +313,38 @@ def test_tool_call_grammars_convert_both_ways(vocab: FakeVocabulary) -> None:
         for token in vocab.tokenize('<{"name": "f", "arguments": {}}>'):
             constraint.accept(token)
         assert constraint.allowed()[0]
+
+
+@pytest.mark.parametrize("engine_name", ["llamacpp", "transformers"])
+def test_both_engines_samplers_follow_a_schema(tiny_gguf, engine_name: str) -> None:
+    """A random tiny model, greedy, through each engine's own sampler: the reply is valid JSON."""
+    import llmkit
+    from llmkit.engines.base import BatchItem
+    from llmkit.params import SamplingParams
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+        "required": ["ok", "n"],
+        "additionalProperties": False,
+    }
+    with llmkit.load(str(tiny_gguf), engine=engine_name, context_length=256) as model:
+        engine = model.engine
+        ends = engine.tokenizer_facts.end_of_generation_ids
+        make = constraint_factory(Grammar.from_json_schema(schema), engine)
+        context = engine.context
+        prompt = engine.tokenize("the answer is")
+        context.keep_prefix(0, 0)
+        context.decode([BatchItem(0, prompt)])
+        constraint = make()
+        sampler = context.new_sampler(SamplingParams(temperature=0.0), prompt, constraint)
+        out: list[int] = []
+        for _ in range(200):
+            token = sampler.sample()
+            if token in ends:
+                break
+            out.append(token)
+            context.decode([BatchItem(0, [token])])
+        text = b"".join(engine.token_bytes(token) for token in out)
+    assert constraint.finished
+    jsonschema.validate(json.loads(text), schema)
