@@ -1,14 +1,21 @@
 """Speed of structured (JSON-schema) output against free text on the built-in model, in one run.
 
-- free:        greedy decoding without any constraint (numpy argmax over the logits).
-- gbnf:        the schema turned into GBNF by llama-cpp-python's `json_schema_to_gbnf` and enforced
-               by llama.cpp's grammar sampler, as the server did before llguidance.
-- llguidance:  the same schema through llmkit's `Grammar` and llguidance constraint: every step
-               takes the allowed-token mask, masks the logits, takes the argmax and accepts it.
+Every contender but the last samples through the engine's own sampler (`context.new_sampler`),
+as the generation loop and the server do:
 
-All three use the same engine, prompt and loop (prefill, then decode one token at a time); rounds
-are interleaved so background load hits each alike. Tokens/s counts generated tokens over the time
-after the prefill. `mask_us` is the mean cost of one `allowed()` call on the model's vocabulary.
+- free:          greedy decoding without a constraint (the sampler's argmax fast path).
+- gbnf:          the schema turned into GBNF by llama-cpp-python's `json_schema_to_gbnf` (the
+                 server's `schema_grammar`) and enforced by llama.cpp's grammar sampler.
+- llguidance:    the same schema as `Grammar.from_json_schema` + `constraint_factory`; the sampler
+                 takes `allowed()`, masks the logits, takes the argmax and accepts it.
+- llguidance_mask_logits: the same constraint in a loop of this script, masking with the
+                 constraint's own `mask_logits` (a table add) instead of the sampler's masking.
+
+Same engine, prompt and greedy decoding; free text goes on past an end-of-text token so that all
+generate the same number of tokens (a step costs more the longer the sequence); rounds are
+interleaved so background load hits each alike. Tokens/s counts generated tokens over the time
+after the prompt. `in_loop_us` times the constraint calls inside the generation loop,
+`replay_us_per_token` the same calls replaying the reply with warm caches.
 Prints JSON.
 
     python benchmarks/structured_speed.py --threads 2 --tokens 128 --rounds 5
@@ -17,7 +24,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import platform
 import statistics
@@ -28,8 +34,9 @@ from typing import Any
 import numpy as np
 
 import llmkit
-from llmkit.engines.base import TokenizerFacts
+from llmkit.engines.base import BatchItem
 from llmkit.generation.constraints import Grammar, constraint_factory
+from llmkit.params import SamplingParams
 
 PROMPT = (
     "Here is a list of eight people, with their names, ages, cities and hobbies, "
@@ -55,85 +62,97 @@ SCHEMA = {
 }
 
 
-class FactsView:
-    """The engine as the constraint sees it; supplies tokenizer facts where the engine has none."""
+class TimedConstraint:
+    """A constraint that adds up the time its `allowed()` calls take."""
 
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-        facts = getattr(engine, "tokenizer_facts", None)
-        if facts is None:
-            llama, vocab = engine.llama, engine.vocab
-            size = llama.llama_vocab_n_tokens(vocab)
-            facts = TokenizerFacts(
-                vocab_size=size,
-                bos_id=llama.llama_vocab_bos(vocab),
-                eos_id=llama.llama_vocab_eos(vocab),
-                end_of_generation_ids=frozenset(
-                    i for i in range(size) if llama.llama_vocab_is_eog(vocab, i)
-                ),
-                add_bos=False,
-            )
-        self.tokenizer_facts = facts
-        self.token_bytes = engine.token_bytes
-        self.tokenize = engine.tokenize
+    def __init__(self, inner: Any, times: list[float]) -> None:
+        self.inner, self.times = inner, times
+
+    def allowed(self) -> np.ndarray:
+        started = time.perf_counter()
+        mask = self.inner.allowed()
+        self.times.append(time.perf_counter() - started)
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        self.inner.accept(token_id)
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished
 
 
 class Runner:
     def __init__(self, engine: Any, tokens: int) -> None:
         self.engine, self.tokens = engine, tokens
-        self.llama = engine.llama
+        self.context = engine.context
         self.prompt = engine.tokenize(PROMPT, add_bos=True)
-        self.size = self.llama.llama_vocab_n_tokens(engine.vocab)
-        self.end_ids = FactsView(engine).tokenizer_facts.end_of_generation_ids
+        self.end_ids = engine.tokenizer_facts.end_of_generation_ids
+        self.greedy = SamplingParams(temperature=0.0)
+        self.last: list[int] = []
+        # The prompt but its last token is evaluated once; every run re-evaluates that last token.
+        self.context.keep_prefix(0, 0)
+        self.context.decode([BatchItem(0, self.prompt[:-1], want_logits=False)])
 
-    def logits(self) -> np.ndarray:
-        address = self.llama.llama_get_logits_ith(self.engine.context, -1)
-        row = (ctypes.c_float * self.size).from_address(ctypes.addressof(address.contents))
-        return np.frombuffer(row, dtype=np.float32)
-
-    def run(self, choose: Callable[[], int]) -> tuple[int, float, bytes]:
+    def run(self, step: Callable[[], int], stop_at_end: bool = True) -> tuple[int, float, bytes]:
         """Generate up to `tokens` tokens; returns (count, seconds after prefill, text)."""
-        # Each contender reuses the cached prompt (all but its last token) alike.
-        self.engine.prefill(self.prompt)
+        context = self.context
+        context.keep_prefix(0, len(self.prompt) - 1)  # drop the previous contender's reply
+        assert list(context.cached(0)) == self.prompt[:-1]
+        context.decode([BatchItem(0, self.prompt[-1:])])
         started, out = time.perf_counter(), []
         for _ in range(self.tokens):
-            token = choose()
-            if token in self.end_ids:
+            token = step()
+            if stop_at_end and token in self.end_ids:
                 break
             out.append(token)
-            self.engine.decode(token)
+            context.decode([BatchItem(0, [token])])
         seconds = time.perf_counter() - started
+        self.last = out
         return len(out), seconds, b"".join(self.engine.token_bytes(t) for t in out)
 
+    def sampled(self, constraint: Any = None, stop_at_end: bool = True) -> tuple[int, float, bytes]:
+        """Through the engine's own sampler, as the generation loop and the server run."""
+        sampler = self.context.new_sampler(self.greedy, self.prompt, constraint)
+        return self.run(sampler.sample, stop_at_end)
+
     def free(self) -> tuple[int, float, bytes]:
-        return self.run(lambda: int(self.logits().argmax()))
+        # Free text goes on past an end-of-text token, so that every contender generates the
+        # full --tokens: a decode step costs more the longer the sequence.
+        return self.sampled(None, stop_at_end=False)
 
-    def gbnf(self, gbnf: str) -> tuple[int, float, bytes]:
-        llama = self.llama
-        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        grammar = llama.llama_sampler_init_grammar(self.engine.vocab, gbnf.encode(), b"root")
-        llama.llama_sampler_chain_add(chain, grammar)
-        llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
-        try:
-            return self.run(lambda: llama.llama_sampler_sample(chain, self.engine.context, -1))
-        finally:
-            llama.llama_sampler_free(chain)
+    def mask_logits_loop(self, constraint: Any, times: list[float]) -> tuple[int, float, bytes]:
+        """The constraint's own `mask_logits` (a table add) on the logits, then argmax."""
 
-    def guided(self, make: Callable[[], Any], mask_times: list[float]) -> tuple[int, float, bytes]:
-        constraint = make()
-
-        def choose() -> int:
-            logits = self.logits()
+        def step() -> int:
+            logits = self.context.logits()
             started = time.perf_counter()
-            allowed = constraint.allowed()
-            mask_times.append(time.perf_counter() - started)
-            logits[~allowed] = -np.inf
+            constraint.mask_logits(logits)  # in place: llama.cpp's logits are not read again
+            times.append(time.perf_counter() - started)
             token = int(logits.argmax())
-            if not constraint.finished:
-                constraint.accept(token)
+            constraint.accept(token)
             return token
 
-        return self.run(choose)
+        return self.run(step)
+
+
+def replay_costs(make: Callable[[], Any], tokens: list[int], size: int) -> dict[str, float]:
+    """Median microseconds per token of each constraint call, replaying a generated reply."""
+    times: dict[str, list[float]] = {"allowed": [], "mask_logits": [], "accept": []}
+    logits = np.zeros(size, dtype=np.float32)
+    for _ in range(3):
+        constraint = make()
+        for token in tokens:
+            started = time.perf_counter()
+            constraint.allowed()
+            middle = time.perf_counter()
+            constraint.mask_logits(logits)
+            after = time.perf_counter()
+            constraint.accept(token)
+            times["allowed"].append(middle - started)
+            times["mask_logits"].append(after - middle)
+            times["accept"].append(time.perf_counter() - after)
+    return {name: round(1e6 * statistics.median(values), 1) for name, values in times.items()}
 
 
 def main() -> None:
@@ -150,36 +169,42 @@ def main() -> None:
     from llmkit.server.grammar import schema_grammar
 
     gbnf = schema_grammar(SCHEMA)
-    view = FactsView(engine)
     started = time.perf_counter()
     grammar = Grammar.from_json_schema(SCHEMA)
     compile_s = time.perf_counter() - started
     started = time.perf_counter()
-    make = constraint_factory(grammar, view)  # the first call also builds the vocabulary
+    make = constraint_factory(grammar, engine)  # the first call also builds the vocabulary
     first_bind_s = time.perf_counter() - started
     started = time.perf_counter()
-    make = constraint_factory(grammar, view)
+    make = constraint_factory(grammar, engine)
     bind_s = time.perf_counter() - started
 
+    allowed_times: list[float] = []
     mask_times: list[float] = []
     contenders: dict[str, Callable[[], tuple[int, float, bytes]]] = {
         "free": runner.free,
-        "gbnf": lambda: runner.gbnf(gbnf),
-        "llguidance": lambda: runner.guided(make, mask_times),
+        "gbnf": lambda: runner.sampled(engine.gbnf_constraint(gbnf)),
+        "llguidance": lambda: runner.sampled(TimedConstraint(make(), allowed_times)),
+        "llguidance_mask_logits": lambda: runner.mask_logits_loop(make(), mask_times),
     }
     names = list(contenders)
     speeds: dict[str, list[float]] = {name: [] for name in names}
     samples: dict[str, tuple[int, str]] = {}
+    guided_tokens: list[int] = []
     runner.free()  # warm-up
     for round_ in range(args.rounds):
-        for name in names[round_ % 3 :] + names[: round_ % 3]:
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             count, seconds, text = contenders[name]()
             speeds[name].append(count / seconds)
             samples[name] = (count, text.decode(errors="replace"))
+            if name == "llguidance":
+                guided_tokens = runner.last
 
     medians = {name: statistics.median(values) for name, values in speeds.items()}
     valid = {}
-    for name in ("gbnf", "llguidance"):
+    constrained = ("gbnf", "llguidance", "llguidance_mask_logits")
+    for name in constrained:
         try:
             json.loads(samples[name][1])
             valid[name] = True
@@ -191,22 +216,28 @@ def main() -> None:
         "threads": args.threads,
         "tokens": args.tokens,
         "rounds": args.rounds,
-        "vocab_size": view.tokenizer_facts.vocab_size,
+        "vocab_size": engine.tokenizer_facts.vocab_size,
         "tokens_per_s": {name: round(value, 1) for name, value in medians.items()},
-        "ratio_to_free": {
-            name: round(medians[name] / medians["free"], 3) for name in ("gbnf", "llguidance")
+        "ratio_to_free": {name: round(medians[name] / medians["free"], 3) for name in constrained},
+        "ratio_per_round": {
+            name: [round(a / b, 3) for a, b in zip(speeds[name], speeds["free"])]
+            for name in constrained
         },
         "generated_tokens": {name: samples[name][0] for name in names},
         "complete_json": valid,
-        "mask_us": {
-            "mean": round(1e6 * statistics.fmean(mask_times), 1),
-            "median": round(1e6 * statistics.median(mask_times), 1),
-            "p99": round(1e6 * float(np.percentile(mask_times, 99)), 1),
+        "same_text": samples["gbnf"][1] == samples["llguidance"][1],
+        "in_loop_us": {
+            name: {
+                "median": round(1e6 * statistics.median(values), 1),
+                "p99": round(1e6 * float(np.percentile(values, 99)), 1),
+            }
+            for name, values in (("allowed", allowed_times), ("mask_logits", mask_times))
         },
+        "replay_us_per_token": replay_costs(make, guided_tokens, engine.tokenizer_facts.vocab_size),
         "grammar_compile_ms": round(1e3 * compile_s, 2),
         "first_bind_ms": round(1e3 * first_bind_s, 1),
         "bind_ms": round(1e3 * bind_s, 2),
-        "llguidance_sample": samples["llguidance"][1][:200],
+        "samples": {name: samples[name][1][:160] for name in ("gbnf", "llguidance")},
     }
     print(json.dumps(result, indent=2))
     model.close()

@@ -291,3 +291,60 @@ def test_server_wire_helpers_stay_importable() -> None:
 
     assert ollama_format_schema("json") == ANY_OBJECT_SCHEMA
     assert response_format_schema({"type": "json_object"}) == ANY_OBJECT_SCHEMA
+
+
+def test_tool_call_grammars_convert_both_ways(vocab: FakeVocabulary) -> None:
+    from llmkit.generation.constraints import validate_schema
+    from llmkit.server.grammar import schema_grammar
+
+    call = {
+        "type": "object",
+        "properties": {"name": {"const": "f"}, "arguments": {"type": "object"}},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+    # As the server writes it today: the schema's GBNF under a wrapping root rule.
+    gbnf = schema_grammar(call).replace("root ::=", "tool-call ::=").rstrip("\n") + "\n"
+    wrapped = Grammar.from_gbnf(gbnf + 'root ::= "<" tool-call ">"\n')
+    # Or in Lark, with the schema embedded (validated first, like any schema).
+    embedded = Grammar.from_lark(f'start: "<" call ">"\ncall: %json {validate_schema(call)}')
+    for grammar in (wrapped, embedded):
+        constraint = constraint_factory(grammar, vocab)()
+        for token in vocab.tokenize('<{"name": "f", "arguments": {}}>'):
+            constraint.accept(token)
+        assert constraint.allowed()[0]
+
+
+@pytest.mark.parametrize("engine_name", ["llamacpp", "transformers"])
+def test_both_engines_samplers_follow_a_schema(tiny_gguf, engine_name: str) -> None:
+    """A random tiny model, greedy, through each engine's own sampler: the reply is valid JSON."""
+    import llmkit
+    from llmkit.engines.base import BatchItem
+    from llmkit.params import SamplingParams
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}},
+        "required": ["ok", "n"],
+        "additionalProperties": False,
+    }
+    with llmkit.load(str(tiny_gguf), engine=engine_name, context_length=256) as model:
+        engine = model.engine
+        ends = engine.tokenizer_facts.end_of_generation_ids
+        make = constraint_factory(Grammar.from_json_schema(schema), engine)
+        context = engine.context
+        prompt = engine.tokenize("the answer is")
+        context.keep_prefix(0, 0)
+        context.decode([BatchItem(0, prompt)])
+        constraint = make()
+        sampler = context.new_sampler(SamplingParams(temperature=0.0), prompt, constraint)
+        out: list[int] = []
+        for _ in range(200):
+            token = sampler.sample()
+            if token in ends:
+                break
+            out.append(token)
+            context.decode([BatchItem(0, [token])])
+        text = b"".join(engine.token_bytes(token) for token in out)
+    assert constraint.finished
+    jsonschema.validate(json.loads(text), schema)

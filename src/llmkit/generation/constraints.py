@@ -248,6 +248,15 @@ def _build_vocabulary(engine: Engine) -> _Vocabulary:
     return _Vocabulary(tokenizer, facts.vocab_size, tuple(sorted(end_ids)))
 
 
+# Row b holds, for the 8 tokens whose bits make byte b of a mask, 0.0 (allowed) or -inf: adding
+# the rows a mask picks out masks logits without a boolean index (3-5x cheaper on 49k tokens).
+_BIAS_ROWS = np.where(
+    np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little") == 1,
+    np.float32(0.0),
+    np.float32(-np.inf),
+).astype(np.float32)
+
+
 class GrammarConstraint:
     """A TokenConstraint over one llguidance matcher: one sequence's walk through a grammar."""
 
@@ -258,6 +267,7 @@ class GrammarConstraint:
         # One bit per token, rewritten in place for every step.
         self._bits = np.zeros((self._size + 31) // 32, dtype=np.int32)
         self._bytes = self._bits.view(np.uint8)
+        self._bias = np.empty((self._bytes.size, 8), dtype=np.float32)
 
     def _fill(self) -> None:
         self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
@@ -277,7 +287,9 @@ class GrammarConstraint:
 
     def mask_logits(self, logits: np.ndarray) -> np.ndarray:
         """Set the logits of every disallowed token to -inf, in place; returns them."""
-        logits[~self.allowed()] = -np.inf
+        self._fill()
+        np.take(_BIAS_ROWS, self._bytes, axis=0, out=self._bias)
+        logits += self._bias.reshape(-1)[: logits.shape[-1]]
         return logits
 
     def accept(self, token_id: int) -> None:
