@@ -308,3 +308,48 @@ def test_a_crafted_path_cannot_forge_lines_in_metrics(server: Server) -> None:
     text = httpx.get(f"{server.url}/metrics", headers=server.headers).text
     assert "forged" not in text
     assert all(len(line.rsplit(" ", 1)) == 2 for line in text.splitlines() if line)
+
+
+# ---- the rules themselves, without a server --------------------------------------------------
+def test_nesting_up_to_the_bound_is_accepted_and_one_more_is_not() -> None:
+    from llmkit.server.security import MAX_JSON_DEPTH, check_json_body
+
+    def nested(depth: int) -> bytes:
+        return ("[" * depth + "]" * depth).encode()
+
+    assert check_json_body(nested(MAX_JSON_DEPTH)) is None
+    assert "nests deeper" in (check_json_body(nested(MAX_JSON_DEPTH + 1)) or "")
+    assert check_json_body(b'{"a": 1.5, "b": "\\u00e9\\ud83d\\ude00"}') is None  # a proper pair
+
+
+@pytest.mark.parametrize(
+    ("header", "name"),
+    [
+        ("127.0.0.1:11435", "127.0.0.1"),
+        ("[::1]:11435", "::1"),
+        ("[::1]", "::1"),
+        ("LocalHost.", "localhost"),
+        ("evil.example:11435", "evil.example"),
+        ("::1", "::1"),
+    ],
+)
+def test_host_header_names(header: str, name: str) -> None:
+    from llmkit.server.security import host_name
+
+    assert host_name(header) == name
+
+
+def test_allowed_origins_are_normalised_and_checked() -> None:
+    from llmkit.errors import InvalidParameterError
+    from llmkit.server.security import parse_origins
+
+    assert parse_origins(["HTTP://LocalHost:3000/", "http://localhost:3000", ""]) == (
+        "http://localhost:3000",
+    )
+    assert parse_origins(["http://a.example, https://b.example:*", "*"]) == (
+        "http://a.example",
+        "https://b.example:*",
+        "*",
+    )
+    with pytest.raises(InvalidParameterError, match="needs a scheme"):
+        parse_origins(["localhost:3000"])
