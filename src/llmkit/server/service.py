@@ -147,8 +147,9 @@ def _batch_request(
     """The scheduler's request, with the reply's grammar in the form the scheduler takes."""
     if schema is not None:
         validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
+    # The scheduler over the engine protocol takes a maker of token constraints (llguidance); the
+    # llama.cpp-only scheduler it replaces takes GBNF text. Both are handled until the switch.
     if "constraint" in getattr(BatchRequest, "__dataclass_fields__", {}):
-        # The scheduler over the engine protocol takes a maker of token constraints.
         from llmkit.generation.constraints import Grammar, constraint_factory
 
         grammar = None
