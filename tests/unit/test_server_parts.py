@@ -136,6 +136,11 @@ def test_tool_plans() -> None:
         plan_tools([TOOL], {"type": "function", "function": {"name": "other"}}, NO_TOOL_SYNTAX)
     with pytest.raises(InvalidParameterError, match="Each tool"):
         plan_tools([{"type": "function"}], "auto", NO_TOOL_SYNTAX)
+    # Parameters are bounded before any grammar engine sees them (a 400, not a crash).
+    huge = {"type": "array", "items": {"type": "integer"}, "maxItems": 20000}
+    hostile = {"type": "function", "function": {"name": "many", "parameters": huge}}
+    with pytest.raises(InvalidParameterError, match="maxItems"):
+        plan_tools([hostile], "required", NO_TOOL_SYNTAX)
 
 
 def _syntax(template: str) -> ToolSyntax:

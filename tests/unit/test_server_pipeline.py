@@ -319,6 +319,15 @@ def test_the_blocking_collector_matches_the_stream() -> None:
     assert reply.final.finish_reason == "tool_calls"
 
 
+def test_a_hostile_schema_is_refused_before_any_grammar_is_built() -> None:
+    state = make_state()
+    schema = {"type": "string", "maxLength": 20000}
+    ask = GenerationRequest("plain", messages=HELLO, schema=schema)
+    with pytest.raises(LlmkitError, match="maxLength"):
+        asyncio.run(service.start(state, ask))
+    assert scheduler(state).handles == []
+
+
 def test_embeddings_are_one_function_for_both_apis() -> None:
     state = make_state()
     result = asyncio.run(service.embed(state, "plain", ["a cat", "dog"]))

@@ -7,8 +7,8 @@ the caller is told how many, so the user can be told too.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmkit.chat.template import Message

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
+from llmkit.generation.constraints import validate_schema
 from llmkit.server.grammar import schema_grammar
 
 
@@ -111,6 +112,9 @@ def plan_tools(
     if not tools or tool_choice == "none":
         return None
     functions = [_function(tool) for tool in tools]
+    for function in functions:
+        if function.get("parameters") is not None:
+            validate_schema(function["parameters"])  # bounded before any grammar engine sees it
     names = [function["name"] for function in functions]
     forced: list[dict[str, Any]] = functions
     if isinstance(tool_choice, dict):
