@@ -138,9 +138,16 @@ def message_text(content: Any) -> str:
 
 
 def _batch_request(
-<<<<<<< HEAD
-    served: ServedModel, prompt_ids: list[int], params: Any, grammar: str | None
+    served: ServedModel,
+    prompt_ids: list[int],
+    params: Any,
+    schema: dict[str, Any] | None,
+    plan: ToolPlan | None,
 ) -> BatchRequest:
+    """The scheduler's request, with the reply's grammar as a maker of token constraints."""
+    if schema is not None:
+        validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
+    grammar = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
     return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
 
 
@@ -157,31 +164,6 @@ def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
         compiled = Grammar.from_gbnf(grammar)
         return lambda: constraint_factory(compiled, engine)()
     return lambda: engine.gbnf_constraint(grammar)
-=======
-    served: ServedModel,
-    prompt_ids: list[int],
-    params: Any,
-    schema: dict[str, Any] | None,
-    plan: ToolPlan | None,
-) -> BatchRequest:
-    """The scheduler's request, with the reply's grammar in the form the scheduler takes."""
-    if schema is not None:
-        validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
-    # The scheduler over the engine protocol takes a maker of token constraints (llguidance); the
-    # llama.cpp-only scheduler it replaces takes GBNF text. Both are handled until the switch.
-    if "constraint" in getattr(BatchRequest, "__dataclass_fields__", {}):
-        from llmkit.generation.constraints import Grammar, constraint_factory
-
-        grammar = None
-        if schema is not None:
-            grammar = Grammar.from_json_schema(schema)
-        elif plan is not None and plan.grammar is not None:
-            grammar = Grammar.from_gbnf(plan.grammar)
-        factory = constraint_factory(grammar, served.model.engine) if grammar else None
-        return BatchRequest(prompt_ids, params, constraint=factory)  # type: ignore[call-arg]
-    gbnf = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
-    return BatchRequest(prompt_ids, params, gbnf)
->>>>>>> wt/pipeline
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
@@ -194,12 +176,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         prompt_ids = model.raw_prompt_ids(prompt)
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
-<<<<<<< HEAD
-        grammar = schema_grammar(ask.schema) if ask.schema is not None else None
-        return Job(served, _batch_request(served, prompt_ids, params, grammar))
-=======
         return Job(served, _batch_request(served, prompt_ids, params, ask.schema, None))
->>>>>>> wt/pipeline
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
     if plan is not None and ask.schema is not None:
@@ -220,15 +197,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
     prompt_ids = model.prompt_ids(messages, tools=plan.tools if plan and plan.native else None)
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, model.detokenize(prompt_ids))
-<<<<<<< HEAD
-    if ask.schema is not None:
-        grammar = schema_grammar(ask.schema)
-    else:
-        grammar = plan.grammar if plan else None
-    return Job(served, _batch_request(served, prompt_ids, params, grammar), plan)
-=======
     return Job(served, _batch_request(served, prompt_ids, params, ask.schema, plan), plan)
->>>>>>> wt/pipeline
 
 
 async def start(state: ServerState, ask: GenerationRequest) -> Run:
