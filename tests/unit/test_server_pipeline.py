@@ -2,7 +2,7 @@
 
 The pipeline is driven directly (events and the blocking collector) and through a real server on
 loopback (wire formats, a client that stops reading, the event loop staying free while a huge
-prompt is prepared).
+prompt is prepared), and once on the real batch scheduler over the scripted fake engine.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ pytest.importorskip("httpx")
 
 import httpx
 import uvicorn
+from tests.helpers.fake_engine import FakeEngine
 
 from llmkit.errors import LlmkitError
+from llmkit.generation.batching import BatchScheduler
 from llmkit.generation.loop import GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.model import Model
 from llmkit.server import service
@@ -520,3 +522,41 @@ def test_health_answers_while_a_huge_prompt_is_prepared(running) -> None:
         release.set()
         thread.join(timeout=30)
     assert answers[0].json()["choices"][0]["message"]["content"] == "done"
+
+
+# ---- on the real batch scheduler over the scripted fake engine ----------------------------
+def test_the_pipeline_on_the_batch_scheduler_and_the_fake_engine() -> None:
+    call = '<tool_call>{"name": "add", "arguments": {"a": 1, "b": 2}}</tool_call>'
+    pieces = {300: b"Hello", 301: b" world", 302: b"<|im_end|>", 303: call.encode()}
+
+    def script(prompt_ids: Sequence[int]) -> list[int]:
+        prompt = "".join(map(chr, prompt_ids))
+        return [303, 302] if '"name": "add"' in prompt else [300, 301, 302]
+
+    engine = FakeEngine(pieces, script, context_length=4096, end_of_generation=[302])
+    manifest = ModelManifest(
+        "fake", "/nowhere.gguf", "gguf", "0" * 64, 1, "test",
+        info={"chat_template": TOOL_TEMPLATE, "eos_token": "<|im_end|>"},
+    )  # fmt: skip
+    model = Model(manifest, engine)
+    state = ServerState([ServedModel("fake", model, None)], ServerSettings())
+
+    async def main() -> tuple[list[Any], service.Reply, service.Reply]:
+        served = state.models["fake"]
+        served.scheduler = BatchScheduler(model, parallel=2, max_queue=4, slot_context=2048)
+        try:
+            run = await service.start(state, GenerationRequest("fake", messages=HELLO))
+            events = [event async for event in run.events()]
+            limited = GenerationRequest("fake", {"max_tokens": 1}, messages=HELLO)
+            short = await (await service.start(state, limited)).collect()
+            ask = GenerationRequest("fake", messages=HELLO, tools=[ADD_TOOL])
+            tool = await (await service.start(state, ask)).collect()
+            return events, short, tool
+        finally:
+            served.scheduler.close()
+
+    events, short, tool = asyncio.run(main())
+    assert events[:-1] == [TextDelta("Hello"), TextDelta(" world")]
+    assert events[-1].finish_reason == "stop" and events[-1].usage.completion_tokens == 3
+    assert short.content == "Hello" and short.final.finish_reason == "length"
+    assert tool.calls[0].arguments == {"a": 1, "b": 2} and tool.final.finish_reason == "tool_calls"
