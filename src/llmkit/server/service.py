@@ -25,9 +25,8 @@ from starlette.types import Message, Send
 
 from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.batching import BatchRequest, RequestHandle
-from llmkit.generation.constraints import validate_schema
+from llmkit.generation.constraints import Grammar, constraint_factory, validate_schema
 from llmkit.generation.loop import GenerationResult, Timing, Usage
-from llmkit.server.grammar import schema_grammar
 from llmkit.server.state import ServedModel, ServerState
 from llmkit.server.tools import (
     ToolCall,
@@ -138,26 +137,6 @@ def message_text(content: Any) -> str:
 
 
 def _batch_request(
-<<<<<<< HEAD
-    served: ServedModel, prompt_ids: list[int], params: Any, grammar: str | None
-) -> BatchRequest:
-    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
-
-
-def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
-    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
-    if grammar is None:
-        return None
-    engine = served.model.engine
-    if not hasattr(engine, "gbnf_constraint"):
-        # Engines without llama.cpp's grammar sampler get the same grammar through llguidance.
-        from llmkit.generation.constraints import Grammar, constraint_factory
-
-        # It is compiled for the engine's vocabulary when the scheduler admits the request.
-        compiled = Grammar.from_gbnf(grammar)
-        return lambda: constraint_factory(compiled, engine)()
-    return lambda: engine.gbnf_constraint(grammar)
-=======
     served: ServedModel,
     prompt_ids: list[int],
     params: Any,
@@ -167,21 +146,14 @@ def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
     """The scheduler's request, with the reply's grammar in the form the scheduler takes."""
     if schema is not None:
         validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
-    # The scheduler over the engine protocol takes a maker of token constraints (llguidance); the
-    # llama.cpp-only scheduler it replaces takes GBNF text. Both are handled until the switch.
-    if "constraint" in getattr(BatchRequest, "__dataclass_fields__", {}):
-        from llmkit.generation.constraints import Grammar, constraint_factory
-
-        grammar = None
-        if schema is not None:
-            grammar = Grammar.from_json_schema(schema)
-        elif plan is not None and plan.grammar is not None:
-            grammar = Grammar.from_gbnf(plan.grammar)
-        factory = constraint_factory(grammar, served.model.engine) if grammar else None
-        return BatchRequest(prompt_ids, params, constraint=factory)  # type: ignore[call-arg]
-    gbnf = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
-    return BatchRequest(prompt_ids, params, gbnf)
->>>>>>> wt/pipeline
+    # One constraint library (llguidance) for every engine: JSON schemas and the tool-call grammar.
+    grammar = None
+    if schema is not None:
+        grammar = Grammar.from_json_schema(schema)
+    elif plan is not None and plan.grammar is not None:
+        grammar = Grammar.from_gbnf(plan.grammar)
+    factory = constraint_factory(grammar, served.model.engine) if grammar else None
+    return BatchRequest(prompt_ids, params, constraint=factory)
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
@@ -194,12 +166,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         prompt_ids = model.raw_prompt_ids(prompt)
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
-<<<<<<< HEAD
-        grammar = schema_grammar(ask.schema) if ask.schema is not None else None
-        return Job(served, _batch_request(served, prompt_ids, params, grammar))
-=======
         return Job(served, _batch_request(served, prompt_ids, params, ask.schema, None))
->>>>>>> wt/pipeline
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
     if plan is not None and ask.schema is not None:
@@ -220,15 +187,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
     prompt_ids = model.prompt_ids(messages, tools=plan.tools if plan and plan.native else None)
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, model.detokenize(prompt_ids))
-<<<<<<< HEAD
-    if ask.schema is not None:
-        grammar = schema_grammar(ask.schema)
-    else:
-        grammar = plan.grammar if plan else None
-    return Job(served, _batch_request(served, prompt_ids, params, grammar), plan)
-=======
     return Job(served, _batch_request(served, prompt_ids, params, ask.schema, plan), plan)
->>>>>>> wt/pipeline
 
 
 async def start(state: ServerState, ask: GenerationRequest) -> Run:
