@@ -86,7 +86,7 @@ def timed_stream(tokens: Iterator[object], clock: DecodeClock) -> Sample:
 
 
 def llmkit_tokens(model, prompt_ids: list[int], tokens: int) -> Iterator[object]:
-    model.engine.prefill([0])  # no cached prefix: every contender starts cold
+    model.engine.context.keep_prefix(0, 0)  # no cached prefix: every contender starts cold
     stream = model.stream_ids(
         prompt_ids, temperature=0, repeat_penalty=1.0, max_tokens=tokens, ignore_eos=True
     )

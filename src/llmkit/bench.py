@@ -64,6 +64,7 @@ def measure(
     for repetition in range(repetitions):
         # A different first token each time, so no cached prefix is reused.
         prompt = [ids[(repetition + 1) % len(ids)], *ids[1:]]
+        loaded.engine.context.keep_prefix(0, 0)
         stream = loaded.stream_ids(prompt, params)
         for _ in stream:
             pass

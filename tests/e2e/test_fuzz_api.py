@@ -267,3 +267,71 @@ def test_fuzzed_request_bodies_never_get_a_5xx(server: Server) -> None:
     assert FIGURES["inputs"] >= 2 * EXAMPLES
     assert FIGURES["statuses"].get(200, 0) > 0, FIGURES  # some inputs were valid and served
     assert rss_after - rss_before < RSS_GROWTH_LIMIT, (rss_before, rss_after)
+
+
+# ---- cases from the server's own OpenAPI description -----------------------------------------
+def _cap_generation(case: Any) -> None:
+    """Keep a valid generation request to a few tokens; an invalid one is left as it is."""
+    body, path = case.body, case.operation.path
+    if not isinstance(body, dict):
+        return
+    if path in ("/v1/chat/completions", "/v1/completions"):
+        body["max_tokens"] = 2
+    elif path in ("/api/chat", "/api/generate"):
+        options = body.get("options")
+        if options is None:
+            body["options"] = {"num_predict": 2}
+        elif isinstance(options, dict):
+            options["num_predict"] = 2
+
+
+def test_schemathesis_cases_from_the_servers_openapi_never_get_a_5xx(server: Server) -> None:
+    schemathesis = pytest.importorskip("schemathesis")
+    description = httpx.get(f"{server.url}/openapi.json", headers=server.headers, timeout=10)
+    schema = schemathesis.openapi.from_dict(description.json())
+    modes = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {"/v1/chat/completions", "/api/chat", "/api/show"} <= {op.path for op in operations}
+    cases = st.one_of(
+        [operation.as_strategy(generation_mode=mode) for operation in operations for mode in modes]
+    )
+    process = server_process(server)
+    rss_before = process.memory_info().rss
+    seen: dict[int, int] = {}
+
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        deadline=REQUEST_TIMEOUT * 1000,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
+    @hypothesis.given(case=cases)
+    def fuzz(case: Any) -> None:
+        _cap_generation(case)
+        response = case.call(base_url=server.url, headers=server.headers, timeout=REQUEST_TIMEOUT)
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (case.operation.path, case.body, response.content[:500])
+        if response.status_code >= 400 and case.operation.path.startswith(("/v1/", "/api/")):
+            error = json.loads(response.content)["error"]
+            assert isinstance(error, str if case.operation.path.startswith("/api/") else dict)
+
+    started = time.monotonic()
+    fuzz()
+    elapsed = time.monotonic() - started
+    wait_for_idle(server)
+    assert httpx.get(f"{server.url}/health", timeout=10).json()["status"] == "ok"
+    rss_after = process.memory_info().rss
+    print(
+        json.dumps(
+            {
+                "schemathesis_inputs": sum(seen.values()),
+                "statuses": seen,
+                "seconds": round(elapsed, 1),
+                "rss_before_mb": round(rss_before / 2**20),
+                "rss_after_mb": round(rss_after / 2**20),
+            }
+        )
+    )
+    assert sum(seen.values()) >= EXAMPLES // 2
+    assert rss_after - rss_before < RSS_GROWTH_LIMIT, (rss_before, rss_after)

@@ -12,7 +12,7 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -84,7 +84,10 @@ def test_a_body_that_is_not_declared_json_is_refused(server: Server) -> None:
     charset = {**server.headers, "Content-Type": "application/json; charset=utf-8"}
     assert (
         httpx.post(
-            f"{server.url}/v1/chat/completions", content=json.dumps(CHAT), headers=charset
+            f"{server.url}/v1/chat/completions",
+            content=json.dumps(CHAT),
+            headers=charset,
+            timeout=60,
         ).status_code
         == 200
     )
@@ -117,6 +120,7 @@ def test_the_pages_own_origin_may_call_the_api(server: Server) -> None:
     response = httpx.post(
         f"{server.url}/v1/chat/completions",
         json=CHAT,
+        timeout=60,
         headers={"Origin": server.url, **server.headers},
     )
     assert response.status_code == 200 and response.json()["choices"][0]["message"]
@@ -294,3 +298,13 @@ def test_a_port_in_use_is_one_sentence_and_nothing_claims_to_serve() -> None:
 def test_an_allowed_origin_without_a_scheme_is_refused_at_once() -> None:
     result = run_cli("serve", "--allow-origin", "localhost:3000", timeout=60)
     assert result.returncode != 0 and "needs a scheme" in result.stderr
+
+
+def test_a_crafted_path_cannot_forge_lines_in_metrics(server: Server) -> None:
+    # Found by the schemathesis suite: the raw path used to become a label in /metrics.
+    forged = '/v1/x"} 1\nllmkit_forged_total{a="'
+    httpx.get(f"{server.url}{quote(forged)}", headers=server.headers)
+    httpx.get(f"{server.url}/v1/models/{quote(forged)}", headers=server.headers)
+    text = httpx.get(f"{server.url}/metrics", headers=server.headers).text
+    assert "forged" not in text
+    assert all(len(line.rsplit(" ", 1)) == 2 for line in text.splitlines() if line)

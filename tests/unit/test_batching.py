@@ -12,6 +12,7 @@ import pytest
 import llmkit
 from llmkit.errors import ContextOverflowError, InvalidParameterError
 from llmkit.generation.batching import BatchRequest, BatchScheduler, QueueFullError
+from llmkit.params import SamplingParams
 
 QUESTIONS = ["hello there", "the cat", "an answer", "on and on"]
 
@@ -148,8 +149,11 @@ def test_a_grammar_constrains_the_answer(tiny, scheduler) -> None:
 
     schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
     params = tiny.params(temperature=1.0, seed=3, max_tokens=40)
+    grammar = schema_grammar(schema)
     handle = scheduler.submit(
-        BatchRequest(_ids(tiny, "hello"), params, grammar=schema_grammar(schema))
+        BatchRequest(
+            _ids(tiny, "hello"), params, constraint=lambda: tiny.engine.gbnf_constraint(grammar)
+        )
     )
     text = _text(handle)
     assert handle.result.finish_reason == "stop", text
@@ -158,7 +162,11 @@ def test_a_grammar_constrains_the_answer(tiny, scheduler) -> None:
 
 def test_a_broken_grammar_is_reported_to_the_caller(tiny, scheduler) -> None:
     handle = scheduler.submit(
-        BatchRequest(_ids(tiny, "hello"), tiny.params(), grammar="root ::= (")
+        BatchRequest(
+            _ids(tiny, "hello"),
+            tiny.params(),
+            constraint=lambda: tiny.engine.gbnf_constraint("root ::= ("),
+        )
     )
     with pytest.raises(InvalidParameterError, match="grammar"):
         list(handle)
@@ -182,3 +190,98 @@ def test_async_callers_get_the_same_chunks(tiny, scheduler) -> None:
 def test_parallel_must_be_sensible(tiny) -> None:
     with pytest.raises(InvalidParameterError, match="parallel"):
         BatchScheduler(tiny, parallel=0)
+
+
+# ---- the same scheduler over the scripted fake engine (no weights) --------------------------
+class _Constraint:
+    """Allows exactly the tokens of `text_ids`, in order, then only end-of-generation tokens."""
+
+    def __init__(self, text_ids: list[int], ends: set[int], vocab_size: int) -> None:
+        self.text_ids, self.ends, self.vocab_size = text_ids, ends, vocab_size
+        self.accepted: list[int] = []
+
+    def allowed(self):
+        import numpy as np
+
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        if self.finished:
+            mask[list(self.ends)] = True
+        else:
+            mask[self.text_ids[len(self.accepted)]] = True
+        return mask
+
+    def accept(self, token_id: int) -> None:
+        self.accepted.append(token_id)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.accepted) >= len(self.text_ids)
+
+
+def _fake_model(engine, stops=()):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(engine=engine, stop_token_ids=frozenset(stops))
+
+
+def test_the_scheduler_batches_any_engine() -> None:
+    from tests.helpers.fake_engine import FakeEngine
+
+    # Each prompt answers with its own letters, then the stop token 0.
+    engine = FakeEngine({0: b"<end>"}, script=lambda prompt: [*prompt, 0], context_length=64)
+    scheduler = BatchScheduler(_fake_model(engine, {0}), parallel=2, max_queue=4)
+    try:
+        prompts = ["abc", "de", "fghij"]
+        handles = [
+            scheduler.submit(BatchRequest([ord(c) for c in p], SamplingParams())) for p in prompts
+        ]
+        assert [_text(handle) for handle in handles] == prompts
+        assert [h.result.finish_reason for h in handles] == ["stop"] * 3
+        context = engine.contexts[0]
+        assert (context.sequences, context.sequence_length) == (2, 64)
+        # Some decode call evaluated both slots at once.
+        assert any(len({item.sequence for item in items}) == 2 for items in context.calls)
+    finally:
+        scheduler.close()
+    assert engine.contexts[0].closed
+
+
+def test_a_finished_constraint_ends_at_an_end_of_generation_token() -> None:
+    from tests.helpers.fake_engine import FakeEngine
+
+    text = [ord(c) for c in '{"ok":1}']
+    # The model would ramble; the constraint forces the text, then lets only token 3 follow.
+    engine = FakeEngine({3: b"<eog>"}, script=[ord("x")] * 20, end_of_generation=[3])
+    made: list[_Constraint] = []
+
+    def constraint() -> _Constraint:
+        made.append(_Constraint(text, {3}, engine.tokenizer_facts.vocab_size))
+        return made[-1]
+
+    scheduler = BatchScheduler(_fake_model(engine), parallel=1)
+    try:
+        handle = scheduler.submit(
+            BatchRequest([1, 2], SamplingParams(max_tokens=20), constraint=constraint)
+        )
+        assert _text(handle) == '{"ok":1}'
+        assert handle.result.finish_reason == "stop" and handle.result.stopped_by == "<eog>"
+        assert len(made) == 1 and made[0].accepted == [*text, 3]
+    finally:
+        scheduler.close()
+
+
+def test_a_failed_decode_ends_the_running_requests_and_the_scheduler_goes_on() -> None:
+    from tests.helpers.fake_engine import FakeEngine
+
+    engine = FakeEngine({}, script=[ord("a")] * 5, context_length=64)
+    scheduler = BatchScheduler(_fake_model(engine), parallel=2)
+    try:
+        engine.fail_decodes = 1
+        failed = scheduler.submit(BatchRequest([1, 2], SamplingParams(max_tokens=3)))
+        with pytest.raises(ContextOverflowError):
+            list(failed)
+        assert scheduler.stats.requests_finished["error"] == 1
+        handle = scheduler.submit(BatchRequest([1, 2], SamplingParams(max_tokens=3)))
+        assert _text(handle) == "aaa" and handle.result.usage.cached_prompt_tokens == 0
+    finally:
+        scheduler.close()

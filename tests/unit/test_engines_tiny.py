@@ -63,7 +63,7 @@ def test_cached_prefix_gives_the_same_answer(engine: str, request: pytest.Fixtur
     stream = model.stream_chat(longer, **kwargs)
     list(stream)
     assert stream.result.usage.cached_prompt_tokens > 0
-    model.engine.prefill([0])  # forget the cache
+    model.engine.context.keep_prefix(0, 0)  # forget the cache
     assert model.chat(longer, **kwargs) == stream.result.text
 
 
@@ -112,3 +112,118 @@ def test_kv_cache_size_follows_the_model_shape() -> None:
     smollm2 = {"layers": 30, "heads": 9, "kv_heads": 3, "embedding_length": 576}
     # keys and values x 30 layers x 4096 positions x 3 KV heads x 64 dims x 2 bytes (f16)
     assert kv_cache_bytes(smollm2, 4096) == 2 * 30 * 4096 * 3 * 64 * 2
+
+
+# ---- the engine protocol on llama.cpp ----------------------------------------------------
+def test_decoding_several_sequences_at_once_equals_one_at_a_time(tiny_llamacpp) -> None:
+    import numpy as np
+
+    from llmkit.engines.base import BatchItem
+
+    engine = tiny_llamacpp.engine
+    prompts = [engine.tokenize(text) for text in ["hello there", "the cat sat", "on"]]
+    alone = []
+    single = engine.new_context(1, 64)
+    for prompt in prompts:
+        single.keep_prefix(0, 0)
+        single.decode([BatchItem(0, prompt)])
+        single.decode([BatchItem(0, [7])])
+        alone.append(single.logits().copy())
+    single.close()
+
+    context = engine.new_context(3, 64)
+    context.decode([BatchItem(i, prompt, want_logits=False) for i, prompt in enumerate(prompts)])
+    context.decode([BatchItem(i, [7]) for i in range(3)])
+    # Equal up to float rounding (a batch sums in another order), and the same greedy choice.
+    for row, expected in enumerate(alone):
+        np.testing.assert_allclose(context.logits(row), expected, atol=5e-3)
+        assert context.logits(row).argmax() == expected.argmax()
+    np.testing.assert_allclose(context.logits(-1), alone[-1], atol=5e-3)
+    assert [list(context.cached(i)) for i in range(3)] == [[*p, 7] for p in prompts]
+    context.close()
+
+
+def test_keep_prefix_forgets_the_rest_and_cached_reports_it(tiny_llamacpp) -> None:
+    import numpy as np
+
+    from llmkit.engines.base import BatchItem
+
+    engine = tiny_llamacpp.engine
+    prompt = engine.tokenize("hello there, the cat sat on the mat")
+    context = engine.new_context(2, 64)
+    context.decode([BatchItem(0, prompt), BatchItem(1, prompt[:3])])
+    fresh = context.logits(0).copy()
+    context.keep_prefix(0, 4)
+    assert list(context.cached(0)) == prompt[:4] and list(context.cached(1)) == prompt[:3]
+    # Evaluating the forgotten tokens again gives the same logits as the first time.
+    context.decode([BatchItem(0, prompt[4:])])
+    np.testing.assert_allclose(context.logits(0), fresh, atol=5e-3)
+    context.keep_prefix(1, 0)
+    assert list(context.cached(1)) == []
+    context.close()
+
+
+class _OnlyThese:
+    """A TokenConstraint allowing a fixed set of tokens, finished after `length` tokens."""
+
+    def __init__(self, allowed_ids, vocab_size: int, length: int = 4) -> None:
+        import numpy as np
+
+        self.mask = np.zeros(vocab_size, dtype=bool)
+        self.mask[list(allowed_ids)] = True
+        self.length, self.accepted = length, []
+
+    def allowed(self):
+        return self.mask
+
+    def accept(self, token_id: int) -> None:
+        self.accepted.append(token_id)
+
+    @property
+    def finished(self) -> bool:
+        return len(self.accepted) >= self.length
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"temperature": 0, "repeat_penalty": 1.0},  # the argmax fast path
+        {"temperature": 0, "repeat_penalty": 1.3},  # the native chain, greedy
+        {"temperature": 1.5, "seed": 5, "top_k": 0, "top_p": 1.0, "min_p": 0.0},  # a draw
+    ],
+)
+def test_a_sampler_with_a_constraint_picks_only_allowed_tokens(tiny_llamacpp, params) -> None:
+    from llmkit.engines.base import BatchItem
+    from llmkit.params import SamplingParams
+
+    engine = tiny_llamacpp.engine
+    facts = engine.tokenizer_facts
+    prompt = engine.tokenize("hello there")
+    context = engine.context
+    context.keep_prefix(0, 0)
+    context.decode([BatchItem(0, prompt)])
+    free = context.new_sampler(SamplingParams(**params), prompt).sample()
+    allowed = {5, 9, 11, 17} - {free}
+    constraint = _OnlyThese(allowed, facts.vocab_size)
+    sampler = context.new_sampler(SamplingParams(**params), prompt, constraint)
+    tokens = []
+    for _ in range(6):
+        tokens.append(sampler.sample())
+        context.decode([BatchItem(0, [tokens[-1]])])
+    assert set(tokens) <= allowed and constraint.accepted == tokens
+
+
+def test_tokenizer_facts_and_embeddings(tiny_llamacpp) -> None:
+    import math
+
+    engine = tiny_llamacpp.engine
+    facts = engine.tokenizer_facts
+    assert facts.vocab_size == engine.vocab_size
+    assert 2 in facts.end_of_generation_ids  # <|im_end|>, the tiny model's end of turn
+    ids = engine.tokenize("hello there")
+    vector = engine.embed(ids)
+    assert math.isclose(sum(v * v for v in vector), 1.0, rel_tol=1e-5)
+    assert engine.embed(ids) == vector
+    assert engine.embed(engine.tokenize("the cat")) != vector
+    with pytest.raises(ContextOverflowError, match="at most 512"):
+        engine.embed([5] * 600)

@@ -45,3 +45,40 @@ def test_history_grows_with_each_sample() -> None:
     s.sample()
     s.sample()
     assert s.history == [1, 1]
+
+
+class AllowOnly:
+    def __init__(self, *allowed: int) -> None:
+        self.mask = np.zeros(LOGITS.size, dtype=bool)
+        self.mask[list(allowed)] = True
+        self.accepted: list[int] = []
+
+    def allowed(self) -> np.ndarray:
+        return self.mask
+
+    def accept(self, token_id: int) -> None:
+        self.accepted.append(token_id)
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+
+def test_a_constraint_masks_before_penalties_and_draws() -> None:
+    constraint = AllowOnly(3, 4)
+    greedy = LogitsSampler(SamplingParams(temperature=0), [4], lambda output: LOGITS, constraint)
+    # Token 4 (0.0) is penalized to 0.0, still above -1.0; the favourite (1) is not allowed.
+    assert greedy.sample() == 4
+    hot = SamplingParams(temperature=5, top_k=0, top_p=1.0, min_p=0.0)
+    draws = {
+        LogitsSampler(hot.updated(seed=s), [], lambda output: LOGITS, constraint).sample()
+        for s in range(30)
+    }
+    assert draws == {3, 4}
+    assert constraint.accepted[0] == 4 and len(constraint.accepted) == 31
+
+
+def test_the_output_row_is_passed_to_the_logits_reader() -> None:
+    rows = {0: LOGITS, 1: LOGITS[::-1].copy()}
+    s = LogitsSampler(SamplingParams(temperature=0, repeat_penalty=1.0), [], rows.__getitem__)
+    assert (s.sample(0), s.sample(1)) == (1, 3)

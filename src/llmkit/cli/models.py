@@ -219,17 +219,23 @@ def pull(
 ) -> None:
     """Download a model into the store, or install a built-in one."""
     from llmkit.store.hub import pull_builtin, pull_from_hub
+    from llmkit.store.store import ModelStore
 
-    if source.startswith("hf:"):
-        if not file:
-            from llmkit.errors import InvalidParameterError
+    store = ModelStore()
+    try:
+        if source.startswith("hf:"):
+            if not file:
+                from llmkit.errors import InvalidParameterError
 
-            raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
-        manifest = pull_from_hub(
-            source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force
-        )
-    else:
-        manifest = pull_builtin(source)
+                raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
+            manifest = pull_from_hub(
+                source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force,
+                store=store,
+            )  # fmt: skip
+        else:
+            manifest = pull_builtin(source, store=store)
+    finally:
+        _print_notices(store)
     console.print(
         f"[bold]{manifest.name}[/] is ready ({human_size(manifest.size_bytes)}, "
         f"sha256 {manifest.sha256[:12]}…). Chat with it: llmkit chat {manifest.name}"

@@ -1,20 +1,29 @@
 """The llama.cpp engine (GGUF; CPU, or GPU offload when the build has it), on the low-level API.
 
 Working on llama_decode and llama.cpp's native sampler chain directly keeps the per-token path short:
-no logits are copied into Python, and the prompt's cached prefix is reused between turns.
+no logits are copied into Python. A LlamaCppContext is one llama.cpp context holding N sequences
+(the engine's own holds one; the batch scheduler's one per slot), each with its own KV cells.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from llmkit import system_memory
-from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions, reusable_prefix
+from llmkit.engines.base import (
+    DEFAULT_CONTEXT,
+    BatchItem,
+    EngineOptions,
+    TokenConstraint,
+    TokenizerFacts,
+)
+from llmkit.engines.llamacpp_sampling import GbnfConstraint, LlamaCppSampler
 from llmkit.errors import (
     ContextOverflowError,
     InvalidModelFileError,
@@ -25,6 +34,7 @@ from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest
 
 _state: dict[str, Any] = {}
+EMBEDDING_CONTEXT = 512  # the most tokens one embedding input may have
 
 
 def _bindings() -> Any:
@@ -64,80 +74,146 @@ def kv_cache_bytes(info: dict[str, Any], context_length: int) -> int:
     return 2 * layers * context_length * kv_heads * head_dim * 2
 
 
-class LlamaCppSampler:
-    """llama.cpp's own sampler chain, configured from SamplingParams."""
+class LlamaCppContext:
+    """A llama.cpp context with `sequences` sequences of `sequence_length` tokens each.
+
+    Positions come from the tokens each sequence holds, kept here in Python. Output rows of a
+    decode map to batch positions, which is how llama.cpp numbers logits.
+    """
 
     def __init__(
+        self, engine: LlamaCppEngine, pointer: Any, sequences: int, sequence_length: int
+    ) -> None:
+        llama = self.llama = engine.llama
+        self.engine, self.pointer = engine, pointer
+        self.sequences, self.sequence_length = sequences, sequence_length
+        self.memory = llama.llama_get_memory(pointer)
+        self.batch_limit = llama.llama_n_batch(pointer)  # the most tokens one llama_decode takes
+        self.logits_address = _state["logits_address"]
+        self._tokens: list[list[int]] = [[] for _ in range(sequences)]
+        self._rows: list[int] = []  # batch position of each output row of the latest decode
+        self._batch: Any = None
+        self._batch_capacity = 0
+        # The single-token step of sequence 0 (the loop's every step) skips filling a batch.
+        self._one_token = (llama.llama_token * 1)()
+        self._one_batch = llama.llama_batch_get_one(self._one_token, 1)
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def decode(self, items: Sequence[BatchItem]) -> None:
+        if len(items) == 1 and items[0].sequence == 0 and items[0].want_logits:
+            # One sequence, positions following on from its cache: llama.cpp's simple batch.
+            item = items[0]
+            tokens = item.tokens
+            if len(tokens) == 1:
+                self._one_token[0] = tokens[0]
+                batch = self._one_batch
+            else:
+                array = (self.llama.llama_token * len(tokens))(*tokens)
+                batch = self.llama.llama_batch_get_one(array, len(tokens))
+            self._run(batch, (0,), len(tokens))
+            self._tokens[0].extend(tokens)
+            self._rows = [len(tokens) - 1]
+            return
+        count = sum(len(item.tokens) for item in items)
+        if count == 0:
+            self._rows = []
+            return
+        batch = self._batch_for(count)
+        rows: list[int] = []
+        position = 0
+        for item in items:
+            if not 0 <= item.sequence < self.sequences:
+                raise InvalidParameterError(f"This context has no sequence {item.sequence}.")
+            cached = self._tokens[item.sequence]
+            start, last = len(cached), len(item.tokens) - 1
+            for offset, token in enumerate(item.tokens):
+                batch.token[position] = token
+                batch.pos[position] = start + offset
+                batch.n_seq_id[position] = 1
+                batch.seq_id[position][0] = item.sequence
+                wants = item.want_logits and offset == last
+                batch.logits[position] = wants
+                if wants:
+                    rows.append(position)
+                position += 1
+        batch.n_tokens = count
+        self._run(batch, {item.sequence for item in items}, count)
+        for item in items:
+            self._tokens[item.sequence].extend(item.tokens)
+        self._rows = rows
+
+    def _batch_for(self, count: int) -> Any:
+        if count > self.batch_limit:
+            raise ContextOverflowError(
+                f"{count:,} tokens in one step are more than this context evaluates at once "
+                f"({self.batch_limit:,})."
+            )
+        if count > self._batch_capacity:
+            if self._batch is not None:
+                self.llama.llama_batch_free(self._batch)
+            self._batch_capacity = min(self.batch_limit, max(count, 512))
+            self._batch = self.llama.llama_batch_init(self._batch_capacity, 0, 1)
+        return self._batch
+
+    def _run(self, batch: Any, sequences: Any, count: int) -> None:
+        status = self.llama.llama_decode(self.pointer, batch)
+        if status != 0:
+            # The cache of these sequences is in an unknown state now: forget it.
+            for sequence in sequences:
+                self.keep_prefix(sequence, 0)
+            self._rows = []
+            raise ContextOverflowError(
+                f"llama.cpp could not evaluate the tokens (status {status})."
+            )
+
+    def batch_index(self, output: int) -> int:
+        """The batch position llama.cpp keeps output row `output` under."""
+        try:
+            return self._rows[output]
+        except IndexError:
+            raise InvalidParameterError(f"There are no logits for output {output}.") from None
+
+    # ---- the cache ---------------------------------------------------------------------
+    def cached(self, sequence: int) -> Sequence[int]:
+        return self._tokens[sequence]
+
+    def keep_prefix(self, sequence: int, length: int) -> None:
+        if length == 0 and self.sequences == 1:
+            # A fresh start: clearing (rather than removing positions) also rewinds llama.cpp's
+            # cell search, so the new tokens sit at the front of the cache and attention spans
+            # only the cells in use.
+            self.llama.llama_memory_clear(self.memory, True)
+        elif length < len(self._tokens[sequence]):
+            self.llama.llama_memory_seq_rm(self.memory, sequence, length, -1)
+        del self._tokens[sequence][length:]
+
+    # ---- outputs -----------------------------------------------------------------------
+    def logits(self, output: int = -1) -> np.ndarray:
+        index = output if output < 0 else self.batch_index(output)
+        address = self.logits_address(self.pointer, index)
+        if not address:
+            raise InvalidParameterError(f"There are no logits for output {output}.")
+        row = (ctypes.c_float * self.engine.vocab_size).from_address(address)
+        return np.frombuffer(row, dtype=np.float32)
+
+    def new_sampler(
         self,
-        engine: LlamaCppEngine,
         params: SamplingParams,
         history: Sequence[int],
-        context: Any = None,
-        grammar: str | None = None,
-    ) -> None:
-        llama = engine.llama
-        # A batch scheduler passes its own multi-sequence context; by default the engine's own.
-        self.llama, self.context = llama, context or engine.context
-        chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
-        add = lambda sampler: llama.llama_sampler_chain_add(chain, sampler)  # noqa: E731
-        penalised = (params.repeat_penalty, params.frequency_penalty, params.presence_penalty)
-        if params.repeat_last_n and penalised != (1.0, 0.0, 0.0):
-            penalties = llama.llama_sampler_init_penalties(
-                engine.vocab_size, params.repeat_last_n, *penalised
-            )
-            # The penalties look back over the prompt too, as in llama.cpp's own tools. Only they
-            # are fed the prompt: a grammar in the chain must see just the generated tokens.
-            for token in list(history)[-params.repeat_last_n :]:
-                llama.llama_sampler_accept(penalties, token)
-            add(penalties)
-        if grammar is not None:
-            # A GBNF grammar (root rule "root") masks every token that would break it.
-            constraint = llama.llama_sampler_init_grammar(engine.vocab, grammar.encode(), b"root")
-            if not constraint:
-                llama.llama_sampler_free(chain)
-                raise InvalidParameterError("The grammar for this request could not be parsed.")
-            add(constraint)
-        # Plain greedy decoding needs no chain: an argmax over the logits in place is cheaper than
-        # llama.cpp copying the whole vocabulary into a candidate array for every token.
-        self._plain_argmax = (
-            params.greedy and grammar is None and llama.llama_sampler_chain_n(chain) == 0
-        )
-        self._vocab_size = engine.vocab_size
-        self._logits_address, self._logits = _state["logits_address"], (None, None)
-        if params.greedy:
-            add(llama.llama_sampler_init_greedy())
-        else:
-            if params.top_k > 0:
-                add(llama.llama_sampler_init_top_k(params.top_k))
-            add(llama.llama_sampler_init_top_p(params.top_p, 1))
-            add(llama.llama_sampler_init_min_p(params.min_p, 1))
-            add(llama.llama_sampler_init_temp(params.temperature))
-            seed = params.seed if params.seed is not None else llama.LLAMA_DEFAULT_SEED
-            add(llama.llama_sampler_init_dist(seed))
-        self.chain = chain
+        constraint: TokenConstraint | None = None,
+    ) -> LlamaCppSampler:
+        return LlamaCppSampler(self, params, history, constraint)
 
-    def sample(self, index: int = -1) -> int:
-        """Sample from the logits of output `index` of the last decoded batch (-1: the last one)."""
-        if self._plain_argmax:
-            return int(self._logits_row(index).argmax())
-        return self.llama.llama_sampler_sample(self.chain, self.context, index)
-
-    def _logits_row(self, index: int) -> np.ndarray:
-        """The logits of output `index` as a numpy view, re-made only when llama.cpp moves them."""
-        address = self._logits_address(self.context, index)
-        if not address:
-            raise InvalidParameterError(f"There are no logits for output {index}.")
-        cached_address, view = self._logits
-        if address != cached_address:
-            row = (ctypes.c_float * self._vocab_size).from_address(address)
-            view = np.frombuffer(row, dtype=np.float32)
-            self._logits = (address, view)
-        return view
+    def close(self) -> None:
+        if getattr(self, "_batch", None) is not None:
+            self.llama.llama_batch_free(self._batch)
+            self._batch = None
+        if getattr(self, "pointer", None):
+            self.llama.llama_free(self.pointer)
+            self.pointer = None
 
     def __del__(self) -> None:
-        if getattr(self, "chain", None):
-            self.llama.llama_sampler_free(self.chain)
-            self.chain = None
+        self.close()
 
 
 class LlamaCppEngine:
@@ -181,54 +257,105 @@ class LlamaCppEngine:
             raise InvalidModelFileError(f"llama.cpp could not load {manifest.weights_path}.")
         self.vocab = llama.llama_model_get_vocab(self.model)
         self.vocab_size = llama.llama_vocab_n_tokens(self.vocab)
-
-        threads = options.threads or max(1, os.cpu_count() or 1)
-        context_params = llama.llama_context_default_params()
-        context_params.n_ctx = context_length
-        context_params.n_batch = context_params.n_ubatch = min(512, context_length)
-        context_params.n_threads = context_params.n_threads_batch = threads
-        context_params.no_perf = True
-        self.context = llama.llama_init_from_model(self.model, context_params)
-        if not self.context:
-            llama.llama_model_free(self.model)
-            raise ContextOverflowError(
-                f"llama.cpp could not create a {context_length:,}-token context."
-            )
+        self.threads = options.threads or max(1, os.cpu_count() or 1)
         self._adapter = None
         self.adapter_scale = options.adapter_scale
-        if options.adapter_path:
-            self._load_adapter(options.adapter_path)
-        self.context_length = llama.llama_n_ctx(self.context)
-        self.batch_size = context_params.n_batch
-        self.memory = llama.llama_get_memory(self.context)
-        self._tokens: list[int] = []
         self._pieces: dict[int, bytes] = {}
-        self._one_token = (llama.llama_token * 1)()
-        self._one_batch = llama.llama_batch_get_one(self._one_token, 1)
-        self.last_reused_tokens = 0
+        self._facts: TokenizerFacts | None = None
+        self._embedding: tuple[Any, Any] | None = None  # (context, batch), made on first embed()
+        self._embedding_lock = threading.Lock()
+        self._context: LlamaCppContext | None = None
+        try:
+            if options.adapter_path:
+                self._load_adapter(options.adapter_path)
+            self._context = self._open_context(1, context_length)
+        except BaseException:
+            self.close()
+            raise
+        self.context_length = llama.llama_n_ctx(self._context.pointer)
 
     def _load_adapter(self, path: str) -> None:
         # The adapter belongs to the model (llama.cpp frees it with the model); it only has to be
         # switched on in each context that should use it.
         self._adapter = self.llama.llama_adapter_lora_init(self.model, str(path).encode())
         if not self._adapter:
-            self.close()
             raise InvalidModelFileError(
                 f"llama.cpp could not load the LoRA adapter {path} over this base model."
             )
-        self.apply_adapter(self.context)
 
-    def apply_adapter(self, context: Any) -> None:
+    def _apply_adapter(self, pointer: Any) -> None:
         """Switch this engine's LoRA adapter (if any) on in a context made from its model."""
         if self._adapter is None:
             return
         llama = self.llama
         adapters = (llama.llama_adapter_lora_p_ctypes * 1)(self._adapter)
         scales = (ctypes.c_float * 1)(self.adapter_scale)
-        if llama.llama_set_adapters_lora(context, adapters, 1, scales) != 0:
+        if llama.llama_set_adapters_lora(pointer, adapters, 1, scales) != 0:
             raise InvalidModelFileError("llama.cpp could not apply the LoRA adapter.")
 
+    def _open_context(self, sequences: int, sequence_length: int) -> LlamaCppContext:
+        llama = self.llama
+        params = llama.llama_context_default_params()
+        # With several sequences, each gets a full window of its own (the cache is split evenly).
+        params.n_ctx = sequence_length * sequences
+        params.n_seq_max = sequences
+        params.kv_unified = False
+        # One decode may carry a whole window; llama.cpp computes it in micro-batches of 512.
+        params.n_batch = params.n_ctx
+        params.n_ubatch = min(512, params.n_ctx)
+        params.n_threads = params.n_threads_batch = self.threads
+        params.no_perf = True
+        pointer = llama.llama_init_from_model(self.model, params)
+        if not pointer:
+            raise ContextOverflowError(
+                f"llama.cpp could not create a {sequences}-sequence context of "
+                f"{sequence_length:,} tokens each; choose a smaller --context or --parallel."
+                if sequences > 1
+                else f"llama.cpp could not create a {sequence_length:,}-token context."
+            )
+        try:
+            self._apply_adapter(pointer)  # a fine-tune stored as a LoRA adapter runs here too
+        except BaseException:
+            llama.llama_free(pointer)
+            raise
+        return LlamaCppContext(self, pointer, sequences, sequence_length)
+
+    # ---- the protocol: contexts ------------------------------------------------------------
+    @property
+    def context(self) -> LlamaCppContext:
+        assert self._context is not None, "the engine is closed"
+        return self._context
+
+    def new_context(self, sequences: int, sequence_length: int) -> LlamaCppContext:
+        if sequences < 1 or sequence_length < 1:
+            raise InvalidParameterError("A context needs at least one sequence of one token.")
+        return self._open_context(sequences, sequence_length)
+
+    def gbnf_constraint(self, grammar: str) -> GbnfConstraint:
+        """A GBNF grammar (root rule "root") as a constraint for this engine's samplers."""
+        facts = self.tokenizer_facts
+        return GbnfConstraint(
+            self.llama, self.vocab, self.vocab_size, facts.end_of_generation_ids, grammar
+        )
+
     # ---- vocabulary ----------------------------------------------------------------------
+    @property
+    def tokenizer_facts(self) -> TokenizerFacts:
+        if self._facts is None:
+            llama, vocab = self.llama, self.vocab
+            bos, eos = llama.llama_vocab_bos(vocab), llama.llama_vocab_eos(vocab)
+            ends = frozenset(
+                i for i in range(self.vocab_size) if llama.llama_vocab_is_eog(vocab, i)
+            )
+            self._facts = TokenizerFacts(
+                vocab_size=self.vocab_size,
+                bos_id=bos if bos >= 0 else None,
+                eos_id=eos if eos >= 0 else None,
+                end_of_generation_ids=ends,
+                add_bos=bool(llama.llama_vocab_get_add_bos(vocab)),
+            )
+        return self._facts
+
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         llama, data = self.llama, text.encode()
         capacity = len(data) + 8
@@ -256,47 +383,60 @@ class LlamaCppEngine:
         ids = self.tokenize(text)
         return ids[0] if len(ids) == 1 else None
 
-    # ---- evaluation ----------------------------------------------------------------------
-    def prefill(self, token_ids: Sequence[int]) -> int:
-        token_ids = list(token_ids)
-        reused = reusable_prefix(self._tokens, token_ids)
-        if reused:
-            self.llama.llama_memory_seq_rm(self.memory, 0, reused, -1)
-        else:
-            # A fresh start: clearing (rather than removing positions) also rewinds llama.cpp's
-            # cell search, so the new tokens sit at the front of the cache and attention spans
-            # only the cells in use.
-            self.llama.llama_memory_clear(self.memory, True)
-        self._tokens = token_ids[:reused]
-        for start in range(reused, len(token_ids), self.batch_size):
-            chunk = token_ids[start : start + self.batch_size]
-            array = (self.llama.llama_token * len(chunk))(*chunk)
-            self._decode(self.llama.llama_batch_get_one(array, len(chunk)), chunk)
-        self.last_reused_tokens = reused
-        return reused
+    # ---- embeddings ----------------------------------------------------------------------
+    def embed(self, token_ids: Sequence[int]) -> list[float]:
+        """Mean-pooled hidden states in a context of their own, scaled to unit length.
 
-    def decode(self, token_id: int) -> None:
-        self._one_token[0] = token_id
-        self._decode(self._one_batch, (token_id,))
-
-    def _decode(self, batch: Any, token_ids: Sequence[int]) -> None:
-        status = self.llama.llama_decode(self.context, batch)
-        if status != 0:
-            # The KV cache is in an unknown state now: forget it, so the next prefill starts clean.
-            self.llama.llama_memory_clear(self.memory, True)
-            self._tokens = []
+        Chat models are not trained as embedders: fine for trying an API out and for rough
+        similarity, not a substitute for a dedicated embedding model.
+        """
+        ids = list(token_ids) or [self.llama.llama_vocab_bos(self.vocab)]
+        if len(ids) > EMBEDDING_CONTEXT:
             raise ContextOverflowError(
-                f"llama.cpp could not evaluate the tokens (status {status})."
+                f"The input is {len(ids)} tokens; embeddings take at most {EMBEDDING_CONTEXT}."
             )
-        self._tokens.extend(token_ids)
+        llama = self.llama
+        with self._embedding_lock:  # one context: one embedding at a time
+            context, batch = self._embedding_context()
+            llama.llama_memory_clear(llama.llama_get_memory(context), True)
+            for index, token in enumerate(ids):
+                batch.token[index], batch.pos[index] = token, index
+                batch.n_seq_id[index], batch.seq_id[index][0], batch.logits[index] = 1, 0, True
+            batch.n_tokens = len(ids)
+            if llama.llama_decode(context, batch) != 0:
+                raise ContextOverflowError("llama.cpp could not evaluate the input for embeddings.")
+            pointer = llama.llama_get_embeddings_seq(context, 0)
+            size = llama.llama_model_n_embd(self.model)
+            vector = np.ctypeslib.as_array(pointer, shape=(size,)).astype(np.float64)
+        norm = float(np.linalg.norm(vector)) or 1.0
+        return (vector / norm).tolist()
 
-    def new_sampler(self, params: SamplingParams, history: Sequence[int]) -> LlamaCppSampler:
-        return LlamaCppSampler(self, params, history)
+    def _embedding_context(self) -> tuple[Any, Any]:
+        """Created on first use: most engines never embed, and the context costs memory."""
+        if self._embedding is None:
+            llama = self.llama
+            params = llama.llama_context_default_params()
+            params.n_ctx = params.n_batch = params.n_ubatch = EMBEDDING_CONTEXT
+            params.n_seq_max = 1
+            params.embeddings = True
+            params.pooling_type = llama.LLAMA_POOLING_TYPE_MEAN
+            params.n_threads = params.n_threads_batch = self.threads
+            params.no_perf = True
+            context = llama.llama_init_from_model(self.model, params)
+            if not context:
+                raise ContextOverflowError("llama.cpp could not create a context for embeddings.")
+            self._embedding = (context, llama.llama_batch_init(EMBEDDING_CONTEXT, 0, 1))
+        return self._embedding
 
     def close(self) -> None:
-        if getattr(self, "context", None):
-            self.llama.llama_free(self.context)
-            self.context = None
+        if getattr(self, "_embedding", None) is not None:
+            context, batch = self._embedding
+            self.llama.llama_batch_free(batch)
+            self.llama.llama_free(context)
+            self._embedding = None
+        if getattr(self, "_context", None) is not None:
+            self._context.close()
+            self._context = None
         if getattr(self, "model", None):
             self.llama.llama_model_free(self.model)
             self.model = None

@@ -165,19 +165,22 @@ class TorchContext:
         reference = next(self._stored[s] for s in rows if self._stored[s] is not None)
         assert reference is not None
         layers = []
-        for layer, (ref_keys, ref_values) in enumerate(reference):
-            keys, values = [], []
-            for sequence, length in zip(rows, lengths):
-                stored = self._stored[sequence]
-                pad = width - length
-                for parts, ref, index in ((keys, ref_keys, 0), (values, ref_values, 1)):
-                    if pad:
-                        shape = (1, ref.shape[1], pad, ref.shape[3])
-                        parts.append(ref.new_zeros(shape))
+        for layer, references in enumerate(reference):
+            pair = []
+            for index, ref in enumerate(references):  # keys, then values
+                padded = []
+                for sequence, length in zip(rows, lengths):
+                    row_parts = []
+                    if length < width:
+                        shape = (1, ref.shape[1], width - length, ref.shape[3])
+                        row_parts.append(ref.new_zeros(shape))
+                    stored = self._stored[sequence]
                     if length:
                         assert stored is not None
-                        parts.append(stored[layer][index])
-            layers.append((torch.cat(keys, dim=2), torch.cat(values, dim=2)))
+                        row_parts.append(stored[layer][index])
+                    padded.append(torch.cat(row_parts, dim=2))
+                pair.append(torch.cat(padded, dim=0))
+            layers.append((pair[0], pair[1]))
         return _Packed(rows, self._new_cache(ddp_cache_data=layers), keep)
 
     def _unpack(self) -> None:
@@ -209,9 +212,9 @@ class TorchContext:
         """Padding left by a prefill beside decoding sequences costs every later step; when it is
         more than half the packed cache, give it back (the next call packs tightly)."""
         packed = self._packed
-        if packed is not None and packed.keep.numel() > 256:
-            if int(packed.keep.sum()) * 2 < packed.keep.numel():
-                self._unpack()
+        wasteful = packed is not None and packed.keep.numel() > 256
+        if wasteful and int(packed.keep.sum()) * 2 < packed.keep.numel():
+            self._unpack()
 
     # ---- evaluation ----------------------------------------------------------------------
     def _forward(self, packed: _Packed, items: Sequence[BatchItem]) -> np.ndarray:

@@ -1,9 +1,9 @@
-"""Continuous batching: many requests decoded together in one llama.cpp batch, one slot each.
+"""Continuous batching: many requests decoded together in one batch, one slot (sequence) each.
 
-One background thread owns a multi-sequence llama.cpp context. Each step it admits queued requests
-into free slots, puts every running slot's next token (and chunks of new prompts) into one batch,
-decodes it once and samples each slot from its own output row. A finished or cancelled request
-frees its slot at once. Results reach callers through thread-safe or asyncio-friendly handles.
+One background thread owns a multi-sequence context of any engine. Each step it admits queued
+requests into free slots, puts every running slot's next token (and chunks of new prompts) into one
+decode call and samples each slot from its own output row. A finished or cancelled request frees
+its slot at once. Results reach callers through thread-safe or asyncio-friendly handles.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmkit.engines.base import reusable_prefix
+from llmkit.engines.base import BatchItem, Context, Sampler, TokenConstraint, reusable_prefix
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.params import SamplingParams
@@ -34,11 +34,15 @@ class SchedulerClosedError(LlmkitError):
 
 @dataclass
 class BatchRequest:
-    """What a caller asks for: prompt tokens, sampling parameters and an optional GBNF grammar."""
+    """What a caller asks for: prompt tokens, sampling parameters and an optional constraint.
+
+    `constraint` makes a fresh TokenConstraint (a compiled grammar) when the request is admitted;
+    an error it raises (say, a grammar that does not compile) goes to the caller.
+    """
 
     prompt_ids: list[int]
     params: SamplingParams
-    grammar: str | None = None
+    constraint: Callable[[], TokenConstraint] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -119,27 +123,25 @@ class _Slot:
     def __init__(self, seq_id: int) -> None:
         self.seq_id = seq_id
         self.handle: RequestHandle | None = None
-        # Tokens whose keys and values this sequence holds. They outlive the request, so the next
-        # one with the same beginning (a chat's earlier turns, a shared system prompt) skips them.
-        self.cached: list[int] = []
+        self.sampler: Sampler | None = None
+        self.constraint: TokenConstraint | None = None
 
     def start(
         self,
         handle: RequestHandle,
-        sampler: Any,
+        sampler: Sampler,
+        constraint: TokenConstraint | None,
         max_new_tokens: int,
         token_bytes: Callable[[int], bytes],
         stop_token_ids: frozenset[int],
         reused: int,
     ) -> None:
         request = handle.request
-        self.handle, self.sampler = handle, sampler
+        self.handle, self.sampler, self.constraint = handle, sampler, constraint
         self.reused = reused
-        del self.cached[reused:]
         self.pending = list(request.prompt_ids[reused:])  # prompt tokens not yet evaluated
-        self.position = reused
         self.next_token: int | None = None  # sampled, to be fed in the next batch
-        self.output_index = -1  # this slot's row in the current batch's logits, or -1
+        self.output_row = -1  # this slot's output row in the current decode, or -1
         self.answer = AnswerBuilder(token_bytes, request.params, stop_token_ids, max_new_tokens)
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
@@ -160,42 +162,25 @@ class BatchScheduler:
         max_queue: int = 64,
         slot_context: int | None = None,
         batch_size: int = 512,
-        threads: int | None = None,
+        threads: int | None = None,  # unused: the engine's own thread setting applies
     ) -> None:
         engine = model.engine
-        if getattr(engine, "name", None) != "llamacpp":
-            raise InvalidParameterError(
-                "Batched serving needs the llama.cpp engine (a GGUF model)."
-            )
         if not 1 <= parallel <= 64:
             raise InvalidParameterError("--parallel must be between 1 and 64.")
         if max_queue < 0:
             raise InvalidParameterError("The queue bound must not be negative.")
-        llama = self.llama = engine.llama
+        if batch_size < 1:
+            raise InvalidParameterError("The batch size must be at least 1 token.")
         self.model, self.engine = model, engine
         self.parallel, self.max_queue = parallel, max_queue
         self.slot_context = slot_context or engine.context_length
         if self.slot_context < 16:
             raise InvalidParameterError("The context of each slot must be at least 16 tokens.")
-
-        params = llama.llama_context_default_params()
-        # Every slot gets a full window of its own (the cache is split evenly between sequences).
-        params.n_ctx = self.slot_context * parallel
-        params.n_seq_max = parallel
-        params.kv_unified = False
-        params.n_batch = params.n_ubatch = batch_size
-        params.n_threads = params.n_threads_batch = threads or llama.llama_n_threads(engine.context)
-        params.no_perf = True
-        self.context = llama.llama_init_from_model(engine.model, params)
-        if not self.context:
-            raise ContextOverflowError(
-                f"llama.cpp could not create a {parallel}-slot context of {self.slot_context:,} "
-                "tokens each; choose a smaller --context or --parallel."
-            )
-        engine.apply_adapter(self.context)  # a fine-tune stored as a LoRA adapter runs here too
-        self.memory = llama.llama_get_memory(self.context)
-        self.batch_size = batch_size
-        self.batch = llama.llama_batch_init(batch_size, 0, 1)
+        # Every slot gets a full window of its own. A LoRA adapter the engine carries applies here
+        # too; the engine's thread setting is the one used.
+        self.context: Context | None = engine.new_context(parallel, self.slot_context)
+        self.batch_size = batch_size  # tokens per step, across all slots
+        self.end_of_generation = engine.tokenizer_facts.end_of_generation_ids
         self.stop_token_ids = frozenset(model.stop_token_ids)
         self.slots = [_Slot(index) for index in range(parallel)]
         self.stats = SchedulerStats()
@@ -253,13 +238,12 @@ class BatchScheduler:
             self._wakeup.notify()
         self._thread.join(timeout=30)
         if self._thread.is_alive():
-            return  # a decode is stuck; leaking the context beats freeing it under llama.cpp's feet
+            return  # a decode is stuck; leaking the context beats freeing it under the engine's feet
         for handle in [*self._waiting, *(slot.handle for slot in self.slots if slot.handle)]:
             handle._push(SchedulerClosedError("The server shut down before the answer finished."))
         self._waiting.clear()
-        if getattr(self, "context", None):
-            self.llama.llama_batch_free(self.batch)
-            self.llama.llama_free(self.context)
+        if self.context is not None:
+            self.context.close()
             self.context = None
 
     # ---- the scheduler thread --------------------------------------------------------------
@@ -291,27 +275,33 @@ class BatchScheduler:
             if request.cancel.is_set():
                 self._finish_unstarted(handle, "cancelled")
                 continue
-            try:
-                from llmkit.engines.llamacpp import LlamaCppSampler
-
-                sampler = LlamaCppSampler(
-                    self.engine,
-                    request.params,
-                    request.prompt_ids,
-                    context=self.context,
-                    grammar=request.grammar,
-                )
-            except LlmkitError as error:
-                handle._push(error)
-                continue
+            context = self.context
+            assert context is not None
             room = self.room_for(request.prompt_ids)
             max_new = min(request.params.max_tokens or room, room)
             # The free slot whose cached tokens share the longest beginning with this prompt.
-            slot = max(free, key=lambda s: reusable_prefix(s.cached, request.prompt_ids))
-            reused = reusable_prefix(slot.cached, request.prompt_ids)
-            self.llama.llama_memory_seq_rm(self.memory, slot.seq_id, reused, -1)
+            slot = max(
+                free, key=lambda s: reusable_prefix(context.cached(s.seq_id), request.prompt_ids)
+            )
+            reused = reusable_prefix(context.cached(slot.seq_id), request.prompt_ids)
+            try:
+                constraint = request.constraint() if request.constraint is not None else None
+                sampler = context.new_sampler(request.params, request.prompt_ids, constraint)
+            except LlmkitError as error:
+                handle._push(error)
+                continue
+            except Exception as error:  # a faulty constraint must not stop the scheduler thread
+                handle._push(LlmkitError(f"The request could not start: {error}"))
+                continue
+            context.keep_prefix(slot.seq_id, reused)
             slot.start(
-                handle, sampler, max_new, self.engine.token_bytes, self.stop_token_ids, reused
+                handle,
+                sampler,
+                constraint,
+                max_new,
+                self.engine.token_bytes,
+                self.stop_token_ids,
+                reused,
             )
 
     def _drop_cancelled(self) -> None:
@@ -320,47 +310,36 @@ class BatchScheduler:
                 self._finish(slot, "cancelled")
 
     def _step(self) -> None:
-        llama, batch = self.llama, self.batch
-        count = 0
-
-        def add(slot: _Slot, token: int, wants_logits: bool) -> None:
-            nonlocal count
-            batch.token[count] = token
-            batch.pos[count] = slot.position
-            batch.n_seq_id[count] = 1
-            batch.seq_id[count][0] = slot.seq_id
-            batch.logits[count] = wants_logits
-            if wants_logits:
-                slot.output_index = count
-            slot.cached.append(token)
-            slot.position += 1
-            count += 1
-
+        context = self.context
+        assert context is not None
+        items: list[BatchItem] = []
+        room = self.batch_size
+        rows = 0
         active = [slot for slot in self.slots if slot.busy]
         for slot in active:
-            slot.output_index = -1
+            slot.output_row = -1
         # Running slots first, one token each, so a long new prompt never stalls their streams.
         for slot in active:
             if slot.next_token is not None:
-                add(slot, slot.next_token, True)
-                slot.next_token = None
+                items.append(BatchItem(slot.seq_id, (slot.next_token,)))
+                slot.next_token, slot.output_row = None, rows
+                rows, room = rows + 1, room - 1
         for slot in active:
-            if slot.pending and count < self.batch_size:
-                chunk = slot.pending[: self.batch_size - count]
-                slot.pending = slot.pending[len(chunk) :]
-                for offset, token in enumerate(chunk):
-                    add(slot, token, not slot.pending and offset == len(chunk) - 1)
-        if count == 0:
+            if slot.pending and room > 0:
+                chunk, slot.pending = slot.pending[:room], slot.pending[room:]
+                last = not slot.pending
+                items.append(BatchItem(slot.seq_id, chunk, want_logits=last))
+                room -= len(chunk)
+                if last:
+                    slot.output_row, rows = rows, rows + 1
+        if not items:
             return
-        batch.n_tokens = count
-        status = llama.llama_decode(self.context, batch)
-        if status != 0:
-            raise ContextOverflowError(f"llama.cpp could not evaluate the batch (status {status}).")
+        context.decode(items)
         self.stats.steps_total += 1
         generated = 0
         for slot in active:
-            if slot.output_index >= 0:
-                self._accept(slot, slot.sampler.sample(slot.output_index))
+            if slot.output_row >= 0 and slot.sampler is not None:
+                self._accept(slot, slot.sampler.sample(slot.output_row))
                 generated += 1
         self.stats.recent_steps.append((time.perf_counter(), generated))
 
@@ -375,10 +354,9 @@ class BatchScheduler:
             self.stats.first_token_seconds_sum += seconds
             self.stats.first_token_count += 1
             self.stats.recent_first_token_seconds.append(seconds)
-        # A finished grammar allows only end-of-generation tokens, whichever the model picks.
-        is_stop = handle.request.grammar is not None and self.llama.llama_vocab_is_eog(
-            self.engine.vocab, token
-        )
+        # Once a constraint is complete, any end-of-generation token the model picks ends it.
+        constraint = slot.constraint
+        is_stop = constraint is not None and token in self.end_of_generation and constraint.finished
         chunk = slot.answer.add(token, is_stop=is_stop)
         if chunk is not None:
             handle._push(chunk)
@@ -410,7 +388,7 @@ class BatchScheduler:
         self.stats.requests_finished[reason] += 1
         # Free the slot before telling the caller, so a follow-up request finds it free. Its cache
         # stays, for a next request that begins the same way.
-        slot.handle = slot.sampler = None
+        slot.handle = slot.sampler = slot.constraint = None
         handle._push(last)
 
     def _finish_unstarted(self, handle: RequestHandle, reason: str) -> None:
@@ -427,15 +405,14 @@ class BatchScheduler:
         for slot in self.slots:
             if slot.busy:
                 handle = slot.handle
-                slot.handle = slot.sampler = None
+                slot.handle = slot.sampler = slot.constraint = None
                 self.stats.requests_finished["error"] += 1
                 handle._push(message)
-        self.llama.llama_memory_clear(self.memory, True)
-        for slot in self.slots:
-            slot.cached = []
+        if self.context is not None:
+            for slot in self.slots:
+                self.context.keep_prefix(slot.seq_id, 0)
 
     def __del__(self) -> None:
-        if getattr(self, "context", None) and not self._thread.is_alive():
-            self.llama.llama_batch_free(self.batch)
-            self.llama.llama_free(self.context)
+        if getattr(self, "context", None) is not None and not self._thread.is_alive():
+            self.context.close()
             self.context = None

@@ -65,11 +65,22 @@ def _status_for(error: LlmkitError) -> int:
     return 400  # invalid parameters, context overflow, templates: all the caller's to fix
 
 
+def _route_label(path: str, known: frozenset[str]) -> str:
+    # Only the server's own paths become labels in /metrics; any other path a client sends is
+    # "other", so a crafted one (quotes, newlines, a new label per request) can neither break
+    # the exposition nor grow it.
+    if path in known:
+        return path
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}"
+    return "other"
+
+
 class GuardMiddleware:
     """API key, body-size limit and request counting, on the raw ASGI messages (cheap, stream-safe)."""
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
-        self.app, self.state = app, state
+    def __init__(self, app: ASGIApp, state: ServerState, paths: frozenset[str]) -> None:
+        self.app, self.state, self.paths = app, state, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +140,7 @@ class GuardMiddleware:
                     return
             await self.app(scope, replay, counting_send)
         finally:
-            route = path if path.startswith(("/v1/", "/api/", "/health", "/metrics")) else "other"
+            route = _route_label(path, self.paths)
             counts = self.state.http_requests
             counts[(route, status_seen)] = counts.get((route, status_seen), 0) + 1
 
@@ -196,7 +207,7 @@ def create_app(state: ServerState) -> FastAPI:
         version=__version__,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",  # behind the key like the API it describes
         lifespan=lifespan,
     )
     app.state.llmkit = state
@@ -277,7 +288,12 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(status_code=204)
 
     # The guard wraps everything, so even 404s and bad JSON need the key and respect the size limit.
-    app.add_middleware(GuardMiddleware, state=state)
+    paths = frozenset(
+        route.path
+        for route in app.routes
+        if "{" not in getattr(route, "path", "{") and route.path.startswith(("/v1/", "/api/"))
+    ) | {"/health", "/metrics"}
+    app.add_middleware(GuardMiddleware, state=state, paths=paths)
     # Added last, so it runs first: a preflight carries no key, and a refused origin or Host
     # should learn nothing, not even whether a key is set.
     app.add_middleware(SecurityMiddleware, settings=state.settings, error_body=error_body)

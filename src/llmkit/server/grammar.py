@@ -1,11 +1,19 @@
-"""JSON schemas turned into llama.cpp grammars (GBNF), so structured replies always parse."""
+"""The wire formats' structured-output options read as JSON schemas, and those schemas as GBNF.
+
+The schemas are checked by `llmkit.generation.constraints` (size, nesting, repetition bounds)
+before any grammar engine sees them.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
+from llmkit.generation.constraints import validate_schema
+
+# llama.cpp's GBNF parser expands repetitions recursively; past this size it refuses (or, far
+# past it, overflows its stack), so a longer grammar is refused here in one sentence.
+MAX_GBNF_BYTES = 32 * 1024
 
 # Any JSON object: what `response_format: json_object` and Ollama's `format: "json"` ask for.
 ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
@@ -13,16 +21,21 @@ ANY_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 def schema_grammar(schema: dict[str, Any]) -> str:
     """The GBNF grammar (root rule "root") that only admits JSON valid against `schema`."""
-    if not isinstance(schema, dict):
-        raise InvalidParameterError("A JSON schema must be a JSON object.")
+    text = validate_schema(schema)  # bounded first: llama.cpp's grammar parser recurses
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     try:
-        grammar = json_schema_to_gbnf(json.dumps(schema))
+        grammar = json_schema_to_gbnf(text)
     except Exception as error:  # the converter raises plain Exceptions for what it cannot express
+        reason = (str(error).strip().splitlines() or ["unknown error"])[0][:200].rstrip(".")
         raise InvalidParameterError(
-            f"The JSON schema cannot be turned into a grammar: {error}."
+            f"The JSON schema cannot be turned into a grammar: {reason}."
         ) from error
+    if len(grammar) > MAX_GBNF_BYTES:
+        raise InvalidParameterError(
+            f"The JSON schema expands to a {len(grammar):,}-byte grammar; at most "
+            f"{MAX_GBNF_BYTES:,} are allowed (lower its maxLength or maxItems)."
+        )
     # The converter lets raw control characters into strings, which JSON forbids; keep them out.
     return grammar.replace('char ::= [^"\\\\] |', 'char ::= [^"\\\\\\x00-\\x1F\\x7F] |')
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -165,7 +166,9 @@ async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
         f"{key} {value}" for key, value in (model.manifest.parameters or {}).items()
     )
     # "tools" only where the template itself renders them (other models get them by a grammar).
-    tools = ["tools"] if model_tool_syntax(model).native else []
+    # Rendering runs a model's template, which is never done on the event loop.
+    syntax = await asyncio.to_thread(model_tool_syntax, model)
+    tools = ["tools"] if syntax.native else []
     capabilities = ["completion", *tools, "embedding"]
     return {
         "modelfile": f"FROM {model.manifest.path}\n",

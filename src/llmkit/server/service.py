@@ -80,6 +80,7 @@ class Final:
 @dataclass(frozen=True)
 class Error:
     message: str
+    cause: Exception | None = field(default=None, compare=False)  # re-raised by collect()
 
 
 Event = TextDelta | ToolCalls | Final | Error
@@ -135,8 +136,22 @@ def message_text(content: Any) -> str:
     return "".join(texts)
 
 
-def _batch_request(prompt_ids: list[int], params: Any, grammar: str | None) -> BatchRequest:
-    return BatchRequest(prompt_ids, params, grammar)
+def _batch_request(
+    served: ServedModel, prompt_ids: list[int], params: Any, grammar: str | None
+) -> BatchRequest:
+    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
+
+
+def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
+    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    if grammar is None:
+        return None
+    engine = served.model.engine
+    if not hasattr(engine, "gbnf_constraint"):
+        raise InvalidParameterError(
+            f"Structured output and tools need the llama.cpp engine here, not {engine.name}."
+        )
+    return lambda: engine.gbnf_constraint(grammar)
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
@@ -150,7 +165,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
         grammar = schema_grammar(ask.schema) if ask.schema is not None else None
-        return Job(served, _batch_request(prompt_ids, params, grammar))
+        return Job(served, _batch_request(served, prompt_ids, params, grammar))
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
     if plan is not None and ask.schema is not None:
@@ -175,7 +190,7 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         grammar = schema_grammar(ask.schema)
     else:
         grammar = plan.grammar if plan else None
-    return Job(served, _batch_request(prompt_ids, params, grammar), plan)
+    return Job(served, _batch_request(served, prompt_ids, params, grammar), plan)
 
 
 async def start(state: ServerState, ask: GenerationRequest) -> Run:
@@ -216,11 +231,11 @@ class Run:
                 if text:
                     yield TextDelta(text)
         except LlmkitError as error:
-            yield Error(str(error))
+            yield Error(str(error), error)
             return
-        except Exception:
+        except Exception as error:
             log.exception("generation failed for %s", self.model_name)
-            yield Error("Generation failed on the server; see its log.")
+            yield Error("Generation failed on the server; see its log.", error)
             return
         finally:
             self.handle.cancel()
@@ -249,8 +264,8 @@ class Run:
                     parts.append(event.content)
                 elif isinstance(event, Final):
                     final = event
-                else:
-                    raise LlmkitError(event.message)
+                else:  # the caller's own error (4xx/503), or a failure of ours (500)
+                    raise event.cause or LlmkitError(event.message)
         finally:
             if watcher is not None:
                 watcher.cancel()

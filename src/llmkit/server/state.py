@@ -59,7 +59,7 @@ class ServedModel:
 
     @property
     def embedder(self) -> Any:
-        """Created on first use: most servers never embed, and the context costs memory."""
+        """Created on first use (the engine makes its embedding context on the first embed())."""
         with self._embedder_lock:
             if self._embedder is None:
                 from llmkit.server.embeddings import Embedder
@@ -112,7 +112,11 @@ def load_state(names: list[str], settings: ServerSettings, home: str | None = No
     try:
         for name in names:
             model = llmkit.load(
-                name, context_length=settings.context_length, threads=settings.threads, home=home
+                name,
+                engine=settings.engine,
+                context_length=settings.context_length,
+                threads=settings.threads,
+                home=home,
             )
             scheduler = BatchScheduler(
                 model,

@@ -38,7 +38,7 @@ LEFTOVER_SUFFIXES = (".partial", ".tmp")
 
 _locks: dict[str, FileLock] = {}
 _locks_guard = threading.Lock()
-_depth = threading.local()
+_depth = threading.local()  # per thread: how deeply each store lock is held
 
 
 class StoreBusyError(LlmkitError):
@@ -79,12 +79,13 @@ def store_lock(models_root: Path) -> Iterator[Reclaimed | None]:
             f"Another llmkit process has been writing to the store {models_root} for over "
             f"{LOCK_TIMEOUT:.0f} s; try again when it has finished."
         ) from error
-    depth = getattr(_depth, "value", 0)
-    _depth.value = depth + 1
+    depths: dict[str, int] = _depth.__dict__.setdefault("by_lock", {})
+    depth = depths.get(lock.lock_file, 0)
+    depths[lock.lock_file] = depth + 1
     try:
         yield clean_stale_staging(models_root) if depth == 0 else None
     finally:
-        _depth.value = depth
+        depths[lock.lock_file] = depth
         lock.release()
 
 

@@ -223,7 +223,8 @@ class ModelStore:
         return sorted(
             self._read_manifest(folder / MANIFEST_FILE).name
             for folder in self.models_root.iterdir()
-            if (folder / MANIFEST_FILE).exists()
+            # Hidden folders are staging areas: work in progress, not models (yet).
+            if not folder.name.startswith(".") and (folder / MANIFEST_FILE).exists()
         )
 
     def list(self) -> list[ModelManifest]:

@@ -69,6 +69,7 @@ def model_folder_arguments(manifest: ModelManifest) -> tuple[str, dict[str, Any]
 def load_tokenizer(manifest: ModelManifest) -> Any:
     transformers = require_module("transformers", feature="Fine-tuning", extra="torch")
     folder, arguments = model_folder_arguments(manifest)
+    arguments.pop("use_safetensors", None)  # a model-loading option; tokenizers hold no weights
     try:
         return transformers.AutoTokenizer.from_pretrained(folder, **arguments)
     except (OSError, ValueError) as error:
