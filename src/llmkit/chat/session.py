@@ -7,22 +7,44 @@ the caller is told how many, so the user can be told too.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from llmkit.chat.inspect import InspectableModel
+from llmkit.chat.template import Message
 from llmkit.errors import ContextOverflowError, LlmkitError
 
 if TYPE_CHECKING:
     import threading
 
     from llmkit.generation.loop import GenerationResult, GenerationStream
-    from llmkit.model import Message, Model
     from llmkit.params import SamplingParams
+
+
+class ChatModel(InspectableModel, Protocol):
+    """What a session needs of `llmkit.model.Model` (the Python API sits above chat, so chat
+    names the shape it uses instead of importing it)."""
+
+    @property
+    def system_prompt(self) -> str | None: ...
+
+    @property
+    def default_params(self) -> SamplingParams: ...
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]: ...
+
+    def stream_ids(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationStream: ...
 
 
 class ChatSession:
     def __init__(
-        self, model: Model, system: str | None = None, params: SamplingParams | None = None
+        self, model: ChatModel, system: str | None = None, params: SamplingParams | None = None
     ) -> None:
         self.model = model
         self.system = system if system is not None else model.system_prompt
