@@ -39,7 +39,7 @@ typecheck: setup
 
 # Run ruff and the large-file guard on every commit (see .pre-commit-config.yaml).
 hooks: setup
-	$(BIN)/pre-commit install
+	$(BIN)/pre-commit install --hook-type pre-commit --hook-type pre-push
 
 format: setup
 	$(BIN)/ruff format src tests benchmarks scripts
