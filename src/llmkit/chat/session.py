@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from llmkit.chat.inspect import InspectableModel
 from llmkit.chat.template import Message
 from llmkit.errors import ContextOverflowError, LlmkitError
 
@@ -21,17 +22,15 @@ if TYPE_CHECKING:
     from llmkit.params import SamplingParams
 
 
-class ChatModel(Protocol):
-    """What a session needs of a loaded model (llmkit.Model is one); the chat layer sits below it."""
-
-    name: str
-    system_prompt: str | None
-    default_params: SamplingParams
+class ChatModel(InspectableModel, Protocol):
+    """What a session needs of `llmkit.model.Model` (the Python API sits above chat, so chat
+    names the shape it uses instead of importing it)."""
 
     @property
-    def context_length(self) -> int: ...
+    def system_prompt(self) -> str | None: ...
 
-    def render_prompt(self, messages: Sequence[Message]) -> str: ...
+    @property
+    def default_params(self) -> SamplingParams: ...
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,6 +16,17 @@ if TYPE_CHECKING:
 
 # The engine a verb uses when none is named (the first of ENGINE_NAMES, the library's default).
 DEFAULT_ENGINE = ENGINE_NAMES[0]
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of a settings dataclass field (FinetuneConfig, ServerSettings...), so an
+    option's default is written once, beside the setting, and never repeated in the CLI."""
+    for setting in dataclasses.fields(config):
+        if setting.name == name:
+            if setting.default is dataclasses.MISSING:
+                raise TypeError(f"{config.__name__}.{name} has no plain default")
+            return setting.default
+    raise TypeError(f"{config.__name__} has no field {name!r}")
 
 
 def at_least(flag: str, minimum: int, unit: str = "") -> Callable[[int | None], int | None]:

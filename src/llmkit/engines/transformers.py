@@ -22,6 +22,7 @@ from llmkit.engines.torch_context import TorchContext
 from llmkit.errors import ContextOverflowError, InvalidModelFileError, require_module
 from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest
+from llmkit.store.weights import check_hf_weights
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -65,13 +66,10 @@ class TransformersEngine:
             folder, load_args["gguf_file"] = str(path.parent), path.name
         else:
             folder = str(path)
-            if not any(Path(folder).glob("*.safetensors")):
-                # Pickled checkpoints can run arbitrary code when loaded.
-                raise InvalidModelFileError(
-                    f"{folder} has no .safetensors weights; pickled (.bin) weights are refused "
-                    "because loading them can run arbitrary code."
-                )
-            load_args["use_safetensors"] = True
+            # Pickled weights can run code when loaded: refused unless the model was imported
+            # with --allow-pickle (recorded in its manifest).
+            kind = check_hf_weights(Path(folder), allow_pickle=manifest.allow_pickle)
+            load_args["use_safetensors"] = kind == "safetensors"
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **load_args)
             self.model = transformers.AutoModelForCausalLM.from_pretrained(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from llmkit.store.gguf_meta import read_gguf_header
+from llmkit.store.locking import OWNER_FILE
 from llmkit.store.paths import model_directory
 from llmkit.store.store import MANIFEST_FILE, ModelManifest, ModelStore
 from llmkit.train.gguf_export import write_lora_gguf, write_merged_gguf
@@ -62,12 +62,14 @@ def _install_adapter(store: ModelStore, prepared: PreparedRun, name: str, staged
     """The adapter's store entry: its own folder, with the manifest pointing at the base weights."""
     folder = model_directory(store.models_root, name)
     manifest = _adapter_manifest(prepared, name, folder / staged.name, staged.stat().st_size)
-    entry = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=store.models_root))
+    entry = store.staging(folder.name)  # owner-marked, so a killed export is cleaned up later
     shutil.move(staged, entry / staged.name)
     (entry / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(entry, folder)
+    (entry / OWNER_FILE).unlink(missing_ok=True)
+    with store.writing():
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(entry, folder)
 
 
 def forget_gguf_origin(model: Any) -> None:
@@ -87,7 +89,7 @@ def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) ->
     names = prepared.export_names
     check_export_names(store, names, config.force)  # a name may have been taken while training
     store.models_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".finetune-", dir=store.models_root))
+    staging = store.staging("finetune")
     base_gguf = prepared.manifest.weights_path
     template = prepared.template_tokens.template
     try:
@@ -124,11 +126,15 @@ def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) ->
             if path.is_file():
                 read_gguf_header(path)  # a broken file stops here, before the store is touched
         provenance = f"finetune:{prepared.manifest.name}"
-        for kind, path in staged.items():
-            if kind == "adapter":
-                _install_adapter(store, prepared, names[kind], path)
-            else:
-                store.import_model(path, names[kind], move=True, force=True, provenance=provenance)
+        with store.writing():  # the lock is re-entrant: the imports below take it again
+            check_export_names(store, names, config.force)  # checked again under the lock
+            for kind, path in staged.items():
+                if kind == "adapter":
+                    _install_adapter(store, prepared, names[kind], path)
+                else:
+                    store.import_model(
+                        path, names[kind], move=True, force=True, provenance=provenance
+                    )
         return names
     finally:
         shutil.rmtree(staging, ignore_errors=True)
