@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 from tests.helpers.fake_engine import FakeEngine
 
+from llmkit.engines.base import TokenizerFacts
 from llmkit.errors import LlmkitError
 from llmkit.generation.batching import BatchScheduler
 from llmkit.generation.loop import GenerationChunk, GenerationResult, Timing, Usage
@@ -70,6 +71,8 @@ class CharEngine:
 
     name = "fake"
     context_length = 1 << 20
+    # Token 0 ends a reply; ids up to 299 are characters, enough for grammars to be compiled.
+    tokenizer_facts = TokenizerFacts(300, None, 0, frozenset({0}), add_bos=False)
 
     def __init__(self) -> None:
         self.tokenize_started = threading.Event()
