@@ -25,8 +25,9 @@ from starlette.types import Message, Send
 
 from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.batching import BatchRequest, RequestHandle
-from llmkit.generation.constraints import Grammar, constraint_factory, validate_schema
+from llmkit.generation.constraints import validate_schema
 from llmkit.generation.loop import GenerationResult, Timing, Usage
+from llmkit.server.grammar import schema_grammar
 from llmkit.server.state import ServedModel, ServerState
 from llmkit.server.tools import (
     ToolCall,
@@ -143,17 +144,26 @@ def _batch_request(
     schema: dict[str, Any] | None,
     plan: ToolPlan | None,
 ) -> BatchRequest:
-    """The scheduler's request, with the reply's grammar in the form the scheduler takes."""
+    """The scheduler's request, with the reply's grammar as a maker of token constraints."""
     if schema is not None:
         validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
-    # One constraint library (llguidance) for every engine: JSON schemas and the tool-call grammar.
-    grammar = None
-    if schema is not None:
-        grammar = Grammar.from_json_schema(schema)
-    elif plan is not None and plan.grammar is not None:
-        grammar = Grammar.from_gbnf(plan.grammar)
-    factory = constraint_factory(grammar, served.model.engine) if grammar else None
-    return BatchRequest(prompt_ids, params, constraint=factory)
+    grammar = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
+    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
+
+
+def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
+    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    if grammar is None:
+        return None
+    engine = served.model.engine
+    if not hasattr(engine, "gbnf_constraint"):
+        # Engines without llama.cpp's grammar sampler get the same grammar through llguidance.
+        from llmkit.generation.constraints import Grammar, constraint_factory
+
+        # It is compiled for the engine's vocabulary when the scheduler admits the request.
+        compiled = Grammar.from_gbnf(grammar)
+        return lambda: constraint_factory(compiled, engine)()
+    return lambda: engine.gbnf_constraint(grammar)
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
