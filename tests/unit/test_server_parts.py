@@ -215,3 +215,15 @@ def test_model_names_resolve_with_ollama_tags() -> None:
     assert state.get(None).name == state.get("smollm2:latest").name == "smollm2"
     with pytest.raises(ModelNotFoundError, match="available: smollm2"):
         state.get("llama3")
+
+
+def test_ollama_minus_one_options_keep_their_ollama_meaning() -> None:
+    from llmkit.params import MAX_REPEAT_LAST_N
+    from llmkit.server.ollama_api import _params
+    from llmkit.server.schemas import check_ollama_options
+
+    options = {"seed": -1, "repeat_last_n": -1}
+    check_ollama_options(options)
+    assert _params(options) == {"seed": None, "repeat_last_n": MAX_REPEAT_LAST_N}
+    with pytest.raises(ValueError, match="repeat_last_n"):
+        check_ollama_options({"repeat_last_n": -2})

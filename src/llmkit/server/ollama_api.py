@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from llmkit import __version__
 from llmkit.errors import InvalidParameterError
+from llmkit.params import MAX_REPEAT_LAST_N
 from llmkit.server import service
 from llmkit.server.grammar import ollama_format_schema
 from llmkit.server.schemas import (
@@ -71,6 +72,10 @@ def _params(options: dict[str, Any] | None) -> dict[str, Any]:
         params[_OPTIONS[key]] = value
     if params.get("max_tokens") is not None and params["max_tokens"] < 0:
         params["max_tokens"] = None  # -1 (and -2): until a stop or the context is full
+    if params.get("seed") == -1:
+        params["seed"] = None  # Ollama's "random seed"
+    if params.get("repeat_last_n") == -1:
+        params["repeat_last_n"] = MAX_REPEAT_LAST_N  # Ollama's "the whole context", bounded
     return params
 
 

@@ -41,9 +41,9 @@ OLLAMA_OPTION_RANGES: dict[str, tuple[bool, float, float]] = {
     "min_p": (False, 0, 1),
     "typical_p": (False, 0, 1),
     "tfs_z": (False, 0, 10),
-    "seed": (True, 0, MAX_SEED),
+    "seed": (True, -1, MAX_SEED),  # Ollama: -1 is a random seed
     "repeat_penalty": (False, 0, 10),
-    "repeat_last_n": (True, 0, MAX_REPEAT_LAST_N),
+    "repeat_last_n": (True, -1, MAX_REPEAT_LAST_N),  # Ollama: -1 looks back over the context
     "presence_penalty": (False, -2, 2),
     "frequency_penalty": (False, -2, 2),
     "num_predict": (True, -2, MAX_TOKENS_LIMIT),
