@@ -12,15 +12,11 @@ import numpy as np
 
 from llmkit.engines.base import (
     DEFAULT_CONTEXT,
-    BatchItem,
     EngineOptions,
     TokenizerFacts,
-    reusable_prefix,
 )
-from llmkit.engines.logits_sampler import LogitsSampler
 from llmkit.engines.torch_context import TorchContext
 from llmkit.errors import ContextOverflowError, InvalidModelFileError, require_module
-from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest
 from llmkit.store.weights import check_hf_weights
 
@@ -92,7 +88,6 @@ class TransformersEngine:
         self._byte_decoder = {char: byte for byte, char in enumerate(byte_level_alphabet())}
         self._facts = self._read_tokenizer_facts()
         self._context: TorchContext | None = None
-        self.last_reused_tokens = 0
 
     def _read_tokenizer_facts(self) -> TokenizerFacts:
         tokenizer = self.tokenizer
@@ -180,21 +175,6 @@ class TransformersEngine:
         pooled = output.last_hidden_state[0].float().mean(dim=0).cpu().numpy()
         norm = float(np.linalg.norm(pooled))
         return (pooled / norm if norm > 0 else pooled).tolist()
-
-    # The single-sequence calls of the first engine interface, over the engine's own context.
-    def prefill(self, token_ids: Sequence[int]) -> int:
-        context, token_ids = self.context, list(token_ids)
-        reused = reusable_prefix(context.cached(0), token_ids)
-        context.keep_prefix(0, reused)
-        context.decode([BatchItem(0, token_ids[reused:])])
-        self.last_reused_tokens = reused
-        return reused
-
-    def decode(self, token_id: int) -> None:
-        self.context.decode([BatchItem(0, [token_id])])
-
-    def new_sampler(self, params: SamplingParams, history: Sequence[int]) -> LogitsSampler:
-        return self.context.new_sampler(params, history)
 
     def close(self) -> None:
         if self._context is not None:
