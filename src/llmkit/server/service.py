@@ -42,7 +42,6 @@ from llmkit.server.tools import (
 log = logging.getLogger("llmkit.server")
 
 # How long a streamed reply may wait on a client that does not read before it is cancelled.
-DEFAULT_STALL_SECONDS = 30.0
 
 
 # ---- the request, as both APIs describe it ------------------------------------------------
@@ -346,8 +345,13 @@ def stream(
     media_type: str,
     headers: dict[str, str] | None = None,
 ) -> RunStream:
-    stall = getattr(state.settings, "stall_seconds", DEFAULT_STALL_SECONDS)
-    return RunStream(run, content, stall_seconds=stall, media_type=media_type, headers=headers)
+    return RunStream(
+        run,
+        content,
+        stall_seconds=state.settings.stall_seconds,
+        media_type=media_type,
+        headers=headers,
+    )
 
 
 # ---- embeddings ---------------------------------------------------------------------------
