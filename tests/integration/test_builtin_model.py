@@ -79,3 +79,10 @@ def test_both_engines_agree_on_greedy_answers(smollm2) -> None:
         assert torch_model.generate(
             "The capital of France is", temperature=0, max_tokens=3
         ) == smollm2.generate("The capital of France is", temperature=0, max_tokens=3)
+
+
+def test_llamacpp_engine_lists_the_chat_markers_as_special(smollm2) -> None:
+    facts = smollm2.engine.tokenizer_facts
+    start, end = smollm2.tokenize("<|im_start|>")[0], smollm2.tokenize("<|im_end|>")[0]
+    assert {start, end} <= facts.special_ids
+    assert not set(smollm2.tokenize(" Paris")) & facts.special_ids

@@ -50,6 +50,8 @@ def test_tokenizer_facts(engine) -> None:
     assert (facts.bos_id, facts.eos_id) == (1, 2)
     assert 2 in facts.end_of_generation_ids
     assert facts.add_bos is False
+    # The tokenizer's own special tokens, which grammars must never spell out as text.
+    assert {1, 2} <= facts.special_ids
 
 
 def test_batched_greedy_equals_one_sequence_at_a_time(engine) -> None:

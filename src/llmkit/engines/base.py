@@ -68,6 +68,8 @@ class TokenizerFacts:
     eos_id: int | None
     end_of_generation_ids: frozenset[int]  # every token the engine treats as "stop here"
     add_bos: bool  # whether raw text is tokenized with a BOS in front
+    # Control tokens (chat markers and the like) that no grammar may spell out as text.
+    special_ids: frozenset[int] = frozenset()
 
 
 class TokenConstraint(Protocol):

@@ -352,12 +352,16 @@ class LlamaCppEngine:
             ends = frozenset(
                 i for i in range(self.vocab_size) if llama.llama_vocab_is_eog(vocab, i)
             )
+            control = frozenset(
+                i for i in range(self.vocab_size) if llama.llama_vocab_is_control(vocab, i)
+            )
             self._facts = TokenizerFacts(
                 vocab_size=self.vocab_size,
                 bos_id=bos if bos >= 0 else None,
                 eos_id=eos if eos >= 0 else None,
                 end_of_generation_ids=ends,
                 add_bos=bool(llama.llama_vocab_get_add_bos(vocab)),
+                special_ids=control,
             )
         return self._facts
 

@@ -109,6 +109,7 @@ class TransformersEngine:
             eos_id=eos,
             end_of_generation_ids=frozenset(ends),
             add_bos=add_bos,
+            special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
         )
 
     @property

@@ -222,7 +222,7 @@ def _build_vocabulary(engine: Engine) -> _Vocabulary:
     if not end_ids:
         raise InvalidParameterError("Structured output needs a model with an end-of-text token.")
     special = end_ids | ({facts.bos_id} if facts.bos_id is not None else set())
-    special |= set(getattr(engine, "special_token_ids", ()))
+    special |= facts.special_ids
     tokens: list[bytes] = []
     for token_id in range(facts.vocab_size):
         try:
