@@ -76,7 +76,8 @@ class Model:
             if self.template
             else None
         )
-        stop_texts = {self.eos_token, info.get("eot_token"), self.end_of_turn_token} - {None}
+        candidates = (self.eos_token, info.get("eot_token"), self.end_of_turn_token)
+        stop_texts = {str(text) for text in candidates if text}
         self.stop_token_ids = frozenset(
             token for text in stop_texts if (token := engine.token_id(text)) is not None
         )

@@ -36,7 +36,7 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        floats = ("temperature", "top_p", "min_p", "repeat_penalty")
+        floats: tuple[str, ...] = ("temperature", "top_p", "min_p", "repeat_penalty")
         floats += ("presence_penalty", "frequency_penalty")
         for name in floats:
             value = getattr(self, name)

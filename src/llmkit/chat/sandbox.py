@@ -314,7 +314,7 @@ class ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
             if is_format_map:
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
-                args, kwargs = (), args[0]
+                return _produced(type(text)(formatter.vformat(text, (), args[0])))
             return _produced(type(text)(formatter.vformat(text, args, kwargs)))
 
         return bounded

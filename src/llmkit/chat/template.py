@@ -56,7 +56,8 @@ def compile_template(template: str) -> jinja2.Template:
     try:
         return _environment().from_string(template)
     except TemplateError as error:
-        where = f" (line {error.lineno})" if getattr(error, "lineno", None) else ""
+        line = getattr(error, "lineno", None)
+        where = f" (line {line})" if line else ""
         raise TemplateRenderError(
             f"The chat template does not compile: {error.message}{where}.", reason=str(error)
         ) from error

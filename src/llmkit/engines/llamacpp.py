@@ -47,6 +47,8 @@ def _bindings() -> Any:
         # llama_get_logits_ith again, typed to return a plain address: the greedy path compares it
         # with the address of its cached numpy view instead of wrapping a new pointer every token.
         function = ctypes.cast(llama.llama_cpp._lib.llama_get_logits_ith, ctypes.c_void_p).value
+        if function is None:
+            raise RuntimeError("llama.cpp's library has no llama_get_logits_ith.")
         _state["logits_address"] = ctypes.CFUNCTYPE(
             ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32
         )(function)
@@ -438,13 +440,15 @@ class LlamaCppEngine:
         return self._embedding
 
     def close(self) -> None:
-        if getattr(self, "_embedding", None) is not None:
-            context, batch = self._embedding
+        embedding = getattr(self, "_embedding", None)
+        if embedding is not None:
+            context, batch = embedding
             self.llama.llama_batch_free(batch)
             self.llama.llama_free(context)
             self._embedding = None
-        if getattr(self, "_context", None) is not None:
-            self._context.close()
+        own_context = getattr(self, "_context", None)
+        if own_context is not None:
+            own_context.close()
             self._context = None
         if getattr(self, "model", None):
             self.llama.llama_model_free(self.model)

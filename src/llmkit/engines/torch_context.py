@@ -212,8 +212,9 @@ class TorchContext:
         """Padding left by a prefill beside decoding sequences costs every later step; when it is
         more than half the packed cache, give it back (the next call packs tightly)."""
         packed = self._packed
-        wasteful = packed is not None and packed.keep.numel() > 256
-        if wasteful and int(packed.keep.sum()) * 2 < packed.keep.numel():
+        if packed is None or packed.keep.numel() <= 256:
+            return
+        if int(packed.keep.sum()) * 2 < packed.keep.numel():
             self._unpack()
 
     # ---- evaluation ----------------------------------------------------------------------

@@ -185,6 +185,9 @@ class BatchScheduler:
         self.slots = [_Slot(index) for index in range(parallel)]
         self.stats = SchedulerStats()
         self._waiting: collections.deque[RequestHandle] = collections.deque()
+        # A request taken off the queue but not yet in its slot (its grammar may be compiling)
+        # still counts against the bound, or a burst could slip past it in that window.
+        self._admitting = 0
         self._wakeup = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmkit-batch", daemon=True)
@@ -221,7 +224,7 @@ class BatchScheduler:
             if self._closed:
                 raise SchedulerClosedError("The server is shutting down.")
             free = self.parallel - self.busy_slots
-            if len(self._waiting) >= self.max_queue + max(free, 0):
+            if len(self._waiting) + self._admitting >= self.max_queue + max(free, 0):
                 raise QueueFullError(
                     f"All {self.parallel} slots are busy and {len(self._waiting)} requests are "
                     "waiting; try again shortly."
@@ -271,42 +274,51 @@ class BatchScheduler:
                 if not self._waiting:
                     return
                 handle = self._waiting.popleft()
-            request = handle.request
-            if request.cancel.is_set():
-                self._finish_unstarted(handle, "cancelled")
-                continue
-            context = self.context
-            assert context is not None
-            room = self.room_for(request.prompt_ids)
-            max_new = min(request.params.max_tokens or room, room)
-            # The free slot whose cached tokens share the longest beginning with this prompt.
-            slot = max(
-                free, key=lambda s: reusable_prefix(context.cached(s.seq_id), request.prompt_ids)
-            )
-            reused = reusable_prefix(context.cached(slot.seq_id), request.prompt_ids)
+                self._admitting += 1
             try:
-                constraint = request.constraint() if request.constraint is not None else None
-                sampler = context.new_sampler(request.params, request.prompt_ids, constraint)
-            except LlmkitError as error:
-                handle._push(error)
-                continue
-            except Exception as error:  # a faulty constraint must not stop the scheduler thread
-                handle._push(LlmkitError(f"The request could not start: {error}"))
-                continue
-            context.keep_prefix(slot.seq_id, reused)
-            slot.start(
-                handle,
-                sampler,
-                constraint,
-                max_new,
-                self.engine.token_bytes,
-                self.stop_token_ids,
-                reused,
-            )
+                self._start(handle, free)
+            finally:
+                with self._wakeup:
+                    self._admitting -= 1
+
+    def _start(self, handle: RequestHandle, free: list[_Slot]) -> None:
+        """Put one request into the free slot that has most of its prompt cached."""
+        request = handle.request
+        if request.cancel.is_set():
+            self._finish_unstarted(handle, "cancelled")
+            return
+        context = self.context
+        assert context is not None
+        room = self.room_for(request.prompt_ids)
+        max_new = min(request.params.max_tokens or room, room)
+        # The free slot whose cached tokens share the longest beginning with this prompt.
+        slot = max(
+            free, key=lambda s: reusable_prefix(context.cached(s.seq_id), request.prompt_ids)
+        )
+        reused = reusable_prefix(context.cached(slot.seq_id), request.prompt_ids)
+        try:
+            constraint = request.constraint() if request.constraint is not None else None
+            sampler = context.new_sampler(request.params, request.prompt_ids, constraint)
+        except LlmkitError as error:
+            handle._push(error)
+            return
+        except Exception as error:  # a faulty constraint must not stop the scheduler thread
+            handle._push(LlmkitError(f"The request could not start: {error}"))
+            return
+        context.keep_prefix(slot.seq_id, reused)
+        slot.start(
+            handle,
+            sampler,
+            constraint,
+            max_new,
+            self.engine.token_bytes,
+            self.stop_token_ids,
+            reused,
+        )
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
-            if slot.busy and slot.handle.request.cancel.is_set():
+            if slot.handle is not None and slot.handle.request.cancel.is_set():
                 self._finish(slot, "cancelled")
 
     def _step(self) -> None:
@@ -403,8 +415,8 @@ class BatchScheduler:
             error if isinstance(error, LlmkitError) else LlmkitError(f"Generation failed: {error}")
         )
         for slot in self.slots:
-            if slot.busy:
-                handle = slot.handle
+            handle = slot.handle
+            if handle is not None:
                 slot.handle = slot.sampler = slot.constraint = None
                 self.stats.requests_finished["error"] += 1
                 handle._push(message)
@@ -413,6 +425,7 @@ class BatchScheduler:
                 self.context.keep_prefix(slot.seq_id, 0)
 
     def __del__(self) -> None:
-        if getattr(self, "context", None) is not None and not self._thread.is_alive():
-            self.context.close()
+        context = getattr(self, "context", None)
+        if context is not None and not self._thread.is_alive():
+            context.close()
             self.context = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from llmkit.engines.base import BatchItem, Context, Engine, TokenConstraint, reusable_prefix
@@ -151,7 +151,7 @@ def sample_steps(
     params: SamplingParams,
     constraint: TokenConstraint | None = None,
     sequence: int = 0,
-) -> Iterator[int]:
+) -> Generator[int, None, None]:
     """After prefill: sample, yield, feed the token back; forever (the caller closes it)."""
     sampler = context.new_sampler(params, history, constraint)
     while True:

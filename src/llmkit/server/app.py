@@ -288,10 +288,9 @@ def create_app(state: ServerState) -> FastAPI:
         return Response(status_code=204)
 
     # The guard wraps everything, so even 404s and bad JSON need the key and respect the size limit.
+    routes = (getattr(route, "path", "{") for route in app.routes)
     paths = frozenset(
-        route.path
-        for route in app.routes
-        if "{" not in getattr(route, "path", "{") and route.path.startswith(("/v1/", "/api/"))
+        path for path in routes if "{" not in path and path.startswith(("/v1/", "/api/"))
     ) | {"/health", "/metrics"}
     app.add_middleware(GuardMiddleware, state=state, paths=paths)
     # Added last, so it runs first: a preflight carries no key, and a refused origin or Host
@@ -301,7 +300,9 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def _web_file(name: str) -> str:
-    return resources.files("llmkit.server").joinpath("web", name).read_text(encoding="utf-8")
+    return (
+        resources.files("llmkit.server").joinpath("web").joinpath(name).read_text(encoding="utf-8")
+    )
 
 
 def check_port(port: int) -> None:

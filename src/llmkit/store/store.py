@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -432,7 +432,7 @@ class ModelStore:
             name, str(weights), "gguf", digest, weights.stat().st_size, f"path:{weights}", info
         )
 
-    def _assemble_parts(self, builtin: BuiltinModel, parts: list[Path], folder: Path) -> Path:
+    def _assemble_parts(self, builtin: BuiltinModel, parts: Sequence[Path], folder: Path) -> Path:
         """Join a built-in's parts into folder (a staging folder), checking space and the hash."""
         target = folder / builtin.filename
         partial = target.with_suffix(".partial")
