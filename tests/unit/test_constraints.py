@@ -15,6 +15,7 @@ from llmkit.generation.constraints import (
     MAX_REPEAT,
     Grammar,
     GrammarConstraint,
+    bounded_integers,
     constraint_factory,
 )
 
@@ -348,3 +349,38 @@ def test_both_engines_samplers_follow_a_schema(tiny_gguf, engine_name: str) -> N
         text = b"".join(engine.token_bytes(token) for token in out)
     assert constraint.finished
     jsonschema.validate(json.loads(text), schema)
+
+
+def test_an_integer_without_bounds_cannot_run_on_forever(vocab: FakeVocabulary) -> None:
+    """A model that always prefers another digit still has to stop after sixteen."""
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    constraint = constraint_factory(Grammar.from_json_schema(schema), vocab)()
+    for token in vocab.tokenize('{"n": '):
+        constraint.accept(token)
+    nine = vocab.tokenize("9")[0]
+    digits = 0
+    while constraint.allowed()[nine]:
+        constraint.accept(nine)
+        digits += 1
+        assert digits <= 16
+    assert digits == 16
+    for token in vocab.tokenize("}"):
+        assert constraint.allowed()[token]
+        constraint.accept(token)
+    assert constraint.finished
+
+
+def test_bounds_the_user_gave_and_literal_values_are_kept() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer", "minimum": 0},
+            "kind": {"const": {"type": "integer"}},
+            "maybe": {"type": ["integer", "null"]},
+        },
+    }
+    bounded = bounded_integers(schema)
+    assert bounded["properties"]["age"] == {"type": "integer", "minimum": 0, "maximum": 10**16 - 1}
+    assert bounded["properties"]["kind"] == {"const": {"type": "integer"}}
+    assert bounded["properties"]["maybe"]["minimum"] == -(10**16 - 1)
+    assert schema["properties"]["age"] == {"type": "integer", "minimum": 0}  # not mutated

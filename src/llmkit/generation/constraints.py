@@ -48,6 +48,29 @@ _QUANTIFIER = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 # JSON whitespace between tokens is bounded, so a model cannot pad a reply with spaces forever.
 JSON_OPTIONS: dict[str, Any] = {"whitespace_pattern": r"[\x20\x0A\x0D\x09]{0,16}"}
 
+# An integer with no bounds would let a small model write digits until max_tokens; sixteen
+# digits either side of zero is more than a float64 holds exactly, and what GBNF allowed.
+INTEGER_LIMIT = 10**16 - 1
+
+
+def bounded_integers(schema: Any) -> Any:
+    """A copy of `schema` where every integer without a bound gets +-INTEGER_LIMIT."""
+    if isinstance(schema, list):
+        return [bounded_integers(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    literal = ("const", "enum", "default", "examples")  # values, not schemas
+    copy = {
+        key: value if key in literal else bounded_integers(value) for key, value in schema.items()
+    }
+    kind = schema.get("type")
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
+        if "minimum" not in copy and "exclusiveMinimum" not in copy:
+            copy["minimum"] = -INTEGER_LIMIT
+        if "maximum" not in copy and "exclusiveMaximum" not in copy:
+            copy["maximum"] = INTEGER_LIMIT
+    return copy
+
 
 def _llguidance() -> Any:
     import llguidance  # a core dependency; imported late so that `import llmkit` stays quick
@@ -149,7 +172,7 @@ class Grammar:
 
     @classmethod
     def from_json_schema(cls, schema: Any) -> Grammar:
-        text = validate_schema(schema)
+        text = json.dumps(bounded_integers(json.loads(validate_schema(schema))))
         llg = _llguidance()
         try:
             spec = llg.LLMatcher.grammar_from_json_schema(text, overrides=JSON_OPTIONS)

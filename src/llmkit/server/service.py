@@ -25,9 +25,8 @@ from starlette.types import Message, Send
 
 from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.batching import BatchRequest, RequestHandle
-from llmkit.generation.constraints import validate_schema
+from llmkit.generation.constraints import Grammar, constraint_factory
 from llmkit.generation.loop import GenerationResult, Timing, Usage
-from llmkit.server.grammar import schema_grammar
 from llmkit.server.state import ServedModel, ServerState
 from llmkit.server.tools import (
     ToolCall,
@@ -145,9 +144,12 @@ def _batch_request(
 ) -> BatchRequest:
     """The scheduler's request, with the reply's grammar as a maker of token constraints."""
     if schema is not None:
-        validate_schema(schema)  # bounded before any grammar engine sees it: a 400, not a crash
-    grammar = schema_grammar(schema) if schema is not None else (plan.grammar if plan else None)
-    return BatchRequest(prompt_ids, params, gbnf_constraint(served, grammar))
+        # llguidance on every engine: it masks the vocabulary at close to free-text speed, where
+        # llama.cpp's GBNF sampler costs about as much as the model (docs/benchmarks.md). It is
+        # compiled here, in the request's thread, so a schema it cannot express is a 400.
+        make = constraint_factory(Grammar.from_json_schema(schema), served.model.engine)
+        return BatchRequest(prompt_ids, params, make)
+    return BatchRequest(prompt_ids, params, gbnf_constraint(served, plan.grammar if plan else None))
 
 
 def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
@@ -157,8 +159,6 @@ def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
     engine = served.model.engine
     if not hasattr(engine, "gbnf_constraint"):
         # Engines without llama.cpp's grammar sampler get the same grammar through llguidance.
-        from llmkit.generation.constraints import Grammar, constraint_factory
-
         # It is compiled for the engine's vocabulary when the scheduler admits the request.
         compiled = Grammar.from_gbnf(grammar)
         return lambda: constraint_factory(compiled, engine)()
