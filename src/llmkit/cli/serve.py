@@ -125,9 +125,12 @@ def register(app: typer.Typer) -> None:
 
         def ready(state: object) -> None:
             shown = f"[{host}]" if ":" in host else host
-            names = ", ".join(state.models)  # type: ignore[attr-defined]
+            served = state.models  # type: ignore[attr-defined]
+            names = ", ".join(served)
+            # The engines that actually loaded the models, so the log shows what serves them.
+            engines = ", ".join(sorted({item.model.engine.name for item in served.values()}))
             console.print(
-                f"Serving [bold]{names}[/] ({engine}) at [bold]http://{shown}:{port}[/] "
+                f"Serving [bold]{names}[/] ({engines}) at [bold]http://{shown}:{port}[/] "
                 f"({parallel} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",
                 highlight=False,
