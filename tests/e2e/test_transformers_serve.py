@@ -46,8 +46,13 @@ def model_name(torch_server: Server) -> str:
     return names[0]
 
 
-def test_the_models_are_loaded_by_the_transformers_engine(torch_server: Server) -> None:
-    assert "(transformers)" in torch_server.log.read_text()
+def test_the_model_is_loaded_by_the_transformers_engine(
+    torch_server: Server, model_name: str
+) -> None:
+    assert (
+        f"Serving {model_name} (transformers) at {torch_server.url} "
+        in torch_server.log.read_text()
+    )
 
 
 def test_openai_chat_completion(torch_server: Server, model_name: str) -> None:

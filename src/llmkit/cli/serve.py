@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from llmkit.cli.options import at_least, default_of
+from llmkit.cli.output import say
 from llmkit.engines import check_engine_name
 from llmkit.errors import require_module
 from llmkit.server.state import ServerSettings
@@ -98,8 +99,6 @@ def register(app: typer.Typer) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
         require_module("uvicorn", feature="llmkit serve", extra="serve")
-        from rich.console import Console
-
         from llmkit.server.app import check_port, run_server
         from llmkit.server.security import ORIGINS_ENV, parse_origins
         from llmkit.server.state import check_exposure
@@ -121,25 +120,24 @@ def register(app: typer.Typer) -> None:
             allowed_origins=origins,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
-        console = Console(stderr=True)
 
         def ready(state: object) -> None:
             shown = f"[{host}]" if ":" in host else host
             served = state.models  # type: ignore[attr-defined]
-            names = ", ".join(served)
             # The engines that actually loaded the models, so the log shows what serves them.
-            engines = ", ".join(sorted({item.model.engine.name for item in served.values()}))
-            console.print(
-                f"Serving [bold]{names}[/] ({engines}) at [bold]http://{shown}:{port}[/] "
-                f"({parallel} slots). "
+            engines = sorted({item.model.engine.name for item in served.values()})
+            say(
+                "Serving [bold]{}[/] ({}) at [bold]{}[/] ({} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",
-                highlight=False,
+                ", ".join(served),
+                ", ".join(engines),
+                f"http://{shown}:{port}",
+                parallel,
+                err=True,
             )
             if api_key:
-                console.print(
-                    "API key required: send 'Authorization: Bearer <key>'.", highlight=False
-                )
+                say("API key required: send 'Authorization: Bearer <key>'.", err=True)
             if origins:
-                console.print(f"Web origins allowed: {', '.join(origins)}", highlight=False)
+                say("Web origins allowed: {}", ", ".join(origins), err=True)
 
         run_server(models or ["smollm2"], settings, on_ready=ready)
