@@ -14,15 +14,11 @@ from llmkit.errors import require_module
 from llmkit.server.state import ServerSettings
 
 ENGINE_HELP = (
-    "llamacpp (default): GGUF files on llama.cpp; use it on CPU and for quantized models. "
+    "llamacpp (default): GGUF files on llama.cpp; use it for quantized models and on CPU. "
     "transformers: PyTorch, on CUDA when available; use it for Hugging Face folders "
-    "(safetensors) or a GPU. GGUF files load de-quantized to float. Needs the torch extra."
+    "(safetensors), or for a CUDA GPU when llama-cpp-python has no GPU build. GGUF files load "
+    "de-quantized to float. Needs the torch extra."
 )
-
-
-def _engine(name: str) -> str:
-    """Refuse an unknown engine before the server starts loading anything."""
-    return check_engine_name(name)
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +40,7 @@ def register(app: typer.Typer) -> None:
                 "--engine",
                 "-e",
                 help=ENGINE_HELP,
-                callback=_engine,
+                callback=check_engine_name,  # refused before anything loads or binds
             ),
         ] = default_of(ServerSettings, "engine"),
         api_key: Annotated[
