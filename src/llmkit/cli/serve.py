@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
+from llmkit.cli.options import at_least, default_of
+from llmkit.cli.output import say
+from llmkit.engines import check_engine_name
 from llmkit.errors import require_module
+from llmkit.server.state import ServerSettings
+
+ENGINE_HELP = (
+    "llamacpp (default): GGUF files on llama.cpp; use it for quantized models and on CPU. "
+    "transformers: PyTorch, on CUDA when available; use it for Hugging Face folders "
+    "(safetensors), or for a CUDA GPU when llama-cpp-python has no GPU build. GGUF files load "
+    "de-quantized to float. Needs the torch extra."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,8 +30,19 @@ def register(app: typer.Typer) -> None:
         ] = None,
         host: Annotated[
             str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")
-        ] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port to listen on.")] = 11435,
+        ] = default_of(ServerSettings, "host"),
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = default_of(
+            ServerSettings, "port"
+        ),
+        engine: Annotated[
+            str,
+            typer.Option(
+                "--engine",
+                "-e",
+                help=ENGINE_HELP,
+                callback=check_engine_name,  # refused before anything loads or binds
+            ),
+        ] = default_of(ServerSettings, "engine"),
         api_key: Annotated[
             str | None,
             typer.Option(
@@ -32,23 +54,34 @@ def register(app: typer.Typer) -> None:
         ] = None,
         parallel: Annotated[
             int, typer.Option(help="Requests decoded together (slots); more wait in a queue.")
-        ] = 4,
+        ] = default_of(ServerSettings, "parallel"),
         queue: Annotated[
             int, typer.Option(help="Requests that may wait for a slot; past it: HTTP 503.")
-        ] = 32,
+        ] = default_of(ServerSettings, "max_queue"),
         context: Annotated[
             int | None,
-            typer.Option(help="Context length of each slot (default: the model's, at most 4096)."),
-        ] = None,
+            typer.Option(
+                help="Context length of each slot (default: the model's, at most 4096).",
+                callback=at_least("--context", 1, "token"),
+            ),
+        ] = default_of(ServerSettings, "context_length"),
         threads: Annotated[
-            int | None, typer.Option(help="CPU threads (default: all cores).")
-        ] = None,
-        max_body: Annotated[int, typer.Option(help="Largest request body accepted, in bytes.")] = 4
-        * 1024
-        * 1024,
+            int | None,
+            typer.Option(
+                help="CPU threads (default: all cores).",
+                callback=at_least("--threads", 1, "thread"),
+            ),
+        ] = default_of(ServerSettings, "threads"),
+        max_body: Annotated[
+            int,
+            typer.Option(
+                help="Largest request body accepted, in bytes.",
+                callback=at_least("--max-body", 1, "byte"),
+            ),
+        ] = default_of(ServerSettings, "max_body_bytes"),
         log_prompts: Annotated[
             bool, typer.Option(help="Write prompts to the server log (off: they stay private).")
-        ] = False,
+        ] = default_of(ServerSettings, "log_prompts"),
         allow_origin: Annotated[
             list[str] | None,
             typer.Option(
@@ -62,11 +95,9 @@ def register(app: typer.Typer) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
         require_module("uvicorn", feature="llmkit serve", extra="serve")
-        from rich.console import Console
-
         from llmkit.server.app import check_port, run_server
         from llmkit.server.security import ORIGINS_ENV, parse_origins
-        from llmkit.server.state import ServerSettings, check_exposure
+        from llmkit.server.state import check_exposure
 
         check_port(port)
         origins = parse_origins([*(allow_origin or []), os.environ.get(ORIGINS_ENV, "")])
@@ -81,24 +112,28 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             max_body_bytes=max_body,
             log_prompts=log_prompts,
+            engine=engine,
             allowed_origins=origins,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
-        console = Console(stderr=True)
 
         def ready(state: object) -> None:
             shown = f"[{host}]" if ":" in host else host
-            names = ", ".join(state.models)  # type: ignore[attr-defined]
-            console.print(
-                f"Serving [bold]{names}[/] at [bold]http://{shown}:{port}[/] ({parallel} slots). "
+            served = state.models  # type: ignore[attr-defined]
+            # The engines that actually loaded the models, so the log shows what serves them.
+            engines = sorted({item.model.engine.name for item in served.values()})
+            say(
+                "Serving [bold]{}[/] ({}) at [bold]{}[/] ({} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",
-                highlight=False,
+                ", ".join(served),
+                ", ".join(engines),
+                f"http://{shown}:{port}",
+                parallel,
+                err=True,
             )
             if api_key:
-                console.print(
-                    "API key required: send 'Authorization: Bearer <key>'.", highlight=False
-                )
+                say("API key required: send 'Authorization: Bearer <key>'.", err=True)
             if origins:
-                console.print(f"Web origins allowed: {', '.join(origins)}", highlight=False)
+                say("Web origins allowed: {}", ", ".join(origins), err=True)
 
         run_server(models or ["smollm2"], settings, on_ready=ready)
