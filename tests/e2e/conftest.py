@@ -35,15 +35,18 @@ class Server:
 def server(
     builtin_model_path: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    from llmkit.server.launch import serve_in_subprocess
-
     args = ["smollm2", "--api-key", API_KEY, "--parallel", str(PARALLEL), "--queue", str(QUEUE)]
     args += ["--context", "1024", "--max-body", str(MAX_BODY), "--threads", "2"]
     log = tmp_path_factory.mktemp("server") / "server.log"
+    yield from launch_server(args, session_home, log, timeout=90)
+
+
+def launch_server(args: list[str], home: Path, log: Path, timeout: float) -> Iterator[Server]:
+    """`llmkit serve ARGS` in a subprocess for a fixture to yield; a failed start fails the test."""
+    from llmkit.server.launch import serve_in_subprocess
+
     try:
-        launched = serve_in_subprocess(
-            args, log, env={"LLMKIT_HOME": str(session_home)}, timeout=90
-        )
+        launched = serve_in_subprocess(args, log, env={"LLMKIT_HOME": str(home)}, timeout=timeout)
         with launched as running:
             yield Server(running.url, API_KEY, log)
     except RuntimeError as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import API_KEY, Server
+from tests.e2e.conftest import API_KEY, Server, launch_server
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -23,19 +23,10 @@ MESSAGES = [{"role": "user", "content": "Hello there"}]
 def torch_server(
     tiny_gguf: Path, session_home: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    from llmkit.server.launch import serve_in_subprocess
-
     args = [str(tiny_gguf), "--engine", "transformers", "--api-key", API_KEY]
     args += ["--parallel", "2", "--context", "256", "--threads", "2"]
     log = tmp_path_factory.mktemp("torch-server") / "server.log"
-    try:
-        launched = serve_in_subprocess(
-            args, log, env={"LLMKIT_HOME": str(session_home)}, timeout=120
-        )
-        with launched as running:
-            yield Server(running.url, API_KEY, log)
-    except RuntimeError as error:
-        pytest.fail(str(error))
+    yield from launch_server(args, session_home, log, timeout=120)
 
 
 @pytest.fixture(scope="module")
