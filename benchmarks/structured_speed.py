@@ -4,8 +4,9 @@ Every contender but the last samples through the engine's own sampler (`context.
 as the generation loop and the server do:
 
 - free:          greedy decoding without a constraint (the sampler's argmax fast path).
-- gbnf:          the schema turned into GBNF by llama-cpp-python's `json_schema_to_gbnf` (the
-                 server's `schema_grammar`) and enforced by llama.cpp's grammar sampler.
+- gbnf:          the baseline: the schema turned into GBNF by llama-cpp-python's
+                 `json_schema_to_gbnf` and enforced by llama.cpp's grammar sampler in a native
+                 chain (grammar, then greedy), as llmkit's server did before llguidance.
 - llguidance:    the same schema as `Grammar.from_json_schema` + `constraint_factory`; the sampler
                  takes `allowed()`, masks the logits, takes the argmax and accepts it.
 - llguidance_mask_logits: the same constraint in a loop of this script, masking with the
@@ -136,6 +137,22 @@ class Runner:
         return self.run(step)
 
 
+def gbnf_sampler(engine: Any, schema: dict[str, Any]) -> Callable[[], int]:
+    """The baseline: llama.cpp's grammar sampler then greedy, one native chain per reply."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    llama, context = engine.llama, engine.context
+    chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
+    grammar = llama.llama_sampler_init_grammar(engine.vocab, gbnf.encode(), b"root")
+    if not grammar:
+        raise SystemExit("llama.cpp could not parse the GBNF grammar")
+    llama.llama_sampler_chain_add(chain, grammar)
+    llama.llama_sampler_chain_add(chain, llama.llama_sampler_init_greedy())
+    # The chain accepts each token it samples into its grammar itself.
+    return lambda: int(llama.llama_sampler_sample(chain, context.pointer, -1))
+
+
 def replay_costs(make: Callable[[], Any], tokens: list[int], size: int) -> dict[str, float]:
     """Median microseconds per token of each constraint call, replaying a generated reply."""
     times: dict[str, list[float]] = {"allowed": [], "mask_logits": [], "accept": []}
@@ -166,9 +183,6 @@ def main() -> None:
     engine = model.engine
     runner = Runner(engine, args.tokens)
 
-    from llmkit.server.grammar import schema_grammar
-
-    gbnf = schema_grammar(SCHEMA)
     started = time.perf_counter()
     grammar = Grammar.from_json_schema(SCHEMA)
     compile_s = time.perf_counter() - started
@@ -183,7 +197,7 @@ def main() -> None:
     mask_times: list[float] = []
     contenders: dict[str, Callable[[], tuple[int, float, bytes]]] = {
         "free": runner.free,
-        "gbnf": lambda: runner.sampled(engine.gbnf_constraint(gbnf)),
+        "gbnf": lambda: runner.run(gbnf_sampler(engine, SCHEMA)),
         "llguidance": lambda: runner.sampled(TimedConstraint(make(), allowed_times)),
         "llguidance_mask_logits": lambda: runner.mask_logits_loop(make(), mask_times),
     }

@@ -145,27 +145,30 @@ def test_the_queue_is_bounded(tiny) -> None:
 
 
 def test_a_grammar_constrains_the_answer(tiny, scheduler) -> None:
-    from llmkit.server.grammar import schema_grammar
+    from llmkit.generation.constraints import Grammar, constraint_factory
 
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
-    params = tiny.params(temperature=1.0, seed=3, max_tokens=40)
-    grammar = schema_grammar(schema)
-    handle = scheduler.submit(
-        BatchRequest(
-            _ids(tiny, "hello"), params, constraint=lambda: tiny.engine.gbnf_constraint(grammar)
-        )
-    )
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,  # a random model would otherwise add keys until the end
+    }
+    params = tiny.params(temperature=1.0, seed=3, max_tokens=80)
+    make = constraint_factory(Grammar.from_json_schema(schema), tiny.engine)
+    handle = scheduler.submit(BatchRequest(_ids(tiny, "hello"), params, constraint=make))
     text = _text(handle)
     assert handle.result.finish_reason == "stop", text
     assert isinstance(json.loads(text)["ok"], bool)
 
 
 def test_a_broken_grammar_is_reported_to_the_caller(tiny, scheduler) -> None:
+    from llmkit.generation.constraints import Grammar
+
     handle = scheduler.submit(
         BatchRequest(
             _ids(tiny, "hello"),
             tiny.params(),
-            constraint=lambda: tiny.engine.gbnf_constraint("root ::= ("),
+            constraint=lambda: Grammar.from_lark("start: ("),
         )
     )
     with pytest.raises(InvalidParameterError, match="grammar"):

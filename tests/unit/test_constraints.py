@@ -17,6 +17,7 @@ from llmkit.generation.constraints import (
     GrammarConstraint,
     bounded_integers,
     constraint_factory,
+    json_rule,
 )
 
 END = b"<|end|>"
@@ -31,7 +32,7 @@ class FakeVocabulary:
         multi = [b'{"', b'":', b"true", b"false", b"null", b'", "', b"ab"]
         closing = [b'"', b"]", b"}"]
         rest = [bytes([c]) for c in range(33, 127) if bytes([c]) not in closing]
-        self.tokens = [END, b"<s>", *multi, *closing, *rest, b" "]
+        self.tokens = [END, b"<s>", *multi, *closing, *rest, b" ", b"\n"]
         self.tokenizer_facts = TokenizerFacts(
             vocab_size=len(self.tokens) + 3,  # logits wider than the tokenizer, as in some models
             bos_id=1,
@@ -113,14 +114,9 @@ def test_hostile_schemas_are_refused_quickly_in_one_sentence(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["long string", "long array", "deep nesting", "huge enum"])
-def test_the_gbnf_path_refuses_hostile_schemas_too(name: str) -> None:
-    from llmkit.server.grammar import schema_grammar
-
+def test_an_embedded_schema_refuses_hostile_schemas_too(name: str) -> None:
     with pytest.raises(InvalidParameterError, match=HOSTILE[name][1]):
-        schema_grammar(HOSTILE[name][0])
-    # Within the schema bounds, llama.cpp's parser still needs the expanded grammar kept small.
-    with pytest.raises(InvalidParameterError, match="-byte grammar; at most 32,768"):
-        schema_grammar({"type": "array", "items": {"type": "integer"}, "maxItems": 4000})
+        json_rule(HOSTILE[name][0])
 
 
 def test_bounds_leave_room_for_ordinary_schemas(vocab: FakeVocabulary) -> None:
@@ -240,13 +236,12 @@ def test_gbnf_grammar_is_followed(vocab: FakeVocabulary) -> None:
     assert walk(constraint, vocab) == b"{a=0}"
 
 
-def test_the_servers_gbnf_for_a_schema_converts(vocab: FakeVocabulary) -> None:
-    from llmkit.server.grammar import schema_grammar
-
+def test_a_schema_embedded_in_lark_is_followed(vocab: FakeVocabulary) -> None:
     schema = SCHEMAS[1]
-    constraint = constraint_factory(Grammar.from_gbnf(schema_grammar(schema)), vocab)()
-    text = walk(constraint, vocab)
-    jsonschema.validate(json.loads(text), schema)
+    grammar = Grammar.from_lark(f'start: "<" call ">"\ncall: {json_rule(schema)}\n')
+    text = walk(constraint_factory(grammar, vocab)(), vocab)
+    assert text.startswith(b"<") and text.endswith(b">")
+    jsonschema.validate(json.loads(text[1:-1]), schema)
 
 
 @pytest.mark.parametrize(
@@ -294,26 +289,48 @@ def test_server_wire_helpers_stay_importable() -> None:
     assert response_format_schema({"type": "json_object"}) == ANY_OBJECT_SCHEMA
 
 
-def test_tool_call_grammars_convert_both_ways(vocab: FakeVocabulary) -> None:
-    from llmkit.generation.constraints import validate_schema
-    from llmkit.server.grammar import schema_grammar
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
 
-    call = {
-        "type": "object",
-        "properties": {"name": {"const": "f"}, "arguments": {"type": "object"}},
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
-    # As the server writes it today: the schema's GBNF under a wrapping root rule.
-    gbnf = schema_grammar(call).replace("root ::=", "tool-call ::=").rstrip("\n") + "\n"
-    wrapped = Grammar.from_gbnf(gbnf + 'root ::= "<" tool-call ">"\n')
-    # Or in Lark, with the schema embedded (validated first, like any schema).
-    embedded = Grammar.from_lark(f'start: "<" call ">"\ncall: %json {validate_schema(call)}')
-    for grammar in (wrapped, embedded):
-        constraint = constraint_factory(grammar, vocab)()
-        for token in vocab.tokenize('<{"name": "f", "arguments": {}}>'):
-            constraint.accept(token)
-        assert constraint.allowed()[0]
+
+def _follow(grammar: Grammar, vocab: FakeVocabulary, text: str) -> GrammarConstraint:
+    constraint = constraint_factory(grammar, vocab)()
+    for token in vocab.tokenize(text):
+        assert constraint.allowed()[token], text
+        constraint.accept(token)
+    return constraint
+
+
+def test_tool_call_grammars_admit_calls_and_only_calls(vocab: FakeVocabulary) -> None:
+    from llmkit.server.tools import NO_TOOL_SYNTAX, ToolSyntax, plan_tools
+
+    call = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
+    required = plan_tools([TOOL], "required", NO_TOOL_SYNTAX).grammar
+    assert _follow(required, vocab, call).finished
+    walked = json.loads(walk(constraint_factory(required, vocab)(), vocab))
+    assert walked["name"] == "add" and set(walked["arguments"]) >= {"a", "b"}
+    wrong = constraint_factory(required, vocab)()
+    for token in vocab.tokenize('{"name": "'):
+        wrong.accept(token)
+    assert not wrong.allowed()[vocab.tokens.index(b"x")]  # only the tool's own name
+
+    tagged = plan_tools([TOOL], "required", ToolSyntax(native=True, tagged=True)).grammar
+    assert _follow(tagged, vocab, f"<tool_call>\n{call}\n</tool_call>").finished
+
+    auto = plan_tools([TOOL], "auto", NO_TOOL_SYNTAX).grammar
+    assert _follow(auto, vocab, call).allowed()[0]
+    assert _follow(auto, vocab, "It is 3.").allowed()[0]  # or a plain answer
+    text_start = constraint_factory(auto, vocab)()
+    assert text_start.allowed()[vocab.tokens.index(b"I")]
 
 
 @pytest.mark.parametrize("engine_name", ["llamacpp", "transformers"])

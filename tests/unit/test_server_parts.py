@@ -14,7 +14,6 @@ from llmkit.server.grammar import (
     ANY_OBJECT_SCHEMA,
     ollama_format_schema,
     response_format_schema,
-    schema_grammar,
 )
 from llmkit.server.state import (
     ServedModel,
@@ -80,19 +79,6 @@ def test_the_serve_command_refuses_before_loading_anything() -> None:
     assert "API key" in str(result.exception)
 
 
-def test_schema_grammar_keeps_control_characters_out_of_strings() -> None:
-    grammar = schema_grammar({"type": "object", "properties": {"s": {"type": "string"}}})
-    assert 'char ::= [^"\\\\\\x00-\\x1F\\x7F]' in grammar
-    assert grammar.startswith("char") or "root ::=" in grammar
-
-
-def test_schema_errors_are_one_sentence() -> None:
-    with pytest.raises(InvalidParameterError, match="JSON schema"):
-        schema_grammar("not a schema")  # type: ignore[arg-type]
-    with pytest.raises(InvalidParameterError, match="grammar"):
-        schema_grammar({"$ref": "https://example.com/elsewhere.json"})
-
-
 def test_response_formats() -> None:
     assert response_format_schema(None) is None
     assert response_format_schema({"type": "text"}) is None
@@ -122,16 +108,14 @@ def test_tool_plans() -> None:
     assert plan_tools([TOOL], "none", NO_TOOL_SYNTAX) is None
     required = plan_tools([TOOL], "required", NO_TOOL_SYNTAX)
     assert (
-        not required.native
-        and not required.may_answer_in_text
-        and '"\\"add\\""' in required.grammar
+        not required.native and not required.may_answer_in_text and required.grammar.kind == "lark"
     )
     auto = plan_tools([TOOL], "auto", NO_TOOL_SYNTAX)
-    assert auto.may_answer_in_text and "root ::= tool-call |" in auto.grammar
+    assert auto.may_answer_in_text and auto.grammar is not None
     native = plan_tools([TOOL], "auto", TAGGED)
     assert native.native and native.grammar is None
     native_forced = plan_tools([TOOL], "required", TAGGED)
-    assert 'root ::= "<tool_call>\\n" tool-call' in native_forced.grammar
+    assert native_forced.native and native_forced.grammar is not None
     with pytest.raises(InvalidParameterError, match="not among the tools"):
         plan_tools([TOOL], {"type": "function", "function": {"name": "other"}}, NO_TOOL_SYNTAX)
     with pytest.raises(InvalidParameterError, match="Each tool"):

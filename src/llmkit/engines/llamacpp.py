@@ -23,7 +23,7 @@ from llmkit.engines.base import (
     TokenConstraint,
     TokenizerFacts,
 )
-from llmkit.engines.llamacpp_sampling import GbnfConstraint, LlamaCppSampler
+from llmkit.engines.llamacpp_sampling import LlamaCppSampler
 from llmkit.errors import (
     ContextOverflowError,
     InvalidModelFileError,
@@ -337,13 +337,6 @@ class LlamaCppEngine:
         if sequences < 1 or sequence_length < 1:
             raise InvalidParameterError("A context needs at least one sequence of one token.")
         return self._open_context(sequences, sequence_length)
-
-    def gbnf_constraint(self, grammar: str) -> GbnfConstraint:
-        """A GBNF grammar (root rule "root") as a constraint for this engine's samplers."""
-        facts = self.tokenizer_facts
-        return GbnfConstraint(
-            self.llama, self.vocab, self.vocab_size, facts.end_of_generation_ids, grammar
-        )
 
     # ---- vocabulary ----------------------------------------------------------------------
     @property

@@ -1,15 +1,14 @@
 """Sampling on a llama.cpp context: its native sampler chain, an argmax fast path, token constraints.
 
 The sampler reads one output row of the context's latest decode. A TokenConstraint masks that row
-in place (-inf where a token is not allowed) before the chain or the argmax chooses; a GBNF grammar
-instead runs inside the chain, as llama.cpp's own grammar sampler.
+in place (-inf where a token is not allowed) before the chain or the argmax chooses.
 """
 
 from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,50 +18,6 @@ from llmkit.params import SamplingParams
 
 if TYPE_CHECKING:
     from llmkit.engines.llamacpp import LlamaCppContext
-
-
-class GbnfConstraint:
-    """A GBNF grammar (root rule "root"), applied by llama.cpp's grammar sampler in the chain.
-
-    Made per request; the sampler it is given to owns the native grammar (so it must be given to
-    one before `allowed()` or `finished` is asked, each a pass over the whole vocabulary); the
-    chain accepts every sampled token itself.
-    """
-
-    def __init__(self, llama: Any, vocab: Any, vocab_size: int, eog_ids: frozenset[int], text: str):
-        self.llama, self.vocab, self.vocab_size, self.eog_ids = llama, vocab, vocab_size, eog_ids
-        self.text = text
-        self._native: Any = None  # the grammar sampler inside a chain, once bound
-        probe = self.new_native()  # a grammar that does not parse is refused at once
-        llama.llama_sampler_free(probe)
-
-    def new_native(self) -> Any:
-        native = self.llama.llama_sampler_init_grammar(self.vocab, self.text.encode(), b"root")
-        if not native:
-            raise InvalidParameterError("The grammar for this request could not be parsed.")
-        return native
-
-    def bind(self, native: Any) -> None:
-        self._native = native
-
-    def allowed(self) -> np.ndarray:
-        llama = self.llama
-        data = np.zeros(self.vocab_size, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-        data["id"] = np.arange(self.vocab_size)
-        pointer = data.ctypes.data_as(ctypes.POINTER(llama.llama_token_data))
-        candidates = llama.llama_token_data_array(pointer, self.vocab_size, -1, False)
-        llama.llama_sampler_apply(self._native, ctypes.byref(candidates))
-        return data["logit"] != -np.inf
-
-    def accept(self, token_id: int) -> None:
-        pass  # the chain accepts every sampled token into its grammar itself
-
-    @property
-    def finished(self) -> bool:
-        # A GBNF grammar may go on after a complete text (say, free text after a tool call), so
-        # "finished" here means it may end now: an end-of-generation token is allowed.
-        allowed = self.allowed()
-        return any(allowed[token] for token in self.eog_ids if token < allowed.size)
 
 
 class LlamaCppSampler:
@@ -86,18 +41,11 @@ class LlamaCppSampler:
             penalties = llama.llama_sampler_init_penalties(
                 engine.vocab_size, params.repeat_last_n, *penalised
             )
-            # The penalties look back over the prompt too, as in llama.cpp's own tools. Only they
-            # are fed the prompt: a grammar in the chain must see just the generated tokens.
+            # The penalties look back over the prompt too, as in llama.cpp's own tools.
             for token in list(history)[-params.repeat_last_n :]:
                 llama.llama_sampler_accept(penalties, token)
             add(penalties)
         self.constraint: TokenConstraint | None = constraint
-        if isinstance(constraint, GbnfConstraint):
-            add(constraint.new_native())
-            constraint.bind(
-                llama.llama_sampler_chain_get(chain, llama.llama_sampler_chain_n(chain) - 1)
-            )
-            self.constraint = None  # the chain applies and advances it
         # Plain greedy decoding needs no chain: an argmax over the logits in place is cheaper than
         # llama.cpp copying the whole vocabulary into a candidate array for every token.
         self._plain_argmax = params.greedy and llama.llama_sampler_chain_n(chain) == 0

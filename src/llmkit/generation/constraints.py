@@ -148,6 +148,22 @@ def validate_schema(schema: Any) -> str:
     return text
 
 
+def _prepared_schema(schema: Any) -> str:
+    """A validated schema, serialized with integers bounded, as every grammar embeds it."""
+    return json.dumps(bounded_integers(json.loads(validate_schema(schema))))
+
+
+def json_rule(schema: Any) -> str:
+    """A Lark rule body that admits JSON valid against `schema` (`name: {json_rule(...)}`).
+
+    llguidance embeds the schema as its own sub-grammar, so a tool call wrapped in tags, or a
+    call-or-text choice, is one grammar with the same bounds and whitespace as a bare schema.
+    """
+    prepared = json.loads(_prepared_schema(schema))
+    prepared["x-guidance"] = JSON_OPTIONS
+    return "%json " + json.dumps(prepared, ensure_ascii=False)
+
+
 def _check_grammar_text(text: Any, what: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise InvalidParameterError(f"A {what} grammar must be non-empty text.")
@@ -172,7 +188,7 @@ class Grammar:
 
     @classmethod
     def from_json_schema(cls, schema: Any) -> Grammar:
-        text = json.dumps(bounded_integers(json.loads(validate_schema(schema))))
+        text = _prepared_schema(schema)
         llg = _llguidance()
         try:
             spec = llg.LLMatcher.grammar_from_json_schema(text, overrides=JSON_OPTIONS)

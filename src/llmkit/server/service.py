@@ -143,26 +143,15 @@ def _batch_request(
     plan: ToolPlan | None,
 ) -> BatchRequest:
     """The scheduler's request, with the reply's grammar as a maker of token constraints."""
-    if schema is not None:
-        # llguidance on every engine: it masks the vocabulary at close to free-text speed, where
-        # llama.cpp's GBNF sampler costs about as much as the model (docs/benchmarks.md). It is
-        # compiled here, in the request's thread, so a schema it cannot express is a 400.
-        make = constraint_factory(Grammar.from_json_schema(schema), served.model.engine)
-        return BatchRequest(prompt_ids, params, make)
-    return BatchRequest(prompt_ids, params, gbnf_constraint(served, plan.grammar if plan else None))
-
-
-def gbnf_constraint(served: ServedModel, grammar: str | None) -> Any:
-    """A factory for the scheduler that compiles a GBNF grammar for the served engine, or None."""
+    # llguidance on every engine: it masks the vocabulary at close to free-text speed, where
+    # llama.cpp's GBNF sampler costs about as much as the model (docs/benchmarks.md). It is
+    # compiled here, in the request's thread, so a schema it cannot express is a 400.
+    grammar = Grammar.from_json_schema(schema) if schema is not None else None
+    if grammar is None and plan is not None:
+        grammar = plan.grammar
     if grammar is None:
-        return None
-    engine = served.model.engine
-    if not hasattr(engine, "gbnf_constraint"):
-        # Engines without llama.cpp's grammar sampler get the same grammar through llguidance.
-        # It is compiled for the engine's vocabulary when the scheduler admits the request.
-        compiled = Grammar.from_gbnf(grammar)
-        return lambda: constraint_factory(compiled, engine)()
-    return lambda: engine.gbnf_constraint(grammar)
+        return BatchRequest(prompt_ids, params, None)
+    return BatchRequest(prompt_ids, params, constraint_factory(grammar, served.model.engine))
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
-from llmkit.generation.constraints import validate_schema
-from llmkit.server.grammar import schema_grammar
+from llmkit.generation.constraints import Grammar, json_rule, validate_schema
 
 
 @dataclass
@@ -26,7 +25,7 @@ class ToolPlan:
 
     tools: list[dict[str, Any]]
     native: bool  # the chat template renders the tools itself
-    grammar: str | None  # constrains the reply; None lets the model answer freely
+    grammar: Grammar | None  # constrains the reply; None lets the model answer freely
     may_answer_in_text: bool  # "auto": the reply may be plain text instead of a call
 
 
@@ -137,15 +136,16 @@ def plan_tools(
         if len(forced) > 1
         else _call_schema(forced[0])
     )
-    grammar = schema_grammar(call)
     if native and syntax.tagged:
-        grammar = (
-            _rename_root(grammar, "tool-call")
-            + 'root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n'
-        )
+        start = 'start: "<tool_call>\\n" call "\\n</tool_call>"'
     elif free:
         # Either a call (the reply opens with "{") or plain text that does not.
-        grammar = _rename_root(grammar, "tool-call") + "root ::= tool-call | [^{\\x00] [^\\x00]*\n"
+        start = "start: call | TEXT\nTEXT: /[^{\\x00][^\\x00]*/"
+    else:
+        start = "start: call"
+    # llguidance on every engine: the same grammar, compiled once here, so that a schema it
+    # cannot express is a 400 before the request is queued.
+    grammar = Grammar.from_lark(f"{start}\ncall: {json_rule(call)}\n")
     return ToolPlan(tools, native=native, grammar=grammar, may_answer_in_text=free)
 
 
@@ -157,10 +157,6 @@ def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
-
-
-def _rename_root(grammar: str, name: str) -> str:
-    return re.sub(r"^root ::=", f"{name} ::=", grammar, flags=re.MULTILINE).rstrip("\n") + "\n"
 
 
 def tool_system_message(tools: list[dict[str, Any]]) -> str:
