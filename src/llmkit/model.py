@@ -19,7 +19,7 @@ from llmkit.chat.template import (
     select_template,
 )
 from llmkit.engines import check_engine_name
-from llmkit.engines.base import Engine, EngineOptions
+from llmkit.engines.base import Engine, EngineOptions, TokenConstraint
 from llmkit.errors import LlmkitError
 from llmkit.generation.loop import GenerationResult, GenerationStream
 from llmkit.params import SamplingParams
@@ -150,10 +150,17 @@ class Model:
         prompt_ids: Sequence[int],
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
+        *,
+        constraint: TokenConstraint | None = None,
         **overrides: Any,
     ) -> GenerationStream:
         return GenerationStream(
-            self.engine, prompt_ids, self.params(params, **overrides), self.stop_token_ids, cancel
+            self.engine,
+            prompt_ids,
+            self.params(params, **overrides),
+            self.stop_token_ids,
+            cancel,
+            constraint,
         )
 
     def stream_chat(

@@ -311,7 +311,7 @@ def _follow(grammar: Grammar, vocab: FakeVocabulary, text: str) -> GrammarConstr
 
 
 def test_tool_call_grammars_admit_calls_and_only_calls(vocab: FakeVocabulary) -> None:
-    from llmkit.server.tools import NO_TOOL_SYNTAX, ToolSyntax, plan_tools
+    from llmkit.chat.tools import NO_TOOL_SYNTAX, ToolSyntax, plan_tools
 
     call = '{"name": "add", "arguments": {"a": 1, "b": 2}}'
     required = plan_tools([TOOL], "required", NO_TOOL_SYNTAX).grammar

@@ -114,3 +114,16 @@ def test_a_fresh_prompt_clears_the_cache() -> None:
     result = generate(engine, [30, 31], SamplingParams(), stop_token_ids={EOT})
     assert result.usage.cached_prompt_tokens == 0
     assert engine.context.cached(0) == [30, 31, 1]
+
+
+def test_a_constraint_shapes_the_answer_and_its_end_stops_it() -> None:
+    from llmkit.generation.constraints import Grammar, constraint_factory
+
+    # The script wants "x" forever; the grammar admits only "ab", then the end-of-generation
+    # token, which ends the answer though it is not among the stream's stop tokens.
+    engine = FakeEngine({3: b"<eog>"}, [ord("x")] * 10, end_of_generation=[3])
+    make = constraint_factory(Grammar.from_lark('start: "ab"'), engine)
+    stream = GenerationStream(engine, [10, 11], SamplingParams(), constraint=make())
+    chunks = list(stream)
+    assert "".join(c.text for c in chunks) == stream.result.text == "ab"
+    assert stream.result.finish_reason == "stop" and stream.result.stopped_by == "<eog>"

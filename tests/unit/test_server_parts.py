@@ -9,6 +9,14 @@ import pytest
 pytest.importorskip("fastapi")
 
 from llmkit.chat.template import render_chat_template
+from llmkit.chat.tools import (
+    NO_TOOL_SYNTAX,
+    ToolSyntax,
+    parse_tool_calls,
+    plan_tools,
+    render_tool_syntax,
+    template_messages,
+)
 from llmkit.errors import InvalidParameterError, ModelNotFoundError
 from llmkit.server.grammar import (
     ANY_OBJECT_SCHEMA,
@@ -21,14 +29,6 @@ from llmkit.server.state import (
     ServerState,
     check_exposure,
     is_loopback,
-)
-from llmkit.server.tools import (
-    NO_TOOL_SYNTAX,
-    ToolSyntax,
-    parse_tool_calls,
-    plan_tools,
-    render_tool_syntax,
-    template_messages,
 )
 
 TOOL = {

@@ -182,6 +182,7 @@ class GenerationStream:
         params: SamplingParams,
         stop_token_ids: Collection[int] = (),
         cancel: threading.Event | None = None,
+        constraint: TokenConstraint | None = None,
     ) -> None:
         if not prompt_ids:
             raise ContextOverflowError("The prompt is empty; there is nothing to continue.")
@@ -195,8 +196,14 @@ class GenerationStream:
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.stop_token_ids = frozenset(stop_token_ids)
+        facts = engine.tokenizer_facts
+        self.end_ids = facts.end_of_generation_ids | (
+            {facts.eos_id} if facts.eos_id is not None else set()
+        )
         self.cancel = cancel or threading.Event()
         self.max_new_tokens = min(params.max_tokens or room, room)
+        # A grammar the reply must follow (structured output, tool calls); the sampler applies it.
+        self.constraint = constraint
         self.result: GenerationResult | None = None
 
     def __iter__(self) -> Iterator[GenerationChunk]:
@@ -208,7 +215,9 @@ class GenerationStream:
         )
         started = time.perf_counter()
         context = engine.context
-        steps = sample_steps(context, self.prompt_ids, self.params)  # starts at the first next()
+        constraint = self.constraint
+        # Starts at the first next(), after the prefill below.
+        steps = sample_steps(context, self.prompt_ids, self.params, constraint)
         try:
             usage.cached_prompt_tokens = prefill(context, self.prompt_ids)
             for token in steps:
@@ -216,7 +225,10 @@ class GenerationStream:
                     timing.first_token_seconds = timing.prompt_seconds = (
                         time.perf_counter() - started
                     )
-                chunk = answer.add(token)
+                # A complete grammar text admits only an end token: that is a stop, even where
+                # the model's stop tokens do not include the one the grammar allowed.
+                ended = constraint is not None and constraint.finished
+                chunk = answer.add(token, is_stop=ended and token in self.end_ids)
                 usage.completion_tokens = len(answer.tokens)
                 if chunk is not None:
                     yield chunk

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from llmkit import __version__
+from llmkit.chat.tools import ToolCall, model_tool_syntax
 from llmkit.errors import InvalidParameterError
 from llmkit.params import MAX_REPEAT_LAST_N
 from llmkit.server import service
@@ -24,7 +25,6 @@ from llmkit.server.schemas import (
 )
 from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
 from llmkit.server.state import ServedModel
-from llmkit.server.tools import ToolCall, model_tool_syntax
 
 router = APIRouter(prefix="/api")
 

@@ -14,13 +14,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from llmkit import __version__
+from llmkit.chat.tools import ToolCall
 from llmkit.errors import InvalidParameterError
 from llmkit.generation.loop import Usage
 from llmkit.server import service
 from llmkit.server.grammar import response_format_schema
 from llmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
-from llmkit.server.tools import ToolCall
 
 router = APIRouter(prefix="/v1")
 FINGERPRINT = f"llmkit-{__version__}"

@@ -23,12 +23,7 @@ import anyio
 from fastapi.responses import StreamingResponse
 from starlette.types import Message, Send
 
-from llmkit.errors import InvalidParameterError, LlmkitError
-from llmkit.generation.batching import BatchRequest, RequestHandle
-from llmkit.generation.constraints import Grammar, constraint_factory
-from llmkit.generation.loop import GenerationResult, Timing, Usage
-from llmkit.server.state import ServedModel, ServerState
-from llmkit.server.tools import (
+from llmkit.chat.tools import (
     ToolCall,
     ToolCallHold,
     ToolPlan,
@@ -37,6 +32,11 @@ from llmkit.server.tools import (
     template_messages,
     tool_system_message,
 )
+from llmkit.errors import InvalidParameterError, LlmkitError
+from llmkit.generation.batching import BatchRequest, RequestHandle
+from llmkit.generation.constraints import Grammar, constraint_factory
+from llmkit.generation.loop import GenerationResult, Timing, Usage
+from llmkit.server.state import ServedModel, ServerState
 
 log = logging.getLogger("llmkit.server")
 
