@@ -324,7 +324,11 @@ def test_tool_call_grammars_admit_calls_and_only_calls(vocab: FakeVocabulary) ->
     assert not wrong.allowed()[vocab.tokens.index(b"x")]  # only the tool's own name
 
     tagged = plan_tools([TOOL], "required", ToolSyntax(native=True, tagged=True)).grammar
-    assert _follow(tagged, vocab, f"<tool_call>\n{call}\n</tool_call>").finished
+    block = f"<tool_call>\n{call}\n</tool_call>"
+    assert _follow(tagged, vocab, block).accepting  # one call, or more after a newline
+    assert _follow(tagged, vocab, f"{block}\n{block}").accepting
+    after = _follow(tagged, vocab, block)
+    assert not after.allowed()[vocab.tokens.index(b"x")]  # no text after a call
 
     auto = plan_tools([TOOL], "auto", NO_TOOL_SYNTAX).grammar
     assert _follow(auto, vocab, call).allowed()[0]

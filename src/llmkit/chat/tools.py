@@ -55,6 +55,7 @@ _PROBE_TOOL = {
     },
 }
 _TAG = "<tool_call>"
+MAX_CALLS = 8  # tool calls one tagged reply may make
 _syntax_cache: dict[str, ToolSyntax] = {}
 
 
@@ -137,7 +138,9 @@ def plan_tools(
         else _call_schema(forced[0])
     )
     if native and syntax.tagged:
-        start = 'start: "<tool_call>\\n" call "\\n</tool_call>"'
+        # Up to MAX_CALLS tagged calls in one reply ("auto" never gets here: see above).
+        start = f'start: block ("\\n" block){{0,{MAX_CALLS - 1}}}'
+        start += '\nblock: "<tool_call>\\n" call "\\n</tool_call>"'
     elif free:
         # Either a call (the reply opens with "{") or plain text that does not.
         start = "start: call | TEXT\nTEXT: /[^{\\x00][^\\x00]*/"
