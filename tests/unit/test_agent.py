@@ -282,3 +282,14 @@ def test_bad_agent_options_are_refused() -> None:
     agent = agent_with(lambda p: [""], [distance_ly])
     with pytest.raises(Exception, match="non-empty text"):
         agent.run("  ")
+
+
+def test_the_first_reply_calls_one_of_the_users_tools_unless_told_otherwise() -> None:
+    def name_choices(agent: Agent) -> list[str]:
+        constraint = agent._first_call()
+        for token in '{"name": "':
+            constraint.accept(ord(token))
+        return [c for c in "df" if constraint.allowed()[ord(c)]]
+
+    assert name_choices(agent_with(lambda p: [""], [distance_ly])) == ["d"]
+    assert name_choices(agent_with(lambda p: [""], [distance_ly], require_tool=False)) == ["d", "f"]

@@ -97,6 +97,7 @@ class Agent:
         max_repeats: int = MAX_REPEATS,
         result_chars: int = DEFAULT_RESULT_CHARS,
         confirm: Confirm | None = None,
+        require_tool: bool = True,
         engine: str = "llamacpp",
         context_length: int | None = None,
         **params: Any,
@@ -130,6 +131,13 @@ class Agent:
         self._plan = plan
         self._any_call = constraint_factory(plan.grammar, model.engine)
         self._answer_call = constraint_factory(final.grammar, model.engine)
+        # A purpose-driven agent answers from its tools: its first reply calls one of them, not
+        # final_answer (a small model otherwise often answers at once, from its own guesses).
+        self._first_call = self._any_call
+        if require_tool and self.tools:
+            own = plan_tools(specs[:-1], "required", self.syntax)
+            assert own is not None and own.grammar is not None
+            self._first_call = constraint_factory(own.grammar, model.engine)
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, task: str) -> AgentResult:
@@ -156,11 +164,11 @@ class Agent:
         self, messages: list[dict[str, Any]], steps: list[Step]
     ) -> Iterator[Step | AgentResult]:
         seen: dict[str, int] = {}
-        for _ in range(self.max_steps):
-            step, calls = self._reply(messages, self._any_call)
+        for number in range(self.max_steps):
+            step, calls = self._reply(messages, self._any_call if number else self._first_call)
             messages.append(_assistant_calls(step.text, calls, self._plan.native))
-            for number, call in enumerate(calls):
-                if number:  # several calls in one reply: the reply's cost is on the first
+            for index, call in enumerate(calls):
+                if index:  # several calls in one reply: the reply's cost is on the first
                     step = Step(call.name, text=step.text)
                 if call.name == FINAL_ANSWER:
                     steps.append(_answer_step(step, call))

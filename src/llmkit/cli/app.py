@@ -28,6 +28,7 @@ VERB_MODULES = (
     "llmkit.cli.bench",
     "llmkit.cli.serve",
     "llmkit.cli.finetune",
+    "llmkit.cli.agent",
 )
 
 
