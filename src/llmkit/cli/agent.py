@@ -153,6 +153,13 @@ def agent(
         int, typer.Option("--max-steps", help="Tool calls before a best-effort answer (1-100).")
     ] = 8,
     confirm: Annotated[bool, typer.Option("--confirm", help="Ask before each tool call.")] = False,
+    require_tool: Annotated[
+        bool,
+        typer.Option(
+            "--require-tool/--allow-direct-answer",
+            help="The first reply must call one of the tools (default), or may answer at once.",
+        ),
+    ] = True,
     json_output: Annotated[
         bool,
         typer.Option("--json", help="Print the whole trace (steps, tokens, messages) as JSON."),
@@ -191,7 +198,15 @@ def agent(
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
     try:
         params = opt.sampling_overrides(max_tokens=max_tokens, temperature=temperature)
-        worker = Agent(loaded, functions, system=system, max_steps=max_steps, confirm=ask, **params)
+        worker = Agent(
+            loaded,
+            functions,
+            system=system,
+            max_steps=max_steps,
+            confirm=ask,
+            require_tool=require_tool,
+            **params,
+        )
         if task is not None:
             _run_one(worker, task, json_output, record)
             return
