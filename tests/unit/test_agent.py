@@ -219,7 +219,7 @@ def test_max_steps_ends_with_a_best_effort_answer() -> None:
 
 def test_a_reply_is_always_a_call_to_a_known_tool() -> None:
     agent = agent_with(lambda prompt: [""], [distance_ly])
-    constraint = agent._any_call()
+    constraint = agent.backend._constraints["any"]()
     assert not constraint.allowed()[ord("I")]  # no free text: a reply opens a call
     for token in '{"name": "':
         constraint.accept(ord(token))
@@ -286,7 +286,7 @@ def test_bad_agent_options_are_refused() -> None:
 
 def test_the_first_reply_calls_one_of_the_users_tools_unless_told_otherwise() -> None:
     def name_choices(agent: Agent) -> list[str]:
-        constraint = agent._first_call()
+        constraint = agent.backend._constraints["first"]()
         for token in '{"name": "':
             constraint.accept(ord(token))
         return [c for c in "df" if constraint.allowed()[ord(c)]]

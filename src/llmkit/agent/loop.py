@@ -18,22 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmkit.agent.backends import ContextFull, LocalBackend, RemoteBackend, ReplyKind
 from llmkit.agent.functions import Tool, ToolError, as_tool, call_tool, coerce_arguments
-from llmkit.chat.tools import (
-    ToolCall,
-    model_tool_syntax,
-    parse_tool_calls,
-    plan_tools,
-    template_messages,
-    tool_system_message,
-)
+from llmkit.chat.tools import ToolCall, parse_tool_calls, tool_system_message
 from llmkit.errors import InvalidParameterError
-from llmkit.generation.constraints import constraint_factory
 
 DEFAULT_RESULT_CHARS = 2000  # a tool result longer than this is cut, with a note
 MAX_REPEATS = 2  # the same call (name and arguments) this many times more ends the run
 FINAL_PROMPT = "Give your final answer now, with what you have found."
-DROPPED = "[result dropped to fit the context window]"
 FINAL_ANSWER = "final_answer"
 FINAL_SPEC = {
     "type": "function",
@@ -98,6 +90,8 @@ class Agent:
         result_chars: int = DEFAULT_RESULT_CHARS,
         confirm: Confirm | None = None,
         require_tool: bool = True,
+        base_url: str | None = None,
+        api_key: str | None = None,
         engine: str = "llamacpp",
         context_length: int | None = None,
         **params: Any,
@@ -114,30 +108,42 @@ class Agent:
             if made.name in self.tools:
                 raise ToolError(f"Two tools are named '{made.name}'; give each its own name.")
             self.tools[made.name] = made
-        if isinstance(model, str):
-            from llmkit.model import load
-
-            model = load(model, engine=engine, context_length=context_length)
-        self.model = model
         self.system = system
         self.max_steps, self.max_repeats, self.result_chars = max_steps, max_repeats, result_chars
         self.confirm = confirm
-        self.params = model.params(**({"temperature": 0.0} | params))
-        self.syntax = model_tool_syntax(model)
         specs = [*(tool.spec() for tool in self.tools.values()), FINAL_SPEC]
-        plan = plan_tools(specs, "required", self.syntax)
-        final = plan_tools(specs, {"function": {"name": FINAL_ANSWER}}, self.syntax)
-        assert plan is not None and plan.grammar and final is not None and final.grammar
-        self._plan = plan
-        self._any_call = constraint_factory(plan.grammar, model.engine)
-        self._answer_call = constraint_factory(final.grammar, model.engine)
-        # A purpose-driven agent answers from its tools: its first reply calls one of them, not
-        # final_answer (a small model otherwise often answers at once, from its own guesses).
-        self._first_call = self._any_call
-        if require_tool and self.tools:
-            own = plan_tools(specs[:-1], "required", self.syntax)
-            assert own is not None and own.grammar is not None
-            self._first_call = constraint_factory(own.grammar, model.engine)
+        params = {"temperature": 0.0} | params
+        self.backend: LocalBackend | RemoteBackend
+        self._owns_model = False
+        if base_url is not None:
+            if not isinstance(model, str):
+                raise InvalidParameterError("With base_url, model is the server's model name.")
+            self.model = None
+            self.backend = RemoteBackend(
+                base_url, model, specs, FINAL_ANSWER, require_tool, params, api_key
+            )
+        else:
+            self._owns_model = isinstance(model, str)
+            if isinstance(model, str):
+                from llmkit.model import load
+
+                model = load(model, engine=engine, context_length=context_length)
+            self.model = model
+            self.backend = LocalBackend(
+                model, specs, FINAL_ANSWER, require_tool, model.params(**params)
+            )
+        self._specs = specs
+
+    def close(self) -> None:
+        """Free the model, if the agent loaded it (a Model you passed in stays yours)."""
+        if self._owns_model and self.model is not None:
+            self.model.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, task: str) -> AgentResult:
@@ -165,8 +171,8 @@ class Agent:
     ) -> Iterator[Step | AgentResult]:
         seen: dict[str, int] = {}
         for number in range(self.max_steps):
-            step, calls = self._reply(messages, self._any_call if number else self._first_call)
-            messages.append(_assistant_calls(step.text, calls, self._plan.native))
+            step, calls = self._reply(messages, "any" if number else "first")
+            messages.append(_assistant_calls(step.text, calls, self.backend.native))
             for index, call in enumerate(calls):
                 if index:  # several calls in one reply: the reply's cost is on the first
                     step = Step(call.name, text=step.text)
@@ -196,8 +202,8 @@ class Agent:
                 )
         # Out of steps: one more reply, which must be the answer, from what was found.
         messages.append({"role": "user", "content": FINAL_PROMPT})
-        step, calls = self._reply(messages, self._answer_call)
-        messages.append(_assistant_calls(step.text, calls, self._plan.native))
+        step, calls = self._reply(messages, "answer")
+        messages.append(_assistant_calls(step.text, calls, self.backend.native))
         steps.append(_answer_step(step, calls[0]) if calls else step)
         yield steps[-1]
         note = f"No answer within {self.max_steps} steps; this answer is a best effort."
@@ -206,8 +212,8 @@ class Agent:
     # ---- one step -------------------------------------------------------------------------
     def _opening(self, task: str) -> list[dict[str, Any]]:
         system = self.system or ""
-        if not self._plan.native:
-            note = tool_system_message(self._plan.tools)
+        if not self.backend.native:
+            note = tool_system_message(self._specs)
             system = f"{system}\n\n{note}" if system else note
         messages: list[dict[str, Any]] = []
         if system:
@@ -215,44 +221,20 @@ class Agent:
         messages.append({"role": "user", "content": task})
         return messages
 
-    def _prompt_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        """The prompt for the conversation; old results are dropped first when it does not fit."""
-        model, native = self.model, self._plan.native
-        tools = self._plan.tools if native else None
-        room = model.context_length - (self.params.max_tokens or 512)
-        while True:
-            ids = model.prompt_ids(template_messages(messages, native), tools=tools)
-            if len(ids) <= room:
-                return ids
-            oldest = next(
-                (m for m in messages if m.get("role") == "tool" and m["content"] != DROPPED), None
-            )
-            if oldest is None:
-                raise ContextFull(len(ids), model.context_length)
-            oldest["content"] = DROPPED
-
     def _reply(
-        self, messages: list[dict[str, Any]], make: Callable[[], Any]
+        self, messages: list[dict[str, Any]], kind: ReplyKind
     ) -> tuple[Step, list[ToolCall]]:
         started = time.perf_counter()
-        ids = self._prompt_ids(messages)
-        stream = self.model.stream_ids(ids, self.params, constraint=make())
-        for _ in stream:
-            pass
-        result = stream.result
-        assert result is not None
-        usage = result.usage
+        reply = self.backend.reply(messages, kind)
         step = Step(
             None,
-            text=result.text,
-            tokens=usage.prompt_tokens - usage.cached_prompt_tokens + usage.completion_tokens,
-            cached_tokens=usage.cached_prompt_tokens,
+            text=reply.text,
+            error=reply.error,
+            tokens=reply.tokens,
+            cached_tokens=reply.cached_tokens,
             seconds=time.perf_counter() - started,
         )
-        _, calls = parse_tool_calls(result.text)  # none only if max_tokens cut the call short
-        if not calls:
-            step.error = "The reply ended before its call was complete (raise max_tokens)."
-        return step, calls
+        return step, reply.calls
 
     def _call(self, step: Step, call: ToolCall) -> None:
         started = time.perf_counter()
@@ -271,14 +253,6 @@ class Agent:
         except ToolError as error:
             step.error = str(error)
         step.seconds += time.perf_counter() - started
-
-
-class ContextFull(InvalidParameterError):
-    def __init__(self, tokens: int, context: int) -> None:
-        super().__init__(
-            f"The conversation needs {tokens:,} tokens but the context window holds {context:,}, "
-            "even with old tool results dropped; load the model with a larger context."
-        )
 
 
 def _assistant_calls(text: str, calls: list[ToolCall], native: bool) -> dict[str, Any]:
