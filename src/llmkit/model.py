@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkit.chat.template import (
     Message,
@@ -24,6 +24,9 @@ from llmkit.errors import LlmkitError
 from llmkit.generation.loop import GenerationResult, GenerationStream
 from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest, ModelStore
+
+if TYPE_CHECKING:
+    from llmkit.generation.scoring import Score, TokenChance
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,26 @@ class Model:
         if not raw:
             return self.chat(prompt, stream=stream, **overrides)
         return _text_or_pieces(self.stream_completion(prompt, **overrides), stream)
+
+    # ---- what the model predicts -----------------------------------------------------------
+    def next_tokens(self, text: str, *, top: int = 10, chat: bool = False) -> list[TokenChance]:
+        """The most likely next tokens after `text` (as a user message with chat=True)."""
+        from llmkit.generation.scoring import next_tokens
+
+        ids = self.next_prompt_ids(text, chat=chat)
+        return next_tokens(self.engine, ids, top)
+
+    def next_prompt_ids(self, text: str, *, chat: bool = False) -> list[int]:
+        """The tokens `next` predicts from: raw text, or a user turn through the template."""
+        if chat:
+            return self.prompt_ids(self.with_system([{"role": "user", "content": text}]))
+        return self.raw_prompt_ids(text)
+
+    def score(self, text: str) -> Score:
+        """Each token's log-probability given the text before it, and the text's perplexity."""
+        from llmkit.generation.scoring import score
+
+        return score(self.engine, self.raw_prompt_ids(text))
 
     def close(self) -> None:
         self.engine.close()

@@ -82,7 +82,9 @@ class FakeContext:
         self.calls.append(list(items))
         for item in items:
             self._cached[item.sequence].extend(item.tokens)
-        self.outputs = sum(item.want_logits for item in items)
+        self.outputs = sum(
+            (len(item.tokens) if item.all_logits else 1) for item in items if item.want_logits
+        )
 
     def cached(self, sequence: int) -> Sequence[int]:
         return list(self._cached[sequence])

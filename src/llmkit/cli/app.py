@@ -23,6 +23,7 @@ app = typer.Typer(
 VERB_MODULES = (
     "llmkit.cli.models",
     "llmkit.cli.generate",
+    "llmkit.cli.next",
     "llmkit.cli.plan",
     "llmkit.cli.prompt",
     "llmkit.cli.bench",

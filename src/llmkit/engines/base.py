@@ -51,12 +51,15 @@ class BatchItem:
     """Tokens appended to one sequence in a decode call.
 
     With want_logits, the logits after the item's last token become one output row; rows are
-    numbered 0, 1, ... in the order of the items that asked for them.
+    numbered 0, 1, ... in the order of the items that asked for them. With all_logits as well,
+    every token of the item gets its row, in order (scoring a text: the prediction after each
+    of its tokens).
     """
 
     sequence: int
     tokens: Sequence[int]
     want_logits: bool = True
+    all_logits: bool = False
 
 
 @dataclass(frozen=True)

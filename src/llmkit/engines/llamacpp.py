@@ -103,7 +103,14 @@ class LlamaCppContext:
 
     # ---- evaluation ----------------------------------------------------------------------
     def decode(self, items: Sequence[BatchItem]) -> None:
-        if len(items) == 1 and items[0].sequence == 0 and items[0].want_logits:
+        first = items[0] if items else None
+        if (
+            len(items) == 1
+            and first
+            and first.sequence == 0
+            and first.want_logits
+            and not first.all_logits
+        ):
             # One sequence, positions following on from its cache: llama.cpp's simple batch.
             item = items[0]
             tokens = item.tokens
@@ -138,7 +145,7 @@ class LlamaCppContext:
                 batch.pos[position] = start + offset
                 batch.n_seq_id[position] = 1
                 batch.seq_id[position][0] = item.sequence
-                wants = item.want_logits and offset == last
+                wants = item.want_logits and (offset == last or item.all_logits)
                 batch.logits[position] = wants
                 if wants:
                     rows.append(position)

@@ -248,19 +248,32 @@ class TorchContext:
             arguments["position_ids"] = positions.to(self.device)
         # With no padding anywhere every row has the same past, and the model's own causal mask
         # and positions are right (and faster).
+        every = any(item.all_logits and item.want_logits for item in items)
         with torch.inference_mode():
             output = self.model(
                 input_ids=ids.to(self.device),
                 use_cache=True,
-                logits_to_keep=1,
+                logits_to_keep=0 if every else 1,
                 **{self._cache_argument: packed.cache},
                 **arguments,
             )
         packed.keep = keep
-        wanted = [row for row, item in enumerate(items) if item.want_logits]
+        # Output rows in item order: each token's for an all_logits item, else the last one's
+        # (tokens sit at the right end of their row, after any padding).
+        wanted = [
+            (row, column)
+            for row, item in enumerate(items)
+            if item.want_logits
+            for column in (
+                range(width - len(item.tokens), width) if item.all_logits else (width - 1,)
+            )
+        ]
         if not wanted:
             return np.zeros((0, output.logits.shape[-1]), dtype=np.float32)
-        return output.logits[wanted, -1].float().cpu().numpy()
+        kept = output.logits.shape[1]  # 1, or every column with all_logits
+        rows = torch.tensor([row for row, _ in wanted])
+        columns = torch.tensor([column - (width - kept) for _, column in wanted])
+        return output.logits[rows, columns].float().cpu().numpy()
 
 
 def _cache_layers(cache: Any) -> list[tuple[Any, Any]]:
