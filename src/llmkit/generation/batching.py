@@ -18,8 +18,11 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from llmkit.engines.base import BatchItem, Context, Sampler, TokenConstraint, reusable_prefix
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
+from llmkit.generation.logprobs import TokenLogprob, token_logprob
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.params import SamplingParams
 
@@ -44,6 +47,8 @@ class BatchRequest:
     params: SamplingParams
     constraint: Callable[[], TokenConstraint] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    # None: no log-probabilities; N: each token's, with its N most likely alternatives.
+    logprobs: int | None = None
 
 
 class RequestHandle:
@@ -145,6 +150,8 @@ class _Slot:
         self.answer = AnswerBuilder(token_bytes, request.params, stop_token_ids, max_new_tokens)
         self.started = time.perf_counter()
         self.first_token_at: float | None = None
+        self.logprobs: list[TokenLogprob] = []  # every answer token's, when asked for
+        self.unsent = 0  # how many of them no chunk has carried yet
 
     @property
     def busy(self) -> bool:
@@ -349,9 +356,16 @@ class BatchScheduler:
         context.decode(items)
         self.stats.steps_total += 1
         generated = 0
+        vocab = self.engine.tokenizer_facts.vocab_size
         for slot in active:
             if slot.output_row >= 0 and slot.sampler is not None:
-                self._accept(slot, slot.sampler.sample(slot.output_row))
+                top = slot.handle.request.logprobs if slot.handle is not None else None
+                # Read before sampling: a constraint masks the row in place.
+                row = None if top is None else np.array(context.logits(slot.output_row)[:vocab])
+                token = slot.sampler.sample(slot.output_row)
+                if row is not None and top is not None:
+                    slot.logprobs.append(token_logprob(row, token, top, self.engine.token_bytes))
+                self._accept(slot, token)
                 generated += 1
         self.stats.recent_steps.append((time.perf_counter(), generated))
 
@@ -369,8 +383,14 @@ class BatchScheduler:
         # Once a constraint is complete, any end-of-generation token the model picks ends it.
         constraint = slot.constraint
         is_stop = constraint is not None and token in self.end_of_generation and constraint.finished
+        ends = (
+            is_stop or token in slot.answer.stop_token_ids
+        ) and not handle.request.params.ignore_eos
+        if ends and handle.request.logprobs is not None:
+            slot.logprobs.pop()  # a stop token is not part of the answer, nor are its odds
         chunk = slot.answer.add(token, is_stop=is_stop)
         if chunk is not None:
+            self._attach_logprobs(slot, chunk)
             handle._push(chunk)
         if slot.answer.finish_reason is not None:
             self._finish(slot, slot.answer.finish_reason)
@@ -395,6 +415,9 @@ class BatchScheduler:
         handle.result = GenerationResult(
             answer.text, reason, usage, timing, list(answer.tokens), answer.stopped_by
         )
+        if handle.request.logprobs is not None:
+            handle.result.logprobs = list(slot.logprobs)
+            self._attach_logprobs(slot, last)
         self.stats.prompt_tokens_total += prompt_tokens - slot.reused - len(slot.pending)
         self.stats.completion_tokens_total += len(answer.tokens)
         self.stats.requests_finished[reason] += 1
@@ -402,6 +425,14 @@ class BatchScheduler:
         # stays, for a next request that begins the same way.
         slot.handle = slot.sampler = slot.constraint = None
         handle._push(last)
+
+    @staticmethod
+    def _attach_logprobs(slot: _Slot, chunk: GenerationChunk) -> None:
+        """Give the chunk the log-probabilities of the tokens since the last chunk."""
+        if slot.handle is None or slot.handle.request.logprobs is None:
+            return
+        chunk.logprobs = slot.logprobs[slot.unsent :]
+        slot.unsent = len(slot.logprobs)
 
     def _finish_unstarted(self, handle: RequestHandle, reason: str) -> None:
         usage = Usage(prompt_tokens=len(handle.request.prompt_ids))

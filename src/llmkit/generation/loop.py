@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from llmkit.engines.base import BatchItem, Context, Engine, TokenConstraint, reusable_prefix
 from llmkit.errors import ContextOverflowError
+from llmkit.generation.logprobs import TokenLogprob
 from llmkit.generation.stopping import IncrementalDecoder, StopMatcher
 from llmkit.params import SamplingParams
 
@@ -55,6 +56,8 @@ class GenerationChunk:
     finish_reason: str | None = None  # "stop", "length", "cancelled"
     # With ignore_eos: the stop token the model produced here, where it would have stopped.
     would_stop_at: str | None = None
+    # When asked for: the log-probabilities of the tokens since the previous chunk.
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -65,6 +68,7 @@ class GenerationResult:
     timing: Timing
     token_ids: list[int] = field(default_factory=list)
     stopped_by: str | None = None  # the stop token or stop string that ended the answer
+    logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
 
 
 class AnswerBuilder:

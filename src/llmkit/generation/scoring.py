@@ -14,6 +14,7 @@ import numpy as np
 
 from llmkit.engines.base import BatchItem, Engine
 from llmkit.errors import ContextOverflowError, InvalidParameterError
+from llmkit.generation.logprobs import log_softmax
 from llmkit.generation.loop import prefill
 from llmkit.params import SamplingParams
 
@@ -48,12 +49,6 @@ class Score:
     @property
     def perplexity(self) -> float:
         return math.exp(-self.total_logprob / len(self.logprobs)) if self.logprobs else math.nan
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    row = logits.astype(np.float64)
-    shifted = row - row.max()
-    return shifted - math.log(float(np.exp(shifted).sum()))
 
 
 def token_text(engine: Engine, token_id: int) -> str:

@@ -213,6 +213,7 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
         schema=ollama_format_schema(body.format),
         tools=body.tools,
         tool_choice="auto" if body.tools else None,
+        logprobs=_logprobs(body),
     )
     run = await service.start(state, ask)
     if body.stream:
@@ -223,8 +224,20 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
         "created_at": _now(),
         "message": _message(reply.content or "", reply.calls),
         "done": True,
+        **_logprobs_field(reply.final.logprobs),
         **_stats(reply.final, started),
     }
+
+
+def _logprobs(body: OllamaChatRequest | OllamaGenerateRequest) -> int | None:
+    """How many alternatives per token the request asks for (None: no log-probabilities)."""
+    if body.top_logprobs is not None and not body.logprobs:
+        raise InvalidParameterError("top_logprobs needs logprobs: true.")
+    return (body.top_logprobs or 0) if body.logprobs else None
+
+
+def _logprobs_field(entries: Any) -> dict[str, Any]:
+    return {} if entries is None else {"logprobs": service.logprob_entries(entries)}
 
 
 def _message(content: str, calls: list[ToolCall]) -> dict[str, Any]:
@@ -240,6 +253,7 @@ async def _chat_stream(run: Run, started: float) -> AsyncIterator[bytes]:
     name = run.model_name
     calls: list[ToolCall] = []
     content = ""
+    wanted = run.job.request.logprobs is not None
     async for event in run.events():
         if isinstance(event, TextDelta):
             yield _ndjson(
@@ -248,6 +262,7 @@ async def _chat_stream(run: Run, started: float) -> AsyncIterator[bytes]:
                     "created_at": _now(),
                     "message": {"role": "assistant", "content": event.text},
                     "done": False,
+                    **(_logprobs_field(event.logprobs) if wanted else {}),
                 }
             )
         elif isinstance(event, ToolCalls):
@@ -281,23 +296,33 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
             "done": True,
             "done_reason": "load",
         }
+    logprobs = _logprobs(body)
     if body.raw:
         ask = GenerationRequest(
-            body.model, _params(body.options), prompt=body.prompt, schema=schema
+            body.model, _params(body.options), prompt=body.prompt, schema=schema, logprobs=logprobs
         )
     else:
         messages = [{"role": "system", "content": body.system}] if body.system else []
         messages.append({"role": "user", "content": body.prompt})
-        ask = GenerationRequest(body.model, _params(body.options), messages=messages, schema=schema)
+        ask = GenerationRequest(
+            body.model, _params(body.options), messages=messages, schema=schema, logprobs=logprobs
+        )
     run = await service.start(state, ask)
     name = run.model_name
+    wanted = logprobs is not None
     if body.stream:
 
         async def lines() -> AsyncIterator[bytes]:
             async for event in run.events():
                 if isinstance(event, TextDelta):
                     yield _ndjson(
-                        {"model": name, "created_at": _now(), "response": event.text, "done": False}
+                        {
+                            "model": name,
+                            "created_at": _now(),
+                            "response": event.text,
+                            "done": False,
+                            **(_logprobs_field(event.logprobs) if wanted else {}),
+                        }
                     )
                 elif isinstance(event, Final):
                     yield _ndjson(
@@ -319,6 +344,7 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
         "created_at": _now(),
         "response": reply.content or "",
         "done": True,
+        **_logprobs_field(reply.final.logprobs),
         **_stats(reply.final, started),
     }
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from llmkit import __version__
 from llmkit.chat.tools import ToolCall
 from llmkit.errors import InvalidParameterError
+from llmkit.generation.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from llmkit.generation.loop import Usage
 from llmkit.server import service
 from llmkit.server.grammar import response_format_schema
@@ -44,8 +45,6 @@ def _params(
 ) -> dict[str, Any]:
     if body.n != 1:
         raise InvalidParameterError("Only n=1 is supported.")
-    if body.logprobs:
-        raise InvalidParameterError("logprobs are not supported by this server.")
     return {
         "max_tokens": max_tokens,
         "temperature": body.temperature,
@@ -58,6 +57,41 @@ def _params(
         "min_p": body.min_p,
         "repeat_penalty": body.repeat_penalty,
         "ignore_eos": body.ignore_eos,
+    }
+
+
+def _chat_logprobs(body: ChatCompletionRequest) -> int | None:
+    """How many alternatives per token the chat request asks for (None: no log-probabilities)."""
+    if body.top_logprobs is not None and body.logprobs is not True:
+        raise InvalidParameterError("top_logprobs needs logprobs: true.")
+    if body.logprobs not in (None, False, True):
+        raise InvalidParameterError("logprobs must be true or false for chat completions.")
+    return (body.top_logprobs or 0) if body.logprobs else None
+
+
+def _completion_logprobs(body: CompletionRequest) -> int | None:
+    """The legacy completions' `logprobs`: the number of alternatives per token."""
+    value = body.logprobs
+    if value is None or value is False:
+        return None
+    if value is True or not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise InvalidParameterError(f"logprobs must be a number from 0 to {MAX_TOP_LOGPROBS}.")
+    if body.echo:
+        raise InvalidParameterError("echo with logprobs is not supported; use one or the other.")
+    return value
+
+
+def _legacy_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """Log-probabilities in the completions endpoint's older shape."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.text)
+    return {
+        "tokens": [entry.text for entry in entries],
+        "token_logprobs": [entry.logprob for entry in entries],
+        "top_logprobs": [{alt.text: alt.logprob for alt in entry.top} for entry in entries],
+        "text_offset": offsets,
     }
 
 
@@ -122,6 +156,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         schema=response_format_schema(body.response_format),
         tools=body.tools,
         tool_choice=body.tool_choice,
+        logprobs=_chat_logprobs(body),
     )
     run = await service.start(state, ask)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -145,12 +180,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None,
+                "logprobs": _content_logprobs(reply.final.logprobs),
                 "finish_reason": _finish_reason(reply.final),
             }
         ],
         "usage": _usage(reply.final.usage),
     }
+
+
+def _content_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    return None if entries is None else {"content": service.logprob_entries(entries)}
 
 
 async def _chat_stream(
@@ -163,14 +202,16 @@ async def _chat_stream(
         "model": run.model_name,
     }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return _sse({**base, "system_fingerprint": FINGERPRINT, "choices": [choice]})
 
+    wanted = run.job.request.logprobs is not None
     yield chunk({"role": "assistant", "content": ""})
     async for event in run.events():
         if isinstance(event, TextDelta):
-            yield chunk({"content": event.text})
+            logprobs = _content_logprobs(list(event.logprobs)) if wanted else None
+            yield chunk({"content": event.text}, logprobs=logprobs)
         elif isinstance(event, ToolCalls):
             calls = _tool_calls_json(event.calls)
             yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
@@ -194,14 +235,24 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
             "Send one prompt per request (a list of exactly one is accepted)."
         )
     # OpenAI's default for this endpoint is 16 tokens.
-    ask = GenerationRequest(body.model, _params(body, body.max_tokens or 16), prompt=prompts[0])
+    ask = GenerationRequest(
+        body.model,
+        _params(body, body.max_tokens or 16),
+        prompt=prompts[0],
+        logprobs=_completion_logprobs(body),
+    )
     run = await service.start(state, ask)
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     echo = prompts[0] if body.echo else ""
     base = {"id": ident, "object": "text_completion", "created": created, "model": run.model_name}
 
-    def choice(text: str, finish: str | None) -> dict[str, Any]:
-        return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+    wanted = ask.logprobs is not None
+
+    def choice(
+        text: str, finish: str | None, entries: list[TokenLogprob] | None = None, offset: int = 0
+    ) -> dict[str, Any]:
+        logprobs = _legacy_logprobs(entries or [], offset) if wanted else None
+        return {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -209,9 +260,12 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         async def events() -> AsyncIterator[bytes]:
             if echo:
                 yield _sse({**base, "choices": [choice(echo, None)]})
+            offset = 0
             async for event in run.events():
                 if isinstance(event, TextDelta):
-                    yield _sse({**base, "choices": [choice(event.text, None)]})
+                    entries = list(event.logprobs)
+                    yield _sse({**base, "choices": [choice(event.text, None, entries, offset)]})
+                    offset += len(event.text)
                 elif isinstance(event, Final):
                     yield _sse({**base, "choices": [choice("", _finish_reason(event))]})
                     if include_usage:
@@ -227,7 +281,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     return {
         **base,
         "system_fingerprint": FINGERPRINT,
-        "choices": [choice(echo + (reply.content or ""), _finish_reason(reply.final))],
+        "choices": [
+            choice(echo + (reply.content or ""), _finish_reason(reply.final), reply.final.logprobs)
+        ],
         "usage": _usage(reply.final.usage),
     }
 

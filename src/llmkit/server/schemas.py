@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from llmkit.generation.logprobs import MAX_TOP_LOGPROBS
 from llmkit.params import (
     MAX_REPEAT_LAST_N,
     MAX_SEED,
@@ -127,6 +128,7 @@ class ChatCompletionRequest(_OpenAISampling):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class CompletionRequest(_OpenAISampling):
@@ -154,6 +156,8 @@ class _OllamaCommon(_Lenient):
     stream: StrictBool = True
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
+    logprobs: StrictBool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
     _options = field_validator("options")(check_ollama_options)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from llmkit.chat.tools import (
 from llmkit.errors import InvalidParameterError, LlmkitError
 from llmkit.generation.batching import BatchRequest, RequestHandle
 from llmkit.generation.constraints import Grammar, constraint_factory
+from llmkit.generation.logprobs import TokenLogprob
 from llmkit.generation.loop import GenerationResult, Timing, Usage
 from llmkit.server.state import ServedModel, ServerState
 
@@ -55,12 +56,14 @@ class GenerationRequest:
     schema: dict[str, Any] | None = None  # the reply must be JSON valid against it
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    logprobs: int | None = None  # None: none; N: each token's, with N alternatives
 
 
 # ---- the events ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens behind this text, when asked for
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Final:
     finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     usage: Usage
     timing: Timing
+    logprobs: list[TokenLogprob] | None = None  # every token's, when asked for
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,22 @@ class Reply:
     content: str | None
     calls: list[ToolCall]
     final: Final
+
+
+def logprob_entries(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Token log-probabilities as OpenAI's chat API and Ollama both write them."""
+    return [
+        {
+            "token": entry.text,
+            "logprob": entry.logprob,
+            "bytes": list(entry.bytes),
+            "top_logprobs": [
+                {"token": alt.text, "logprob": alt.logprob, "bytes": list(alt.bytes)}
+                for alt in entry.top
+            ],
+        }
+        for entry in entries
+    ]
 
 
 def finish_reason(generation_reason: str, calls: list[ToolCall]) -> str:
@@ -141,6 +161,7 @@ def _batch_request(
     params: Any,
     schema: dict[str, Any] | None,
     plan: ToolPlan | None,
+    logprobs: int | None = None,
 ) -> BatchRequest:
     """The scheduler's request, with the reply's grammar as a maker of token constraints."""
     # llguidance on every engine: it masks the vocabulary at close to free-text speed, where
@@ -150,8 +171,10 @@ def _batch_request(
     if grammar is None and plan is not None:
         grammar = plan.grammar
     if grammar is None:
-        return BatchRequest(prompt_ids, params, None)
-    return BatchRequest(prompt_ids, params, constraint_factory(grammar, served.model.engine))
+        return BatchRequest(prompt_ids, params, None, logprobs=logprobs)
+    return BatchRequest(
+        prompt_ids, params, constraint_factory(grammar, served.model.engine), logprobs=logprobs
+    )
 
 
 def build_job(state: ServerState, ask: GenerationRequest) -> Job:
@@ -164,7 +187,9 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         prompt_ids = model.raw_prompt_ids(prompt)
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
-        return Job(served, _batch_request(served, prompt_ids, params, ask.schema, None))
+        return Job(
+            served, _batch_request(served, prompt_ids, params, ask.schema, None, ask.logprobs)
+        )
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
     if plan is not None and ask.schema is not None:
@@ -185,7 +210,9 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
     prompt_ids = model.prompt_ids(messages, tools=plan.tools if plan and plan.native else None)
     if state.settings.log_prompts:
         log.info("prompt for %s: %r", served.name, model.detokenize(prompt_ids))
-    return Job(served, _batch_request(served, prompt_ids, params, ask.schema, plan), plan)
+    return Job(
+        served, _batch_request(served, prompt_ids, params, ask.schema, plan, ask.logprobs), plan
+    )
 
 
 async def start(state: ServerState, ask: GenerationRequest) -> Run:
@@ -220,11 +247,14 @@ class Run:
         Leaving early (a closed connection) cancels the generation.
         """
         hold = ToolCallHold(self.job.tool_plan is not None)
+        pending: list[TokenLogprob] = []  # log-probabilities of text still held back
         try:
             async for chunk in self.handle:
+                pending.extend(chunk.logprobs or ())
                 text = hold.release(chunk.text)
                 if text:
-                    yield TextDelta(text)
+                    yield TextDelta(text, tuple(pending))
+                    pending = []
         except LlmkitError as error:
             yield Error(str(error), error)
             return
@@ -237,12 +267,13 @@ class Run:
         text, calls = hold.finish()
         if calls:
             yield ToolCalls(calls, text)
-        elif text:
-            yield TextDelta(text)
+        elif text or pending:
+            yield TextDelta(text, tuple(pending))
         result = self.handle.result
         if result is None:  # the scheduler ended the stream without a result: treat as cancelled
             result = GenerationResult("", "cancelled", Usage(), Timing())
-        yield Final(finish_reason(result.finish_reason, calls), result.usage, result.timing)
+        reason = finish_reason(result.finish_reason, calls)
+        yield Final(reason, result.usage, result.timing, result.logprobs)
 
     async def collect(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> Reply:
         """The whole reply; an Error is raised. A client that hangs up cancels the generation."""
