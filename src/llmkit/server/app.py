@@ -47,6 +47,16 @@ def _is_ollama(path: str) -> bool:
 def error_body(path: str, status: int, message: str, code: str | None = None) -> dict[str, Any]:
     if _is_ollama(path):
         return {"error": message}
+    if path == "/v1/messages":  # Anthropic's shape
+        kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+        kind = kinds.get(status, "overloaded_error" if status == 503 else "invalid_request_error")
+        return {
+            "type": "error",
+            "error": {
+                "type": kind if status < 500 or status == 503 else "api_error",
+                "message": message,
+            },
+        }
     kind = {
         401: "authentication_error",
         403: "permission_error",
@@ -102,6 +112,8 @@ class GuardMiddleware:
                 headers = dict(scope["headers"])
                 given = headers.get(b"authorization", b"").decode("latin-1")
                 token = given[7:] if given.lower().startswith("bearer ") else ""
+                # Anthropic's clients send the key as x-api-key.
+                token = token or headers.get(b"x-api-key", b"").decode("latin-1")
                 if not hmac.compare_digest(token.encode(), key.encode()):
                     await self._reply(
                         counting_send,
@@ -195,7 +207,7 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    from llmkit.server import ollama_api, openai_api
+    from llmkit.server import anthropic_api, ollama_api, openai_api
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -213,6 +225,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.llmkit = state
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
+    app.include_router(anthropic_api.router)
 
     @app.exception_handler(LlmkitError)
     async def _llmkit_error(request: Request, error: LlmkitError) -> JSONResponse:

@@ -182,3 +182,24 @@ class OllamaEmbedRequest(_Lenient):
 class OllamaShowRequest(_Lenient):
     model: str | None = None
     name: str | None = None  # older clients send "name"
+
+
+# ---- Anthropic -----------------------------------------------------------------------------
+class AnthropicMessage(_Lenient):
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class AnthropicRequest(_Lenient):
+    model: str | None = None
+    max_tokens: int = Field(ge=1, le=MAX_TOKENS_LIMIT)
+    messages: list[AnthropicMessage] = Field(min_length=1)
+    system: str | list[dict[str, Any]] | None = None
+    stop_sequences: Annotated[list[Stop], Field(max_length=MAX_STOP_STRINGS)] | None = None
+    temperature: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    top_p: UnitFloat | None = None
+    top_k: int | None = Field(default=None, ge=0, le=MAX_TOP_K)
+    stream: StrictBool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None

@@ -78,6 +78,7 @@ class Final:
     usage: Usage
     timing: Timing
     logprobs: list[TokenLogprob] | None = None  # every token's, when asked for
+    stopped_by: str | None = None  # the stop token or stop string that ended the text
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,7 @@ class Run:
         if result is None:  # the scheduler ended the stream without a result: treat as cancelled
             result = GenerationResult("", "cancelled", Usage(), Timing())
         reason = finish_reason(result.finish_reason, calls)
-        yield Final(reason, result.usage, result.timing, result.logprobs)
+        yield Final(reason, result.usage, result.timing, result.logprobs, result.stopped_by)
 
     async def collect(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> Reply:
         """The whole reply; an Error is raised. A client that hangs up cancels the generation."""
