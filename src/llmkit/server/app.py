@@ -207,7 +207,7 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    from llmkit.server import anthropic_api, ollama_api, openai_api
+    from llmkit.server import anthropic_api, ollama_api, openai_api, responses_api
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -226,6 +226,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
     app.include_router(anthropic_api.router)
+    app.include_router(responses_api.router)
 
     @app.exception_handler(LlmkitError)
     async def _llmkit_error(request: Request, error: LlmkitError) -> JSONResponse:

@@ -203,3 +203,21 @@ class AnthropicRequest(_Lenient):
     tools: list[dict[str, Any]] | None = None
     tool_choice: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+
+
+# ---- OpenAI Responses ----------------------------------------------------------------------
+class ResponsesRequest(_Lenient):
+    model: str | None = None
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: Temperature | None = None
+    top_p: UnitFloat | None = None
+    stream: StrictBool = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    previous_response_id: str | None = Field(default=None, max_length=100)
+    store: StrictBool = True
+    metadata: dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
