@@ -30,6 +30,7 @@ VERB_MODULES = (
     "llmkit.cli.serve",
     "llmkit.cli.finetune",
     "llmkit.cli.agent",
+    "llmkit.cli.quantize",
 )
 
 

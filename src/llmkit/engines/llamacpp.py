@@ -56,6 +56,11 @@ def _bindings() -> Any:
     return _state["module"]
 
 
+def bindings() -> Any:
+    """llama-cpp-python's low-level module, initialised, with llama.cpp's log quiet."""
+    return _bindings()
+
+
 def set_llama_logging(verbose: bool) -> None:
     llama = _state["module"]
 
