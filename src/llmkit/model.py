@@ -222,6 +222,10 @@ class Model:
 
         return score(self.engine, self.raw_prompt_ids(text))
 
+    def embed(self, text: str) -> list[float]:
+        """A unit-length vector for the text (mean-pooled hidden states; see docs/server.md)."""
+        return self.engine.embed(self.raw_prompt_ids(text))
+
     def close(self) -> None:
         self.engine.close()
 

@@ -31,6 +31,7 @@ VERB_MODULES = (
     "llmkit.cli.finetune",
     "llmkit.cli.agent",
     "llmkit.cli.quantize",
+    "llmkit.cli.embed",
 )
 
 

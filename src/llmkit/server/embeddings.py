@@ -17,9 +17,9 @@ class Embedder:
 
     def embed(self, text: str) -> tuple[list[float], int]:
         """A unit-length vector for the text, and how many tokens it took."""
-        ids = self.model.raw_prompt_ids(text)
+        tokens = len(self.model.raw_prompt_ids(text))
         # An empty input is embedded as the engine's stand-in (BOS): one token.
-        return self.model.engine.embed(ids), max(len(ids), 1)
+        return self.model.embed(text), max(tokens, 1)
 
     def close(self) -> None:
         pass  # the engine owns its embedding context and frees it with the model
