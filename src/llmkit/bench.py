@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from llmkit.engines import check_engine_name
 from llmkit.errors import LlmkitError
@@ -37,6 +37,8 @@ class BenchResult:
     generation_tokens_per_second: float
     peak_memory_mb: float
     repetitions: int
+    # [min, median, max] over the repetitions, for each speed and time above.
+    spread: dict[str, list[float]] = field(default_factory=dict)
 
 
 def measure(
@@ -72,24 +74,31 @@ def measure(
         runs.append(stream.result)
     usage = runs[0].usage
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    figures = {
+        "prompt_tokens_per_second": [r.usage.prompt_tokens / r.timing.prompt_seconds for r in runs],
+        "time_to_first_token_seconds": [r.timing.first_token_seconds for r in runs],
+        "generation_tokens_per_second": [
+            r.timing.generation_tokens_per_second(r.usage) for r in runs
+        ],
+    }
+    digits = {"time_to_first_token_seconds": 4}
+    spread = {
+        name: [round(f(values), digits.get(name, 1)) for f in (min, statistics.median, max)]
+        for name, values in figures.items()
+    }
     return BenchResult(
         model=model,
         engine=engine,
         threads=threads,
         load_seconds=round(load_seconds, 3),
         prompt_tokens=usage.prompt_tokens,
-        prompt_tokens_per_second=round(
-            statistics.median(r.usage.prompt_tokens / r.timing.prompt_seconds for r in runs), 1
-        ),
-        time_to_first_token_seconds=round(
-            statistics.median(r.timing.first_token_seconds for r in runs), 4
-        ),
+        prompt_tokens_per_second=spread["prompt_tokens_per_second"][1],
+        time_to_first_token_seconds=spread["time_to_first_token_seconds"][1],
         generated_tokens=usage.completion_tokens,
-        generation_tokens_per_second=round(
-            statistics.median(r.timing.generation_tokens_per_second(r.usage) for r in runs), 1
-        ),
+        generation_tokens_per_second=spread["generation_tokens_per_second"][1],
         peak_memory_mb=round(peak_kb / 1024, 1),
         repetitions=repetitions,
+        spread=spread,
     )
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmkit.cli import options as opt
 from llmkit.cli.output import error_console, escape, print_json, print_table
+
+if TYPE_CHECKING:
+    from llmkit.bench import BenchResult
 
 
 def bench(
@@ -92,15 +95,20 @@ def bench(
         "first token (ms)",
         "peak memory (MB)",
         title=f"{escape(model)}: {results[0].prompt_tokens}-token prompt, "
-        f"{results[0].generated_tokens} generated, median of {repetitions}",
+        f"{results[0].generated_tokens} generated, median (min-max) of {repetitions}",
     )
+
+    def spread(result: BenchResult, name: str, scale: float, digits: int) -> str:
+        low, middle, high = (value * scale for value in result.spread[name])
+        return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
+
     for r in results:
         table.add_row(
             escape(r.engine),
             f"{r.load_seconds:.2f}",
-            f"{r.prompt_tokens_per_second:.0f}",
-            f"{r.generation_tokens_per_second:.1f}",
-            f"{r.time_to_first_token_seconds * 1000:.0f}",
+            spread(r, "prompt_tokens_per_second", 1, 0),
+            spread(r, "generation_tokens_per_second", 1, 1),
+            spread(r, "time_to_first_token_seconds", 1000, 0),
             f"{r.peak_memory_mb:.0f}",
         )
     print_table(table)
