@@ -11,13 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from llmkit.chat.template import (
-    Message,
-    TemplateRenderError,
-    end_of_turn_text,
-    render_chat_template,
-    select_template,
-)
+from llmkit.chat.prompt_format import PromptFormat
+from llmkit.chat.template import Message, TemplateRenderError
 from llmkit.engines import check_engine_name
 from llmkit.engines.base import Engine, EngineOptions, TokenConstraint
 from llmkit.errors import LlmkitError
@@ -64,34 +59,20 @@ class Model:
         self.manifest = manifest
         self.engine = engine
         self.name = manifest.name
-        info = manifest.info
-        self.bos_token: str | None = info.get("bos_token")
-        self.eos_token: str | None = info.get("eos_token")
-        self.special_tokens: dict[str, int] = info.get("special_tokens") or {}
-        self.template = self._choose_template(template)
-        self.end_of_turn_token = (
-            end_of_turn_text(
-                self.template.text,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                special_tokens=self.special_tokens,
-            )
-            if self.template
-            else None
+        # Every fact about the prompt format, worked out once (chat/prompt_format.py).
+        self.format = PromptFormat.from_info(
+            manifest.info, recipe_override=manifest.template_override, override=template
         )
-        candidates = (self.eos_token, info.get("eot_token"), self.end_of_turn_token)
-        stop_texts = {str(text) for text in candidates if text}
+        fmt = self.format
+        self.bos_token, self.eos_token = fmt.bos_token, fmt.eos_token
+        self.special_tokens: dict[str, int] = fmt.special_tokens
+        self.template = ChatTemplate(fmt.source or "model", fmt.template) if fmt.template else None
+        self.end_of_turn_token = fmt.end_of_turn
         self.stop_token_ids = frozenset(
-            token for text in stop_texts if (token := engine.token_id(text)) is not None
+            token for text in fmt.stop_texts if (token := engine.token_id(text)) is not None
         )
         self.default_params = SamplingParams().updated(**(manifest.parameters or {}))
         self.system_prompt = manifest.system_prompt
-
-    def _choose_template(self, override: str | None) -> ChatTemplate | None:
-        chosen = select_template(
-            self.manifest.info, recipe_override=self.manifest.template_override, override=override
-        )
-        return ChatTemplate(*chosen) if chosen else None
 
     @property
     def context_length(self) -> int:
@@ -106,18 +87,13 @@ class Model:
         tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """The exact text the model is given for a conversation."""
-        if self.template is None:
+        if self.format.template is None:
             raise LlmkitError(
                 f"'{self.name}' has no chat template and none of the built-in ones fits its tokens; "
                 "use raw completion (`llmkit run --raw`) or give a template with --template."
             )
-        return render_chat_template(
-            self.template.text,
-            list(messages),
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-            add_generation_prompt=add_generation_prompt,
-            tools=tools,
+        return self.format.render(
+            messages, add_generation_prompt=add_generation_prompt, tools=tools
         )
 
     def with_system(self, messages: Sequence[Message], system: str | None = None) -> list[Message]:
@@ -141,8 +117,7 @@ class Model:
         return self.tokenize(self.render_prompt(messages, tools=tools))
 
     def raw_prompt_ids(self, prompt: str) -> list[int]:
-        add_bos = bool(self.manifest.info.get("add_bos_token", True)) and self.bos_token is not None
-        return self.tokenize(prompt, add_bos=add_bos)
+        return self.tokenize(prompt, add_bos=self.format.raw_adds_bos)
 
     # ---- generation ----------------------------------------------------------------------
     def params(self, params: SamplingParams | None = None, **overrides: Any) -> SamplingParams:

@@ -15,6 +15,7 @@ from llmkit.chat.template import Message, describe_template_source
 from llmkit.errors import InvalidParameterError
 
 if TYPE_CHECKING:
+    from llmkit.chat.prompt_format import PromptFormat
     from llmkit.engines.base import Engine
     from llmkit.store.store import ModelManifest
 
@@ -40,6 +41,7 @@ class InspectableModel(Protocol):
     special_tokens: dict[str, int]
     end_of_turn_token: str | None
     stop_token_ids: frozenset[int]
+    format: PromptFormat
 
     @property
     def manifest(self) -> ModelManifest: ...
@@ -150,9 +152,9 @@ def build_prompt_view(
     """Render a conversation with the model's template and tokenize it exactly as generation does."""
     text = model.render_prompt(messages, add_generation_prompt=add_generation_prompt, tools=tools)
     ids = model.tokenize(text)
-    info = model.manifest.info
-    special_ids = set(model.special_tokens.values())
-    named = {token for token in (model.bos_token, model.eos_token, info.get("eot_token")) if token}
+    fmt = model.format
+    special_ids = set(fmt.special_tokens.values())
+    named = {token for token in (fmt.bos_token, fmt.eos_token, fmt.eot_token) if token}
     tokens = []
     for token_id in ids:
         piece = model.engine.token_bytes(token_id).decode("utf-8", "backslashreplace")
@@ -161,9 +163,7 @@ def build_prompt_view(
     view = PromptView(
         model=model.name,
         template_source=source,
-        template_description=describe_template_source(
-            source, fallback=not (info.get("chat_template") or model.manifest.template_override)
-        ),
+        template_description=describe_template_source(source, fallback=fmt.fallback),
         text=text,
         tokens=tokens,
         bos=_bos_report(model, text, ids),
@@ -197,8 +197,8 @@ def build_prompt_view(
 
 
 def _bos_report(model: InspectableModel, text: str, ids: list[int]) -> BosReport:
-    bos = model.bos_token
-    adds = model.manifest.info.get("add_bos_token")
+    bos = model.format.bos_token
+    adds = model.format.add_bos
     if not bos:
         return BosReport(None, None, False, adds, "none", 0, "The model has no BOS token.")
     bos_id = model.special_tokens.get(bos)

@@ -56,7 +56,6 @@ _PROBE_TOOL = {
 }
 _TAG = "<tool_call>"
 MAX_CALLS = 8  # tool calls one tagged reply may make
-_syntax_cache: dict[str, ToolSyntax] = {}
 
 
 def render_tool_syntax(
@@ -79,17 +78,9 @@ def render_tool_syntax(
 
 
 def model_tool_syntax(model: Any) -> ToolSyntax:
-    """The tool syntax of a loaded model's template (rendered once per template text)."""
-    template = getattr(model, "template", None)
-    if template is None:
-        return NO_TOOL_SYNTAX
-    syntax = _syntax_cache.get(template.text)
-    if syntax is None:
-        syntax = render_tool_syntax(
-            lambda messages, tools: model.render_prompt(messages, tools=tools)
-        )
-        _syntax_cache[template.text] = syntax
-    return syntax
+    """The tool syntax of a loaded model's template (its PromptFormat renders it once)."""
+    prompt_format = getattr(model, "format", None)
+    return prompt_format.tool_syntax if prompt_format is not None else NO_TOOL_SYNTAX
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
