@@ -78,3 +78,36 @@ def test_bad_requests_are_one_sentence(model) -> None:
         score(model.engine, [1] * 500)
     with pytest.raises(InvalidParameterError, match="steps must be between"):
         list(walk(model.engine, [1, 2], model.params(), steps=0))
+
+
+def test_explaining_sampling_follows_the_chain_step_by_step(model) -> None:
+    from llmkit.generation.scoring import explain_sampling
+
+    ids = model.tokenize("the cat", add_bos=True)
+    params = model.params(temperature=2.0, top_k=20, top_p=0.5, min_p=0.0, repeat_penalty=1.0)
+    views = explain_sampling(model.engine, ids, params, top=30)
+    names = [view.name for view in views]
+    assert names == ["model", "top_k", "top_p", "min_p", "temperature"]
+    remaining = [view.remaining for view in views]
+    assert remaining[1] == 20 and remaining == sorted(remaining, reverse=True)
+    last = views[-1]
+    assert sum(chance.probability for chance in last.top) == pytest.approx(1.0, abs=1e-4)
+    # A higher temperature flattens what min-p left: the top token loses probability.
+    assert last.top[0].probability <= views[-2].top[0].probability + 1e-9
+    greedy = explain_sampling(model.engine, ids, model.params(temperature=0.0, repeat_penalty=1.0))
+    assert [v.name for v in greedy] == ["model", "greedy"]
+    assert greedy[1].top[0].id == greedy[0].top[0].id
+
+
+def test_both_engines_explain_the_same_sampling(tiny_gguf: Path) -> None:
+    pytest.importorskip("torch")
+    from llmkit.generation.scoring import explain_sampling
+
+    kept = {}
+    for engine in ("llamacpp", "transformers"):
+        with llmkit.load(str(tiny_gguf), engine=engine, context_length=128) as loaded:
+            ids = loaded.tokenize("the cat", add_bos=True)
+            params = loaded.params(temperature=0.7, top_k=10, top_p=0.9, repeat_penalty=1.0)
+            views = explain_sampling(loaded.engine, ids, params, top=10)
+            kept[engine] = [(v.name, v.remaining) for v in views]
+    assert kept["llamacpp"] == kept["transformers"]

@@ -73,6 +73,14 @@ def next_command(
             "--steps", help="Walk this many tokens, showing each step's distribution (1-1000)."
         ),
     ] = 0,
+    explain_sampling: Annotated[
+        bool,
+        typer.Option(
+            "--explain-sampling",
+            help="Show how --temperature, --top-k, --top-p and --min-p reshape the distribution, "
+            "step by step, as the engine's sampler chain does it.",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
     temperature: opt.Temperature = None,
     top_k: opt.TopK = None,
@@ -93,14 +101,30 @@ def next_command(
     """
     from llmkit.errors import InvalidParameterError
     from llmkit.generation.scoring import MAX_TOP, next_tokens, walk
+    from llmkit.generation.scoring import explain_sampling as explain
 
     if not 1 <= top <= MAX_TOP:
         raise InvalidParameterError(f"--top must be between 1 and {MAX_TOP} (got {top}).")
     if steps and not 1 <= steps <= 1000:
         raise InvalidParameterError(f"--steps must be between 1 and 1000 (got {steps}).")
+    if explain_sampling and steps:
+        raise InvalidParameterError("Use --explain-sampling or --steps, not both.")
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
     try:
         ids = loaded.next_prompt_ids(text, chat=chat)
+        sampling = opt.sampling_overrides(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
+        )
+        if explain_sampling:
+            views = explain(loaded.engine, ids, loaded.params(**sampling), top)
+            if json_output:
+                print_json({"text": text, "stages": [asdict(view) for view in views]})
+                return
+            for view in views:
+                title = "The model's distribution" if view.name == "model" else f"After {view.name}"
+                say("\n[bold]{}[/]: {} tokens left", title, f"{view.remaining:,}")
+                _table(view.top)
+            return
         if not steps:
             distribution = next_tokens(loaded.engine, ids, top)
             if json_output:
@@ -115,9 +139,6 @@ def next_command(
                 say("[dim]After {} prompt tokens, the next token is:[/]", len(ids), err=True)
                 _table(distribution)
             return
-        sampling = opt.sampling_overrides(
-            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
-        )
         params = loaded.params(**({"temperature": 0.0} | sampling))
         walked = []
         continuation = []

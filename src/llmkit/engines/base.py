@@ -92,10 +92,24 @@ class TokenConstraint(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SamplingStage:
+    """The candidates left after one step of a sampler chain, with their probabilities then."""
+
+    name: str  # "penalties", "top_k", "top_p", "min_p", "temperature", "greedy"
+    ids: np.ndarray  # token ids, most likely first
+    probabilities: np.ndarray  # softmax over the candidates left, after this step
+
+
 class Sampler(Protocol):
     def sample(self, output: int = -1) -> int:
         """Choose the next token from output row `output` of the context's latest decode
         (-1: the last row), remember it for penalties, and advance any constraint."""
+        ...
+
+    def explain(self, output: int = -1) -> list[SamplingStage]:
+        """What each step of this sampler's chain leaves of output row `output`, in order,
+        computed by the same steps `sample` runs (nothing is sampled or remembered)."""
         ...
 
 

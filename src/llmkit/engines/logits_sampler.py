@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from llmkit.engines.base import TokenConstraint
+from llmkit.engines.base import SamplingStage, TokenConstraint
 from llmkit.errors import LlmkitError
 from llmkit.params import SamplingParams
 
@@ -65,7 +65,23 @@ class LogitsSampler:
         logits[ids] = values
 
     def _draw(self, logits: np.ndarray) -> int:
+        last = self._stages(logits)[-1]
+        return int(self.rng.choice(last.ids, p=last.probabilities))
+
+    def explain(self, output: int = -1) -> list[SamplingStage]:
+        logits = np.array(self.logits(output), dtype=np.float64)
+        if self.constraint is not None:
+            _mask_disallowed(logits, self.constraint.allowed())
+        self._apply_penalties(logits)
+        if self.params.greedy:
+            best = int(np.argmax(logits))
+            return [SamplingStage("greedy", np.array([best]), np.array([1.0]))]
+        return self._stages(logits)
+
+    def _stages(self, logits: np.ndarray) -> list[SamplingStage]:
+        """The chain after penalties, step by step: top-k, top-p, min-p, temperature."""
         params = self.params
+        stages = []
         candidates = np.arange(logits.size)
         if 0 < params.top_k < logits.size:
             keep = np.argpartition(-logits, params.top_k - 1)[: params.top_k]
@@ -73,15 +89,22 @@ class LogitsSampler:
         order = np.argsort(-logits, kind="stable")
         candidates, logits = candidates[order], logits[order]
         probabilities = _softmax(logits)
+        if params.top_k > 0:
+            stages.append(SamplingStage("top_k", candidates, probabilities))
         if params.top_p < 1.0:
             # Keep the smallest prefix whose mass reaches top_p (always at least one token).
             cut = int(np.searchsorted(np.cumsum(probabilities), params.top_p)) + 1
-            candidates, logits, probabilities = candidates[:cut], logits[:cut], probabilities[:cut]
+            candidates, logits = candidates[:cut], logits[:cut]
+            probabilities = _softmax(logits)
+        stages.append(SamplingStage("top_p", candidates, probabilities))
         if params.min_p > 0.0:
             keep = probabilities >= params.min_p * probabilities[0]
             candidates, logits = candidates[keep], logits[keep]
+            probabilities = _softmax(logits)
+        stages.append(SamplingStage("min_p", candidates, probabilities))
         probabilities = _softmax(logits / params.temperature)
-        return int(self.rng.choice(candidates, p=probabilities))
+        stages.append(SamplingStage("temperature", candidates, probabilities))
+        return stages
 
 
 def _mask_disallowed(logits: np.ndarray, allowed: np.ndarray) -> None:

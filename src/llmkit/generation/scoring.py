@@ -157,3 +157,42 @@ def walk(
         if token in engine.tokenizer_facts.end_of_generation_ids:
             return
         context.decode([BatchItem(0, (token,))])
+
+
+@dataclass(frozen=True)
+class StageView:
+    """What one step of the sampler chain leaves: how many tokens, the most likely of them."""
+
+    name: str
+    remaining: int
+    top: list[TokenChance]
+
+
+def explain_sampling(
+    engine: Engine, prompt_ids: Sequence[int], params: SamplingParams, top: int = 10
+) -> list[StageView]:
+    """How the sampling settings reshape the next-token distribution, step by step, computed by
+    the engine's own sampler chain. The first view is the model's plain distribution."""
+    _check_length(engine, len(prompt_ids))
+    context = engine.context
+    prefill(context, prompt_ids)
+    logits = np.array(context.logits()[: engine.tokenizer_facts.vocab_size])
+    views = [StageView("model", int(logits.size), top_tokens(engine, logits, top))]
+    special = engine.tokenizer_facts.special_ids | engine.tokenizer_facts.end_of_generation_ids
+    sampler = context.new_sampler(params, prompt_ids)
+    for stage in sampler.explain():
+        shown = [
+            TokenChance(
+                int(token),
+                token_text(engine, int(token)),
+                float(probability),
+                float(math.log(probability)) if probability > 0 else -math.inf,
+                rank + 1,
+                int(token) in special,
+            )
+            for rank, (token, probability) in enumerate(
+                zip(stage.ids[:top], stage.probabilities[:top])
+            )
+        ]
+        views.append(StageView(stage.name, int(stage.ids.size), shown))
+    return views
