@@ -197,6 +197,13 @@ class Model:
 
         return score(self.engine, self.raw_prompt_ids(text))
 
+    def attention(self, text: str) -> tuple[list[str], Any]:
+        """The text's tokens and their attention weights, (layers, heads, tokens, tokens):
+        row i says how much token i looks at each earlier token (transformers engine)."""
+        ids = self.raw_prompt_ids(text)
+        tokens = [self.engine.token_bytes(t).decode("utf-8", "replace") for t in ids]
+        return tokens, self.engine.attention(ids)
+
     def embed(self, text: str) -> list[float]:
         """A unit-length vector for the text (mean-pooled hidden states; see docs/server.md)."""
         return self.engine.embed(self.raw_prompt_ids(text))

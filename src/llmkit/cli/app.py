@@ -24,6 +24,7 @@ VERB_MODULES = (
     "llmkit.cli.models",
     "llmkit.cli.generate",
     "llmkit.cli.next",
+    "llmkit.cli.attention",
     "llmkit.cli.plan",
     "llmkit.cli.prompt",
     "llmkit.cli.bench",

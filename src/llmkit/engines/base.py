@@ -180,4 +180,9 @@ class Engine(Protocol):
         """A unit-length vector for the tokens (mean-pooled hidden states)."""
         ...
 
+    def attention(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Attention weights, shape (layers, heads, tokens, tokens): row i is what token i
+        attends to. Raises InvalidParameterError where the engine cannot expose them."""
+        ...
+
     def close(self) -> None: ...

@@ -400,6 +400,12 @@ class LlamaCppEngine:
         return ids[0] if len(ids) == 1 else None
 
     # ---- embeddings ----------------------------------------------------------------------
+    def attention(self, token_ids: Sequence[int]) -> np.ndarray:
+        raise InvalidParameterError(
+            "llama.cpp does not expose attention weights; use the transformers engine "
+            "(--engine transformers)."
+        )
+
     def embed(self, token_ids: Sequence[int]) -> list[float]:
         """Mean-pooled hidden states in a context of their own, scaled to unit length.
 

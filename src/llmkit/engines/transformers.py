@@ -177,6 +177,27 @@ class TransformersEngine:
         norm = float(np.linalg.norm(pooled))
         return (pooled / norm if norm > 0 else pooled).tolist()
 
+    def attention(self, token_ids: Sequence[int]) -> np.ndarray:
+        token_ids = list(token_ids)
+        if not token_ids or len(token_ids) > self.context_length:
+            raise ContextOverflowError(
+                f"Attention needs 1 to {self.context_length} tokens (got {len(token_ids)})."
+            )
+        torch, model = self.torch, self.model
+        # Only the eager implementation returns the weights (SDPA fuses them away).
+        previous = model.config._attn_implementation
+        model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                output = model(
+                    input_ids=torch.tensor([token_ids], device=self.device),
+                    output_attentions=True,
+                    use_cache=False,
+                )
+        finally:
+            model.set_attn_implementation(previous)
+        return torch.stack([layer[0] for layer in output.attentions]).float().cpu().numpy()
+
     def close(self) -> None:
         if self._context is not None:
             self._context.close()
