@@ -48,22 +48,74 @@ function renderMarkdown(source) {
   }).join("");
 }
 
+// ---- settings kept per conversation: system prompt, temperature, max tokens ------------------
+// Each field is kept as typed (a string; empty means the server's default).
+const FIELDS = { system: "system", temperature: "temperature", "max-tokens": "maxTokens" };
+const SAMPLING = [
+  { id: "temperature", param: "temperature", label: "Temperature", whole: false },
+  { id: "max-tokens", param: "max_tokens", label: "Max tokens", whole: true },
+];
+function showSettings(conversation) {
+  for (const [id, field] of Object.entries(FIELDS)) $(id).value = (conversation && conversation[field]) || "";
+}
+function keepSettings(conversation) {
+  for (const [id, field] of Object.entries(FIELDS)) conversation[field] = $(id).value;
+}
+// The request's sampling parameters, or an Error naming the first field out of range. The bounds are
+// the inputs' min and max attributes, which are the server's, so what passes here the server accepts.
+function sampling() {
+  const params = {};
+  for (const { id, param, label, whole } of SAMPLING) {
+    const input = $(id);
+    const text = input.value.trim();
+    input.removeAttribute("aria-invalid");
+    if (!text && !input.validity.badInput) continue;
+    const value = Number(text);
+    const min = input.min === "" ? -Infinity : Number(input.min);
+    const max = input.max === "" ? Infinity : Number(input.max);
+    if (!text || !Number.isFinite(value) || value < min || value > max || (whole && !Number.isInteger(value))) {
+      input.setAttribute("aria-invalid", "true");
+      $("settings").open = true;
+      const kind = whole ? "a whole number" : "a number";
+      return new Error(`${label} must be ${kind} from ${input.min} to ${input.max}, or empty for the default.`);
+    }
+    params[param] = value;
+  }
+  return params;
+}
+// Checks the settings before a request; on a bad value shows why and returns null.
+function checkedSampling() {
+  const params = sampling();
+  if (!(params instanceof Error)) return params;
+  showError(params.message);
+  return null;
+}
+
 // ---- conversations --------------------------------------------------------------------------
 function newConversation() {
-  current = { id: Date.now().toString(36), title: "New chat", system: $("system").value, messages: [] };
+  current = { id: Date.now().toString(36), title: "New chat", messages: [] };
+  keepSettings(current);
   conversations.unshift(current);
   save();
+  closeSidebar();
   render();
 }
 function select(id) {
   current = conversations.find((c) => c.id === id) || null;
-  if (current) $("system").value = current.system || "";
+  showSettings(current);
+  closeSidebar();
   render();
 }
+// On a narrow screen the conversation list is a panel opened by the "Chats" button.
+function openSidebar(open) {
+  document.body.classList.toggle("sidebar-open", open);
+  $("toggle-sidebar").setAttribute("aria-expanded", String(open));
+}
+function closeSidebar() { openSidebar(false); }
 function remove(id) {
   conversations = conversations.filter((c) => c.id !== id);
   save();
-  if (current && current.id === id) current = conversations[0] || null;
+  if (current && current.id === id) { current = conversations[0] || null; showSettings(current); }
   render();
 }
 function renderList() {
@@ -121,9 +173,9 @@ async function errorText(response) {
   } catch { return response.status + " " + response.statusText; }
 }
 
-async function generate() {
-  const system = $("system").value.trim();
-  current.system = system;
+async function generate(params) {
+  keepSettings(current);
+  const system = current.system.trim();
   const messages = current.messages.map(({ role, content }) => ({ role, content }));
   if (system) messages.unshift({ role: "system", content: system });
   const answer = { role: "assistant", content: "" };
@@ -140,7 +192,7 @@ async function generate() {
   try {
     const response = await fetch("/v1/chat/completions", {
       method: "POST", headers: headers(), signal: controller.signal,
-      body: JSON.stringify({ model: $("model").value, messages, stream: true, stream_options: { include_usage: true } }),
+      body: JSON.stringify({ model: $("model").value, messages, ...params, stream: true, stream_options: { include_usage: true } }),
     });
     if (!response.ok) throw new Error(await errorText(response));
     const reader = response.body.getReader();
@@ -175,8 +227,9 @@ async function generate() {
     const finished = performance.now();
     if (firstToken !== null) {
       const tokens = usage ? usage.completion_tokens : pieces;
-      const rate = tokens && finished > firstToken ? ((tokens - 1) / ((finished - firstToken) / 1000)).toFixed(1) + " tok/s · " : "";
-      answer.stats = rate + "first token " + Math.round(firstToken - started) + " ms" + (answer.stopped ? " · stopped" : "");
+      const count = tokens + (tokens === 1 ? " token · " : " tokens · ");
+      const rate = tokens > 1 && finished > firstToken ? ((tokens - 1) / ((finished - firstToken) / 1000)).toFixed(1) + " tok/s · " : "";
+      answer.stats = count + rate + "first token " + Math.round(firstToken - started) + " ms" + (answer.stopped ? " · stopped" : "");
     } else if (answer.stopped) answer.stats = "stopped";
     fill(div, answer);
     controller = null;
@@ -196,13 +249,15 @@ $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
   const text = $("prompt").value.trim();
   if (!text || controller) return;
+  const params = checkedSampling();
+  if (!params) return;
   if (!current) newConversation();
   if (!current.messages.length) current.title = text.slice(0, 40);
   current.messages.push({ role: "user", content: text });
   $("prompt").value = "";
   save();
   render();
-  generate();
+  generate(params);
 });
 $("prompt").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); $("composer").requestSubmit(); }
@@ -210,18 +265,28 @@ $("prompt").addEventListener("keydown", (event) => {
 $("stop").onclick = () => controller && controller.abort();
 $("regenerate").onclick = () => {
   if (!current || controller) return;
+  const params = checkedSampling();
+  if (!params) return;
   if (current.messages[current.messages.length - 1].role === "assistant") current.messages.pop();
   render();
-  generate();
+  generate(params);
 };
 $("new-chat").onclick = newConversation;
-$("system").addEventListener("change", () => { if (current) { current.system = $("system").value; save(); } });
+for (const id of Object.keys(FIELDS)) {
+  $(id).addEventListener("change", () => {
+    if (current) { keepSettings(current); save(); }
+    const params = sampling();
+    if (params instanceof Error) showError(params.message);
+    else if (id !== "system") showError("");
+  });
+}
+$("toggle-sidebar").onclick = () => openSidebar(!document.body.classList.contains("sidebar-open"));
 $("api-key").onclick = () => {
   const key = prompt("API key for this server (kept in this browser only):", localStorage.getItem(KEY) || "");
   if (key !== null) { localStorage.setItem(KEY, key.trim()); showError(""); loadModels(); }
 };
 
 current = conversations[0] || null;
-if (current) $("system").value = current.system || "";
+showSettings(current);
 render();
 loadModels();
