@@ -36,6 +36,10 @@ from llmkit.server.state import ServerSettings, ServerState, load_state
 
 log = logging.getLogger("llmkit.server")
 PUBLIC_PATHS = ("/health",)
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 # The chat page itself holds no data; it asks for the key before calling the API.
 STATIC_PATHS = ("/", "/web/app.js", "/web/style.css", "/favicon.ico")
 
@@ -288,7 +292,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
-        return HTMLResponse(_web_file("index.html"))
+        # The page loads only its own files and talks only to this server: an injected script
+        # or style (say, through a model's reply) is refused by the browser.
+        return HTMLResponse(_web_file("index.html"), headers={"Content-Security-Policy": PAGE_CSP})
 
     @app.get("/web/{name}")
     async def web_file(name: str) -> Response:
