@@ -128,7 +128,7 @@ def plan(
         data["chart"] = str(chart_path) if chart_path else None
         print_json(data)
         return
-    for part in plan_report(result, explain=explain):
+    for part in plan_report(result, explain=explain, model=model):
         if isinstance(part, Table):
             print_table(part)
         else:

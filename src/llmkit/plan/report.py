@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmkit.errors import InvalidParameterError, require_module
+from llmkit.plan.commands import command_line, plan_arguments
 from llmkit.plan.memory import gib
 from llmkit.plan.planner import Plan
 
@@ -83,17 +84,38 @@ def memory_table(plan: Plan, explain: bool = False) -> Table:
 
 
 def suggestion_table(plan: Plan) -> Table:
+    training = plan.estimate.request.task != "chat"
     table = Table(
         title="what would make it fit", show_edge=False, header_style="bold", title_justify="left"
     )
     table.add_column("change")
     table.add_column("new total", justify="right")
     table.add_column("fits", justify="center")
+    if training:
+        table.add_column("with llmkit finetune", overflow="fold")
     for item in plan.suggestions:
+        how = []
+        if training:
+            how = [
+                Text(" ".join(item.finetune))
+                if item.finetune
+                else Text(item.finetune_note or "", style="dim")
+            ]
         table.add_row(
-            Text(item.description), gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
+            Text(item.description),
+            gib(item.total),
+            "[green]yes[/]" if item.fits else "[red]no[/]",
+            *how,
         )
     return table
+
+
+def check_command(plan: Plan, model: str) -> str | None:
+    """The `llmkit plan` command that shows the first fitting suggestion in full."""
+    best = next((item for item in plan.suggestions if item.fits), None)
+    if best is None:
+        return None
+    return command_line("plan", plan_arguments(model, best.request, plan.device))
 
 
 def budget_text(plan: Plan) -> Text:
@@ -118,8 +140,13 @@ def budget_text(plan: Plan) -> Text:
     return text
 
 
-def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
-    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width)."""
+def plan_report(
+    plan: Plan, *, explain: bool = False, model: str | None = None
+) -> list[RenderableType]:
+    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width).
+
+    MODEL is what the user typed, so the printed command names the model the same way.
+    """
     style = _VERDICT_STYLE[plan.verdict.status]
     parts: list[RenderableType] = [
         _summary(plan),
@@ -133,6 +160,9 @@ def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
     parts += [f"[yellow]warning:[/] {escape(warning)}" for warning in plan.warnings]
     if plan.suggestions:
         parts.append(suggestion_table(plan))
+        command = check_command(plan, model or plan.spec.name)
+        if command:
+            parts.append(Text.assemble(("see it in full: ", "bold"), command))
     if plan.budget:
         parts.append(budget_text(plan))
     return parts
