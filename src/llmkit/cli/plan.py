@@ -203,7 +203,7 @@ def doctor(
         )
         table.add_row(escape(check["area"]), styles[check["status"]], detail)
     console.print(table)
-    say("\n[bold]largest catalog models for {}[/] (from `llmkit plan`):", report["device"]["name"])
+    say("\n[bold]largest catalog models for {}[/], planned by:", report["device"]["name"])
     labels = {
         "chat": "chat (Q4_K_M, 4K context)",
         "lora": f"LoRA ({finetune_dtype(Device(**report['device']))}, checkpointing)",
