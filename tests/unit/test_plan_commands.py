@@ -6,7 +6,6 @@ import re
 import shlex
 
 import pytest
-
 from tests.helpers.cli import run_cli
 
 # Commands are printed in backticks or after "see:" / "see it in full:".
