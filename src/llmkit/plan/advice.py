@@ -218,19 +218,18 @@ def _combinations(
             continue
         if combined.items() <= asked.items():
             continue  # that is the request itself
-        batch = (
-            largest_fitting_divisor(
-                request.batch_size, lambda value, c=combined: fits_with(**c, batch_size=value)
-            )
-            or 1
+        batch = largest_fitting_divisor(
+            request.batch_size, lambda value, c=combined: fits_with(**c, batch_size=value)
         )
+        if batch is None:
+            continue  # not even one sequence at a time fits: the single changes show by how much
         found.append(
             _try(
                 spec,
                 request,
                 device,
                 f"{label} + checkpointing, {_batch_text(batch, request.batch_size)}",
-                max(request.batch_size // batch, 1),
+                request.batch_size // batch,
                 **combined,
                 batch_size=batch,
             )
