@@ -128,3 +128,16 @@ def test_fix_commands_are_printed_verbatim(monkeypatch):
     register(app)
     result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
     assert "pip install 'llmkit[serve]'" in result.output
+
+
+def test_cpu_doctor_says_why_qlora_is_missing_and_how_to_see_each_plan(monkeypatch):
+    from llmkit.plan.feasibility import cuda_requirement
+
+    monkeypatch.setattr(hardware, "nvidia_smi_gpus", lambda: [])
+    monkeypatch.setattr(doctor, "local_gpus", lambda: [])
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert str(cuda_requirement("qlora")) in result.output
+    assert "see: llmkit plan " in result.output

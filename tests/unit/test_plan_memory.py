@@ -161,7 +161,7 @@ def test_verdicts():
     assert verdict(11 * GIB, device).status == "does not fit"
 
 
-def test_batch_size_suggestion_is_the_largest_that_fits():
+def test_batch_size_suggestion_is_the_largest_divisor_that_fits():
     model = spec("smollm2-135m")
     request = PlanRequest(task="full", dtype="fp32", batch_size=64, seq_len=1024)
     device = Device("6 GiB", "cuda", 6 * GIB)
@@ -169,8 +169,11 @@ def test_batch_size_suggestion_is_the_largest_that_fits():
     batch = next(item for item in plan.suggestions if item.description.startswith("batch size"))
     size = batch.changes["batch_size"]
     assert batch.fits
+    assert size * batch.accumulation == request.batch_size  # the effective batch is kept exactly
+    # the next larger batch that keeps it (a divisor of 64) does not fit
+    larger = min(d for d in range(size + 1, 65) if 64 % d == 0)
     bigger = estimate_memory(
-        model, PlanRequest(**{**request.__dict__, "batch_size": size + 1, "device_type": "cuda"})
+        model, PlanRequest(**{**request.__dict__, "batch_size": larger, "device_type": "cuda"})
     )
     assert bigger.total > device.memory_bytes * 0.9
 

@@ -128,7 +128,7 @@ def plan(
         data["chart"] = str(chart_path) if chart_path else None
         print_json(data)
         return
-    for part in plan_report(result, explain=explain):
+    for part in plan_report(result, explain=explain, model=model):
         if isinstance(part, Table):
             print_table(part)
         else:
@@ -176,6 +176,8 @@ def doctor(
 ) -> None:
     """What this machine can do: CPU, RAM, disk, GPUs, PyTorch, llama.cpp, extras, and the largest models."""
     from llmkit.plan.doctor import run_doctor
+    from llmkit.plan.feasibility import cuda_requirement, finetune_dtype
+    from llmkit.plan.hardware import Device
     from llmkit.plan.memory import gib
 
     report = run_doctor()
@@ -201,18 +203,20 @@ def doctor(
         )
         table.add_row(escape(check["area"]), styles[check["status"]], detail)
     console.print(table)
-    say("\n[bold]largest catalog models for {}[/] (from `llmkit plan`):", report["device"]["name"])
+    say("\n[bold]largest catalog models for {}[/], planned by:", report["device"]["name"])
     labels = {
         "chat": "chat (Q4_K_M, 4K context)",
-        "lora": "LoRA (bf16, checkpointing)",
+        "lora": f"LoRA ({finetune_dtype(Device(**report['device']))}, checkpointing)",
         "qlora": "QLoRA (4-bit, checkpointing)",
     }
     for key, label in labels.items():
         found = report["largest_models"][key]
+        needs = None if report["device"]["type"] == "cuda" else cuda_requirement(key)
         if found:
             text = f"{found['display']} ({found['model']}, {gib(found['total_bytes'])})"
-        elif key == "qlora" and report["device"]["type"] == "cpu":
-            text = "needs a CUDA GPU (bitsandbytes 4-bit)"
+            text += f"\n    see: {found['command']}"
+        elif needs:
+            text = needs
         else:
             text = "none of the catalog"
         say("  {}: {}", label, text)

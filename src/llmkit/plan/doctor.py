@@ -8,11 +8,14 @@ import platform
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from llmkit.plan.advice import HEADROOM
 from llmkit.plan.catalog import catalog
+from llmkit.plan.commands import command_line, plan_arguments
+from llmkit.plan.feasibility import finetune_dtype, runs_on
 from llmkit.plan.hardware import (
     GIB,
     Device,
@@ -260,29 +263,34 @@ def check_extras() -> list[Check]:
 
 
 def largest_models(device: Device) -> dict[str, dict[str, Any] | None]:
-    """The largest catalog models this device can chat with (Q4_K_M, 4K context) and fine-tune (QLoRA and LoRA)."""
+    """The largest catalog models this device can chat with (Q4_K_M, 4K context) and fine-tune
+    (QLoRA and LoRA), each with the `llmkit plan` command that shows its plan; None when none fits
+    or the task cannot run on the device (see feasibility.cuda_requirement)."""
     workloads = {
         "chat": PlanRequest(task="chat", dtype="q4_k_m", context=4096),
-        "lora": PlanRequest(task="lora", dtype="bf16", seq_len=1024, grad_checkpointing=True),
+        # LoRA in the precision `llmkit finetune` uses here, so the answer is what it can train.
+        "lora": PlanRequest(
+            task="lora", dtype=finetune_dtype(device), seq_len=1024, grad_checkpointing=True
+        ),
         "qlora": PlanRequest(task="qlora", seq_len=1024, grad_checkpointing=True),
     }
     entries = sorted(catalog().values(), key=lambda entry: entry.spec().parameters, reverse=True)
     found: dict[str, dict[str, Any] | None] = {}
     for label, request in workloads.items():
         found[label] = None
-        if label == "qlora" and device.type == "cpu":
-            continue  # bitsandbytes' 4-bit training needs a CUDA GPU
+        if not runs_on(device.type, request.task, request.optimizer):
+            continue
+        request = replace(request, device_type=device.type)
         for entry in entries:
             spec = entry.spec()
-            total = estimate_memory(
-                spec, PlanRequest(**{**request.__dict__, "device_type": device.type})
-            ).total
-            if total <= device.memory_bytes * 0.9:
+            total = estimate_memory(spec, request).total
+            if total <= device.memory_bytes * HEADROOM:
                 found[label] = {
                     "model": entry.name,
                     "display": entry.display,
                     "parameters": spec.parameters,
                     "total_bytes": round(total),
+                    "command": command_line("plan", plan_arguments(entry.name, request, device)),
                 }
                 break
     return found

@@ -8,6 +8,7 @@ from typing import Any
 
 from llmkit.plan.advice import Suggestion, Verdict, suggestions, verdict
 from llmkit.plan.budget import TrainingBudget, parse_count, training_budget
+from llmkit.plan.feasibility import cuda_requirement, finetune_gap, runs_on
 from llmkit.plan.hardware import Device, resolve_device
 from llmkit.plan.memory import MemoryEstimate, PlanRequest, estimate_memory
 from llmkit.plan.resolve import resolve_model
@@ -35,6 +36,13 @@ class Plan:
             )
         if not self.device.bf16 and request.dtype == "bf16":
             notes.append(f"{self.device.name} has no bf16 support; use --dtype fp16 there.")
+        if not runs_on(self.device.type, request.task, request.optimizer):
+            reason = cuda_requirement(request.task, request.optimizer)
+            notes.append(f"{reason}: this cannot run on {self.device.name}.")
+        elif request.task != "chat":
+            gap = finetune_gap(request.task, request.optimizer, request.dtype, self.device)
+            if gap:
+                notes.append(f"Training this way is {gap}.")
         return notes
 
     def to_json(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import RenderableType
 from rich.markup import escape
@@ -10,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmkit.errors import InvalidParameterError, require_module
+from llmkit.plan.commands import command_line, plan_arguments
 from llmkit.plan.memory import gib
 from llmkit.plan.planner import Plan
 
@@ -83,17 +85,38 @@ def memory_table(plan: Plan, explain: bool = False) -> Table:
 
 
 def suggestion_table(plan: Plan) -> Table:
+    training = plan.estimate.request.task != "chat"
     table = Table(
         title="what would make it fit", show_edge=False, header_style="bold", title_justify="left"
     )
     table.add_column("change")
     table.add_column("new total", justify="right")
     table.add_column("fits", justify="center")
+    if training:
+        table.add_column("with llmkit finetune", overflow="fold")
     for item in plan.suggestions:
+        how = []
+        if training:
+            how = [
+                Text(" ".join(item.finetune))
+                if item.finetune
+                else Text(item.finetune_note or "", style="dim")
+            ]
         table.add_row(
-            Text(item.description), gib(item.total), "[green]yes[/]" if item.fits else "[red]no[/]"
+            Text(item.description),
+            gib(item.total),
+            "[green]yes[/]" if item.fits else "[red]no[/]",
+            *how,
         )
     return table
+
+
+def check_command(plan: Plan, model: str) -> str | None:
+    """The `llmkit plan` command that shows the first fitting suggestion in full."""
+    best = next((item for item in plan.suggestions if item.fits), None)
+    if best is None:
+        return None
+    return command_line("plan", plan_arguments(model, best.request, plan.device))
 
 
 def budget_text(plan: Plan) -> Text:
@@ -118,8 +141,13 @@ def budget_text(plan: Plan) -> Text:
     return text
 
 
-def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
-    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width)."""
+def plan_report(
+    plan: Plan, *, explain: bool = False, model: str | None = None
+) -> list[RenderableType]:
+    """What `llmkit plan` prints, in order: the caller prints each part (tables at full width).
+
+    MODEL is what the user typed, so the printed command names the model the same way.
+    """
     style = _VERDICT_STYLE[plan.verdict.status]
     parts: list[RenderableType] = [
         _summary(plan),
@@ -133,48 +161,87 @@ def plan_report(plan: Plan, *, explain: bool = False) -> list[RenderableType]:
     parts += [f"[yellow]warning:[/] {escape(warning)}" for warning in plan.warnings]
     if plan.suggestions:
         parts.append(suggestion_table(plan))
+        command = check_command(plan, model or plan.spec.name)
+        if command:
+            parts.append(Text.assemble(("see it in full: ", "bold"), command))
     if plan.budget:
         parts.append(budget_text(plan))
     return parts
 
 
-def write_chart(plan: Plan, path: str | Path) -> Path:
-    """The memory breakdown as one stacked bar beside the device's memory."""
+# The parts that are not all alive at once: the peak holds only the largest phase of them.
+_PHASED = ("gradients", "activations", "logits")
+
+
+def chart_bars(plan: Plan) -> list[tuple[int, str, float, bool]]:
+    """(x, label, bytes, hatched) per bar segment. The bar at x=0 stacks what is alive at the peak,
+    so its height is the total; the parts that are not all alive at once are drawn beside it."""
+    estimate = plan.estimate
+    overlap = estimate.part("overlap")
+    bars: list[tuple[int, str, float, bool]] = []
+    if overlap < 0:
+        phased = sum(estimate.part(key) for key in _PHASED) + overlap
+        for part in estimate.parts:
+            if part.key in _PHASED or part.key == "overlap":
+                if part.key == "gradients":  # where the phased parts sit in the table
+                    bars.append((0, "gradients, activations, logits at the peak", phased, False))
+            elif part.bytes > 0:
+                bars.append((0, part.label, part.bytes, False))
+        bars += [
+            (1, part.label, part.bytes, True)
+            for part in estimate.parts
+            if part.key in _PHASED and part.bytes > 0
+        ]
+        return bars
+    return [(0, part.label, part.bytes, False) for part in estimate.parts if part.bytes > 0]
+
+
+def draw_chart(plan: Plan) -> Any:
+    """A matplotlib figure: the bar at the peak (its height is the total in the title), the parts
+    that are not all alive at once beside it, and the device's memory as a line."""
     require_module("matplotlib", feature="--chart", extra="plot")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    gib_scale = 1024**3
+    figure, axes = plt.subplots(figsize=(7, 5))
+    stacks: dict[int, float] = {}
+    for x, label, value, hatched in chart_bars(plan):
+        height = value / gib_scale
+        axes.bar(
+            x,
+            height,
+            bottom=stacks.get(x, 0.0),
+            label=f"{label} ({gib(value)})",
+            **({"hatch": "//", "alpha": 0.5} if hatched else {}),
+        )
+        stacks[x] = stacks.get(x, 0.0) + height
+    axes.axhline(
+        plan.device.memory_bytes / gib_scale, color="red", linestyle="--", label=plan.device.name
+    )
+    ticks = [f"{plan.spec.name}\n{plan.estimate.request.task}, {plan.estimate.request.dtype}"]
+    if 1 in stacks:
+        ticks.append("listed parts\n(not all alive at once)")
+    axes.set_xticks(range(len(ticks)), ticks)
+    axes.set_ylabel("GiB")
+    axes.set_title(f"peak {gib(plan.estimate.total)}: {plan.verdict.status}")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def write_chart(plan: Plan, path: str | Path) -> Path:
+    """The chart of draw_chart as a PNG, SVG or PDF file."""
     target = Path(path)
     if target.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise InvalidParameterError(
             f"--chart needs a .png, .svg or .pdf file name, not '{target.name}'."
         )
-    gib_scale = 1024**3
-    figure, axes = plt.subplots(figsize=(6, 5))
-    bottom = 0.0
-    for part in plan.estimate.parts:
-        if part.bytes <= 0:
-            continue
-        axes.bar(
-            0, part.bytes / gib_scale, bottom=bottom, label=f"{part.label} ({gib(part.bytes)})"
-        )
-        bottom += part.bytes / gib_scale
-    overlap = -plan.estimate.part("overlap") / gib_scale
-    if overlap > 0:
-        axes.bar(0, overlap, bottom=bottom - overlap, color="none", hatch="//", edgecolor="grey",
-                 label=f"not alive at once (−{overlap:.2f} GiB)")  # fmt: skip
-    axes.axhline(
-        plan.device.memory_bytes / gib_scale, color="red", linestyle="--", label=plan.device.name
-    )
-    axes.set_xticks(
-        [0], [f"{plan.spec.name}\n{plan.estimate.request.task}, {plan.estimate.request.dtype}"]
-    )
-    axes.set_ylabel("GiB")
-    axes.set_title(f"peak {gib(plan.estimate.total)}: {plan.verdict.status}")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
-    figure.tight_layout()
+    figure = draw_chart(plan)
+    import matplotlib.pyplot as plt
+
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, dpi=120, bbox_inches="tight")
     plt.close(figure)
