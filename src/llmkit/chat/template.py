@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from jinja2 import TemplateError
@@ -26,6 +26,9 @@ from llmkit.chat.sandbox import (
     render_bounded,
 )
 from llmkit.errors import InvalidParameterError, LlmkitError
+
+if TYPE_CHECKING:
+    from llmkit.store.model_info import ModelInfo
 
 Message = dict[str, Any]
 
@@ -222,7 +225,7 @@ def choose_fallback_template(special_tokens: dict[str, int]) -> str | None:
 
 
 def select_template(
-    info: dict[str, Any], *, recipe_override: str | None = None, override: str | None = None
+    info: ModelInfo, *, recipe_override: str | None = None, override: str | None = None
 ) -> tuple[str, str] | None:
     """(source, text) of the template a model renders with, by priority.
 
@@ -236,9 +239,9 @@ def select_template(
         return "override", override
     if recipe_override:
         return "override", recipe_override
-    if info.get("chat_template"):
-        return "model", info["chat_template"]
-    fallback = choose_fallback_template(info.get("special_tokens") or {})
+    if info.chat_template:
+        return "model", info.chat_template
+    fallback = choose_fallback_template(info.special_tokens)
     return (f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
 
 

@@ -90,7 +90,7 @@ def show(
         return
     if json_output:
         data = manifest.to_json()
-        data["info"] = {k: v for k, v in info.items() if k != "special_tokens"}
+        data["info"] = {k: v for k, v in info.to_dict().items() if k != "special_tokens"}
         data["info"]["special_tokens"] = sorted(info.get("special_tokens") or {})
         print_json(data)
         return

@@ -47,7 +47,7 @@ def quantize(
     staging = store.staging(f"quantize-{name}")
     try:
         target = staging / f"{name}.gguf"
-        parameters = int(source.info.get("parameters") or 0) or source.size_bytes * 2
+        parameters = (source.info.parameters or 0) or source.size_bytes * 2
         with byte_progress(f"Quantizing {source.name} to {fmt}") as progress:
             run_quantize(
                 source.weights_path, target, fmt, parameters=parameters, threads=threads,

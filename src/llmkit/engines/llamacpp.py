@@ -73,15 +73,6 @@ def set_llama_logging(verbose: bool) -> None:
     llama.llama_log_set(_log, ctypes.c_void_p(0))
 
 
-def kv_cache_bytes(info: dict[str, Any], context_length: int) -> int:
-    """Memory for the KV cache in f16: keys and values, every layer, every position."""
-    layers = info.get("layers") or 0
-    heads = info.get("heads") or 1
-    kv_heads = info.get("kv_heads") or heads
-    head_dim = (info.get("embedding_length") or 0) // heads
-    return 2 * layers * context_length * kv_heads * head_dim * 2
-
-
 class LlamaCppContext:
     """A llama.cpp context with `sequences` sequences of `sequence_length` tokens each.
 
@@ -248,7 +239,7 @@ class LlamaCppEngine:
         llama = self.llama = _bindings()
         if options.verbose:
             set_llama_logging(verbose=True)
-        maximum = int(manifest.info.get("context_length") or DEFAULT_CONTEXT)
+        maximum = manifest.info.context_length or DEFAULT_CONTEXT
         context_length = options.context_length or min(maximum, DEFAULT_CONTEXT)
         if context_length < 16:
             raise InvalidParameterError("The context length must be at least 16 tokens.")
@@ -257,7 +248,7 @@ class LlamaCppEngine:
                 f"'{manifest.name}' was trained for at most {maximum:,} tokens of context; "
                 f"{context_length:,} was requested."
             )
-        needed = kv_cache_bytes(manifest.info, context_length)
+        needed = manifest.info.kv_cache_bytes(context_length)
         available = system_memory.memory_info()[1]
         if available is not None and needed + manifest.size_bytes > available:
             raise ContextOverflowError(

@@ -77,7 +77,7 @@ class TransformersEngine:
         # transformers 5 renamed `past_key_values` to `cache`; pass whichever this version takes.
         forward_parameters = inspect.signature(self.model.forward).parameters
         self._cache_argument = "cache" if "cache" in forward_parameters else "past_key_values"
-        maximum = manifest.info.get("context_length") or DEFAULT_CONTEXT
+        maximum = manifest.info.context_length or DEFAULT_CONTEXT
         self.context_length = int(options.context_length or min(maximum, DEFAULT_CONTEXT))
         self._vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         self._special_ids = set(self.tokenizer.all_special_ids) | {

@@ -15,6 +15,7 @@ from typing import Any
 from llmkit.errors import InvalidParameterError
 from llmkit.plan.dtypes import bytes_per_parameter, compute_bytes, is_quantized, normalize_dtype
 from llmkit.plan.spec import ModelSpec
+from llmkit.store.model_info import kv_cache_bytes
 
 TASKS = ("chat", "lora", "qlora", "full")
 OPTIMIZERS = {"adamw": 2, "adamw8bit": 2, "sgd": 1}  # state tensors per trainable parameter
@@ -210,7 +211,9 @@ def _inference(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
 
     kv_bytes = 2 if engine == "llamacpp" or dtype != "fp32" else 4
     lengths = spec.kv_layers_and_lengths(context)
-    kv = 2 * spec.kv_width * kv_bytes * batch * sum(lengths)
+    kv = kv_cache_bytes(
+        kv_width=spec.kv_width, lengths=lengths, batch=batch, bytes_per_value=kv_bytes
+    )
     windowed = " (sliding-window layers keep fewer)" if len(set(lengths)) > 1 else ""
     estimate.add(
         "kv_cache",

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from llmkit.errors import InvalidModelFileError
+from llmkit.store.model_info import ModelInfo, kv_lengths
+from llmkit.store.store import describe_gguf
 
 # Model types whose MLP is a plain up/activation/down (no gate) and whose norms are LayerNorms.
 _PLAIN_MLP_TYPES = {"gpt2", "gpt_neox", "gptj", "phi", "falcon", "opt", "bloom", "starcoder2"}
@@ -133,14 +135,7 @@ class ModelSpec:
 
     def kv_layers_and_lengths(self, context: int) -> list[int]:
         """How many tokens each layer keeps in its KV cache: sliding-window layers keep fewer."""
-        if not self.sliding_window or not self.global_layer_every:
-            return [context] * self.layers
-        return [
-            context
-            if (index + 1) % self.global_layer_every == 0
-            else min(context, self.sliding_window)
-            for index in range(self.layers)
-        ]
+        return kv_lengths(self.layers, context, self.sliding_window, self.global_layer_every)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -201,49 +196,50 @@ def spec_from_hf_config(config: dict[str, Any], *, name: str, source: str) -> Mo
     )
 
 
-def spec_from_gguf(header: Any, *, name: str, source: str) -> ModelSpec:
-    """A spec from a GGUF header: exact parameter count and weight bytes come from its tensors."""
-    from llmkit.store.store import describe_gguf
-
-    info = describe_gguf(header)
-    tensor_names = {tensor.name for tensor in header.tensors}
-    hidden = int(info["embedding_length"] or 0)
-    heads = int(info["heads"] or 0)
-    if not hidden or not heads or not info["layers"]:
+def spec_from_model_info(info: ModelInfo, *, name: str, source: str, **facts: Any) -> ModelSpec:
+    """A spec from the store's typed description of a model; FACTS add what only the weights
+    themselves tell (tensor names, exact byte counts)."""
+    hidden, heads = info.embedding_length or 0, info.heads or 0
+    if not hidden or not heads or not info.layers:
         raise InvalidModelFileError(
-            f"The GGUF header of '{name}' lacks layer, width or head counts; it cannot be planned."
+            f"The description of '{name}' lacks layer, width or head counts; it cannot be planned."
         )
-    head_dim = int(header.arch_value("attention.key_length") or hidden // heads)
-    architecture = info["architecture"]
-    experts = int(header.arch_value("expert_count") or 0)
     return ModelSpec(
         name=name,
-        architecture=architecture,
+        architecture=info.architecture or "unknown",
         hidden_size=hidden,
-        layers=int(info["layers"]),
+        layers=info.layers,
         heads=heads,
-        kv_heads=int(info["kv_heads"] or heads),
-        head_dim=head_dim,
-        ffn_size=int(info["feed_forward_length"] or 4 * hidden),
-        vocab_size=int(info["vocab_size"] or 0),
-        max_context=info["context_length"],
+        kv_heads=info.kv_heads or heads,
+        head_dim=info.key_width,
+        ffn_size=info.feed_forward_length or 4 * hidden,
+        vocab_size=info.vocab_size or 0,
+        max_context=info.context_length,
+        sliding_window=info.sliding_window,
+        global_layer_every=info.global_layer_every,
+        source=source,
+        native_dtype=str(info.quantization).lower() if info.quantization else None,
+        parameter_override=info.parameters,
+        **facts,
+    )
+
+
+def spec_from_gguf(header: Any, *, name: str, source: str) -> ModelSpec:
+    """A spec from a GGUF header: exact parameter count and weight bytes come from its tensors."""
+    info = describe_gguf(header)
+    tensor_names = {tensor.name for tensor in header.tensors}
+    experts = int(header.arch_value("expert_count") or 0)
+    expert_ffn = header.arch_value("expert_feed_forward_length") or info.feed_forward_length
+    return spec_from_model_info(
+        info,
+        name=name,
+        source=source,
         tied_embeddings="output.weight" not in tensor_names,
         qkv_bias="blk.0.attn_q.bias" in tensor_names,
         qk_norm="blk.0.attn_q_norm.weight" in tensor_names,
         norms_per_layer=4 if "blk.0.post_attention_norm.weight" in tensor_names else 2,
         experts=experts,
         experts_per_token=int(header.arch_value("expert_used_count") or 0),
-        expert_ffn_size=int(
-            header.arch_value("expert_feed_forward_length") or info["feed_forward_length"] or 0
-        )
-        if experts
-        else 0,
-        sliding_window=header.arch_value("attention.sliding_window")
-        if architecture.startswith("gemma3")
-        else None,
-        global_layer_every=6 if architecture.startswith("gemma3") else 0,
-        source=source,
+        expert_ffn_size=int(expert_ffn or 0) if experts else 0,
         weight_bytes_override=sum(tensor.n_bytes for tensor in header.tensors),
-        native_dtype=str(info["quantization"]).lower(),
-        parameter_override=header.parameter_count,
     )

@@ -103,16 +103,16 @@ def _stats(final: Final, started: float) -> dict[str, Any]:
 
 def _details(served: ServedModel) -> dict[str, Any]:
     info = served.model.manifest.info
-    parameters = info.get("parameters") or 0
+    parameters = info.parameters or 0
     size = f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
-    family = info.get("architecture") or ""
+    family = info.architecture or ""
     return {
         "parent_model": "",
         "format": served.model.manifest.format,
         "family": family,
         "families": [family] if family else None,
         "parameter_size": size,
-        "quantization_level": info.get("quantization") or "",
+        "quantization_level": info.quantization or "",
     }
 
 
@@ -163,7 +163,7 @@ async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
     model = served.model
     info = {
         key: value
-        for key, value in model.manifest.info.items()
+        for key, value in model.manifest.info.to_dict().items()
         if key not in ("chat_template", "special_tokens", "tokenizer")
     }
     template = model.template.text if model.template else ""

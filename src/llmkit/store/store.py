@@ -28,6 +28,7 @@ from llmkit.errors import (
 from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
 from llmkit.store.gguf_meta import GGUFHeader, read_gguf_header
 from llmkit.store.locking import OWNER_FILE, staging_directory, store_lock
+from llmkit.store.model_info import ModelInfo
 from llmkit.store.paths import llmkit_home, model_directory, validate_model_name
 from llmkit.store.space import (
     disk_full_error,
@@ -51,7 +52,7 @@ class ModelManifest:
     sha256: str
     size_bytes: int
     source: str  # "builtin:<package>", "import:<path>", "hf:<owner>/<repo>/<file>"
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=ModelInfo)
     linked: bool = False
     created: float = field(default_factory=time.time)
     template_override: str | None = None
@@ -61,13 +62,17 @@ class ModelManifest:
     # The user imported pickled weights with --allow-pickle; loaders honour it for this model.
     allow_pickle: bool = False
 
+    def __post_init__(self) -> None:
+        if isinstance(self.info, dict):  # as read from JSON
+            object.__setattr__(self, "info", ModelInfo.from_dict(self.info))
+
     @property
     def weights_path(self) -> Path:
         return Path(self.path)
 
     @property
     def chat_template(self) -> str | None:
-        return self.template_override or self.info.get("chat_template")
+        return self.template_override or self.info.chat_template
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +83,7 @@ class ModelManifest:
         return cls(**known)
 
 
-def describe_gguf(header: GGUFHeader) -> dict[str, Any]:
+def describe_gguf(header: GGUFHeader) -> ModelInfo:
     """The facts `show` prints, read once from the header and cached in the manifest."""
     tokens = header.get("tokenizer.ggml.tokens") or []
     token_types = header.get("tokenizer.ggml.token_type") or []
@@ -86,30 +91,35 @@ def describe_gguf(header: GGUFHeader) -> dict[str, Any]:
     special_tokens = {
         text: index for index, (text, kind) in enumerate(zip(tokens, token_types)) if kind in (3, 4)
     }
-    return {
-        "architecture": header.architecture,
-        "model_name": header.get("general.name"),
-        "parameters": header.parameter_count,
-        "layers": header.arch_value("block_count"),
-        "heads": header.arch_value("attention.head_count"),
-        "kv_heads": header.arch_value("attention.head_count_kv"),
-        "embedding_length": header.arch_value("embedding_length"),
-        "feed_forward_length": header.arch_value("feed_forward_length"),
-        "context_length": header.arch_value("context_length"),
-        "vocab_size": header.arch_value("vocab_size") or len(tokens) or None,
-        "quantization": header.quantization,
-        "bos_token": header.token_text(header.get("tokenizer.ggml.bos_token_id")),
-        "eos_token": header.token_text(header.get("tokenizer.ggml.eos_token_id")),
-        "eot_token": header.token_text(header.get("tokenizer.ggml.eot_token_id")),
-        "add_bos_token": header.get("tokenizer.ggml.add_bos_token"),
-        "tokenizer": header.get("tokenizer.ggml.model"),
-        "special_tokens": special_tokens,
-        "chat_template": header.get("tokenizer.chat_template"),
-        "license": header.get("general.license"),
-    }
+    gemma3 = str(header.architecture).startswith("gemma3")
+    return ModelInfo(
+        architecture=header.architecture,
+        model_name=header.get("general.name"),
+        parameters=header.parameter_count,
+        layers=header.arch_value("block_count"),
+        heads=header.arch_value("attention.head_count"),
+        kv_heads=header.arch_value("attention.head_count_kv"),
+        head_dim=header.arch_value("attention.key_length"),
+        embedding_length=header.arch_value("embedding_length"),
+        feed_forward_length=header.arch_value("feed_forward_length"),
+        context_length=header.arch_value("context_length"),
+        vocab_size=header.arch_value("vocab_size") or len(tokens) or None,
+        quantization=header.quantization,
+        bos_token=header.token_text(header.get("tokenizer.ggml.bos_token_id")),
+        eos_token=header.token_text(header.get("tokenizer.ggml.eos_token_id")),
+        eot_token=header.token_text(header.get("tokenizer.ggml.eot_token_id")),
+        add_bos_token=header.get("tokenizer.ggml.add_bos_token"),
+        tokenizer=header.get("tokenizer.ggml.model"),
+        special_tokens=special_tokens,
+        chat_template=header.get("tokenizer.chat_template"),
+        license=header.get("general.license"),
+        # llama.cpp keeps only the window in a sliding-window layer's cache.
+        sliding_window=header.arch_value("attention.sliding_window") if gemma3 else None,
+        global_layer_every=6 if gemma3 else 0,
+    )
 
 
-def describe_hf_directory(folder: Path) -> dict[str, Any]:
+def describe_hf_directory(folder: Path) -> ModelInfo:
     """The same facts for a Hugging Face model folder, from config.json and tokenizer_config.json."""
     config = json.loads((folder / "config.json").read_text())
     tokenizer_config_path = folder / "tokenizer_config.json"
@@ -124,27 +134,31 @@ def describe_hf_directory(folder: Path) -> dict[str, Any]:
     template_file = folder / "chat_template.jinja"
     if template is None and template_file.exists():
         template = template_file.read_text()
-    return {
-        "architecture": (config.get("architectures") or [config.get("model_type")])[0],
-        "model_name": config.get("_name_or_path"),
-        "parameters": None,
-        "layers": config.get("num_hidden_layers"),
-        "heads": config.get("num_attention_heads"),
-        "kv_heads": config.get("num_key_value_heads", config.get("num_attention_heads")),
-        "embedding_length": config.get("hidden_size"),
-        "feed_forward_length": config.get("intermediate_size"),
-        "context_length": config.get("max_position_embeddings"),
-        "vocab_size": config.get("vocab_size"),
-        "quantization": str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
-        "bos_token": token(tokenizer_config.get("bos_token")),
-        "eos_token": token(tokenizer_config.get("eos_token")),
-        "eot_token": None,
-        "add_bos_token": tokenizer_config.get("add_bos_token"),
-        "tokenizer": tokenizer_config.get("tokenizer_class"),
-        "special_tokens": {},
-        "chat_template": template if isinstance(template, str) else None,
-        "license": None,
-    }
+    if isinstance(config.get("text_config"), dict):  # a multimodal model: its text part
+        config = {**config, **config["text_config"]}
+    heads = config.get("num_attention_heads")
+    return ModelInfo(
+        architecture=(config.get("architectures") or [config.get("model_type")])[0],
+        model_name=config.get("_name_or_path"),
+        parameters=None,
+        layers=config.get("num_hidden_layers"),
+        heads=heads,
+        kv_heads=config.get("num_key_value_heads", heads),
+        head_dim=config.get("head_dim"),
+        embedding_length=config.get("hidden_size"),
+        feed_forward_length=config.get("intermediate_size"),
+        context_length=config.get("max_position_embeddings"),
+        vocab_size=config.get("vocab_size"),
+        quantization=str(config.get("torch_dtype") or config.get("dtype") or "unknown"),
+        bos_token=token(tokenizer_config.get("bos_token")),
+        eos_token=token(tokenizer_config.get("eos_token")),
+        eot_token=None,
+        add_bos_token=tokenizer_config.get("add_bos_token"),
+        tokenizer=tokenizer_config.get("tokenizer_class"),
+        special_tokens={},
+        chat_template=template if isinstance(template, str) else None,
+        license=None,
+    )
 
 
 def sha256_of(path: Path, progress: ProgressCallback | None = None) -> str:

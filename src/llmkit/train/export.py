@@ -51,7 +51,7 @@ def _adapter_manifest(prepared: PreparedRun, name: str, adapter: Path, size: int
         sha256=base.sha256,
         size_bytes=size,
         source=f"finetune:{base.name}",
-        info=dict(base.info),
+        info=base.info,
         linked=True,
         template_override=prepared.config.template and prepared.template_tokens.template,
         adapter=str(adapter),
