@@ -13,9 +13,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from llmkit.engines import check_engine_name
 from llmkit.errors import LlmkitError
+
+if TYPE_CHECKING:
+    from llmkit.model import Model
 
 # A neutral English text, repeated to the requested prompt length.
 _FILLER = (
@@ -57,6 +61,30 @@ def measure(
     started = time.perf_counter()
     loaded = load(model, engine=engine, threads=threads, context_length=context_length)
     load_seconds = time.perf_counter() - started
+    return measure_loaded(
+        loaded,
+        model=model,
+        engine=engine,
+        load_seconds=load_seconds,
+        prompt_tokens=prompt_tokens,
+        generate_tokens=generate_tokens,
+        repetitions=repetitions,
+        threads=threads,
+    )
+
+
+def measure_loaded(
+    loaded: Model,
+    *,
+    model: str,
+    engine: str,
+    load_seconds: float,
+    prompt_tokens: int = 128,
+    generate_tokens: int = 64,
+    repetitions: int = 3,
+    threads: int | None = None,
+) -> BenchResult:
+    """Prompt and generation speed of a model already loaded (`llmkit tune` reuses it)."""
     ids = loaded.tokenize(_FILLER * (prompt_tokens // 20 + 1))[:prompt_tokens]
     params = loaded.params(
         temperature=0, max_tokens=generate_tokens, ignore_eos=True, repeat_penalty=1.0

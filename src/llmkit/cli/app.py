@@ -32,6 +32,7 @@ VERB_MODULES = (
     "llmkit.cli.finetune",
     "llmkit.cli.agent",
     "llmkit.cli.quantize",
+    "llmkit.cli.tune",
     "llmkit.cli.embed",
 )
 

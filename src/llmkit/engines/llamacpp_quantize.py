@@ -29,6 +29,9 @@ FORMATS = {
     "Q5_K_S": 5.5,
     "Q5_K_M": 5.7,
     "Q6_K": 6.6,
+    # Non-linear 4-bit grids; like Q4_0, llama.cpp repacks them for the CPU's wide kernels.
+    "IQ4_NL": 4.5,
+    "IQ4_XS": 4.25,
 }
 
 

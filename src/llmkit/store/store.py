@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,9 @@ class ModelManifest:
     adapter: str | None = None
     # The user imported pickled weights with --allow-pickle; loaders honour it for this model.
     allow_pickle: bool = False
+    # `llmkit tune` chose another weight format for this machine: {"path", "format", "reason"}.
+    # The original file stays; NAME:original names it.
+    variant: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.info, dict):  # as read from JSON
@@ -68,7 +71,12 @@ class ModelManifest:
 
     @property
     def weights_path(self) -> Path:
-        return Path(self.path)
+        """The file the engines load: the tuned variant when there is one."""
+        return Path(self.variant["path"] if self.variant else self.path)
+
+    def original(self) -> ModelManifest:
+        """This model as published, without a tuned variant."""
+        return replace(self, variant=None) if self.variant else self
 
     @property
     def chat_template(self) -> str | None:
@@ -258,6 +266,10 @@ class ModelStore:
         manifest_path = self._manifest_path(name)
         if manifest_path.exists():
             return self._read_manifest(manifest_path)
+        base, _, tag = name.rpartition(":")
+        if base and tag in TAGS:  # NAME:latest is NAME (as in Ollama); NAME:original, untuned
+            manifest = self.get(base)
+            return manifest.original() if tag == "original" else manifest
         if name in BUILTIN_MODELS:
             return self.ensure_builtin(name)
         raise ModelNotFoundError(self._unknown_model_message(name))
@@ -410,6 +422,26 @@ class ModelStore:
             shutil.rmtree(doomed)
         return manifest
 
+    def set_variant(
+        self, name: str, weights: Path | None, fmt: str | None, *, reason: str = ""
+    ) -> ModelManifest:
+        """Make `weights` (moved into the model's folder) the file NAME runs, or with None go back
+        to the original; the original file is never touched."""
+        folder = model_directory(self.models_root, name)
+        with self.writing():
+            manifest = self.get(name)
+            previous = Path(manifest.variant["path"]) if manifest.variant else None
+            manifest.variant = None
+            if weights is not None and fmt is not None:
+                target = folder / f"variant-{fmt.lower()}.gguf"
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(weights), target)
+                manifest.variant = {"path": str(target), "format": fmt, "reason": reason}
+            self.save(manifest)
+            if previous is not None and previous != manifest.weights_path:
+                previous.unlink(missing_ok=True)
+        return manifest
+
     def save(self, manifest: ModelManifest) -> None:
         """Write a manifest (recipe changes: template, system prompt, defaults) under the lock."""
         with self.writing():
@@ -485,6 +517,10 @@ class ModelStore:
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         return f"Unknown model '{name}'.{hint} Available: {', '.join(known) or 'none'}."
+
+
+# Tags every model answers to without a manifest of their own.
+TAGS = ("latest", "original")
 
 
 def _looks_like_name(text: str) -> bool:
