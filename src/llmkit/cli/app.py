@@ -33,6 +33,7 @@ VERB_MODULES = (
     "llmkit.cli.agent",
     "llmkit.cli.quantize",
     "llmkit.cli.tune",
+    "llmkit.cli.logs",
     "llmkit.cli.embed",
 )
 

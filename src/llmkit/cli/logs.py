@@ -1,0 +1,149 @@
+"""`llmkit logs`: the exchanges of `run`, `chat` and `agent`, kept on this machine."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+import typer
+
+from llmkit.cli import options as opt
+from llmkit.cli.output import escape, print_json, print_table, print_text, say
+
+logs_app = typer.Typer(
+    help="List, search, show and delete logged exchanges; turn logging on or off.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+@logs_app.callback()
+def logs(
+    context: typer.Context,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            "-n",
+            help="How many to list, newest first.",
+            callback=opt.at_least("--count", 1, "exchange"),
+        ),
+    ] = 20,
+    query: Annotated[
+        str | None, typer.Option("--query", "-q", help="Only exchanges containing these words.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Only this model's.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Recent exchanges (`llmkit logs -q "light years"` searches them)."""
+    if context.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from llmkit.store.history import History, logging_enabled
+
+    found = History().recent(limit=count, query=query, model=model)
+    if json_output:
+        print_json([exchange.to_json() for exchange in found])
+        return
+    if not found:
+        state = "" if logging_enabled() else " Logging is off (`llmkit logs on` turns it on)."
+        say("No logged exchanges{}.{}", " match" if query or model else "", state)
+        return
+    table = Table(box=None)
+    for header in ("id", "when", "model", "kind", "prompt", "answer"):
+        table.add_column(header, overflow="ellipsis", no_wrap=header in ("prompt", "answer"))
+    for exchange in found:
+        table.add_row(
+            str(exchange.id),
+            _when(exchange.created),
+            escape(exchange.model),
+            exchange.kind,
+            escape(_line(exchange.prompt)),
+            escape(_line(exchange.answer)),
+        )
+    print_table(table)
+
+
+@logs_app.command("show")
+def show(
+    exchange_id: Annotated[int, typer.Argument(help="The id from `llmkit logs`.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """One exchange in full: prompt, answer, parameters, tokens and timing."""
+    from llmkit.store.history import History
+
+    exchange = History().get(exchange_id)
+    if json_output:
+        print_json(exchange.to_json())
+        return
+    say(
+        "[bold]#{}[/] {} · {} · {} · conversation {}",
+        exchange.id, _when(exchange.created), exchange.model, exchange.kind, exchange.conversation,
+    )  # fmt: skip
+    if exchange.system:
+        say("[dim]system:[/] {}", exchange.system)
+    say("[dim]prompt:[/]")
+    print_text(exchange.prompt)
+    say("[dim]answer:[/]")
+    print_text(exchange.answer)
+    tokens = f"{exchange.prompt_tokens} prompt + {exchange.completion_tokens} answer tokens"
+    seconds = f", {exchange.seconds:.2f} s" if exchange.seconds is not None else ""
+    say("[dim]{}{}, finish: {}[/]", tokens, seconds, exchange.finish_reason or "-")
+
+
+@logs_app.command("rm")
+def remove(
+    exchange_ids: Annotated[
+        list[int] | None, typer.Argument(help="Ids from `llmkit logs` to delete.")
+    ] = None,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Delete every logged exchange.")
+    ] = False,
+) -> None:
+    """Delete logged exchanges."""
+    from llmkit.store.history import History
+
+    if not exchange_ids and not everything:
+        raise typer.BadParameter("name the ids to delete, or --all", param_hint="IDS")
+    gone = History().remove(exchange_ids or (), everything=everything)
+    say("Deleted {} exchange{}.", gone, "" if gone == 1 else "s")
+
+
+@logs_app.command("on")
+def turn_on() -> None:
+    """Log every exchange from now on (the default)."""
+    from llmkit.store.history import set_logging
+
+    set_logging(True)
+    say("Logging is on: exchanges are kept in this machine's llmkit folder.")
+
+
+@logs_app.command("off")
+def turn_off() -> None:
+    """Stop logging exchanges (those already logged stay until `llmkit logs rm`)."""
+    from llmkit.store.history import set_logging
+
+    set_logging(False)
+    say("Logging is off.")
+
+
+@logs_app.command("path")
+def path() -> None:
+    """Where the database is."""
+    from llmkit.store.history import History
+
+    print_text(str(History().path))
+
+
+def _when(created: float) -> str:
+    return datetime.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M")
+
+
+def _line(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(logs_app, name="logs")
