@@ -97,12 +97,19 @@ class Model:
         )
 
     def with_system(self, messages: Sequence[Message], system: str | None = None) -> list[Message]:
-        """Messages with the given (or the model recipe's) system prompt in front, if none is there."""
+        """Messages with the given (or the model recipe's) system prompt in front, if none is there,
+        and the recipe's opening messages after it."""
         system = system if system is not None else self.system_prompt
         messages = list(messages)
-        if system and not (messages and messages[0].get("role") == "system"):
-            messages.insert(0, {"role": "system", "content": system})
-        return messages
+        head = messages[:1] if messages and messages[0].get("role") == "system" else []
+        rest = messages[len(head) :]
+        # A recipe's opening messages (MESSAGE lines) start every conversation, once.
+        opening = [dict(message) for message in self.manifest.messages]
+        if opening and rest[: len(opening)] != opening:
+            rest = [*opening, *rest]
+        if system and not head:
+            head = [{"role": "system", "content": system}]
+        return [*head, *rest]
 
     def tokenize(self, text: str, *, add_bos: bool = False) -> list[int]:
         return self.engine.tokenize(text, add_bos=add_bos)

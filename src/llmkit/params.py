@@ -115,3 +115,56 @@ class SamplingParams:
         data = asdict(self)
         data["stop"] = list(self.stop)
         return data
+
+
+# Ollama option name -> SamplingParams name. Options with no meaning here (num_ctx, num_thread,
+# mirostat, ...) are accepted and ignored, as Ollama itself ignores what a runner does not use.
+OLLAMA_OPTIONS = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "seed": "seed",
+    "stop": "stop",
+    "repeat_penalty": "repeat_penalty",
+    "repeat_last_n": "repeat_last_n",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "num_predict": "max_tokens",
+}
+
+
+OLLAMA_INTEGER_OPTIONS = {"top_k", "seed", "repeat_last_n", "num_predict"}
+
+
+def params_from_ollama(options: dict[str, Any] | None) -> dict[str, Any]:
+    """Ollama's option names and values (an API request's `options`, a Modelfile's PARAMETER
+    lines) as SamplingParams fields."""
+    params: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key not in OLLAMA_OPTIONS or value is None:
+            continue
+        if key == "stop":
+            stops = [value] if isinstance(value, str) else value
+            if not isinstance(stops, list) or not all(isinstance(item, str) for item in stops):
+                raise InvalidParameterError("options.stop must be a string or a list of strings.")
+            value = stops
+        else:
+            kind = int if key in OLLAMA_INTEGER_OPTIONS else float
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or (kind is int and value != int(value))
+            ):
+                raise InvalidParameterError(
+                    f"options.{key} must be {'an integer' if kind is int else 'a number'}."
+                )
+            value = kind(value)
+        params[OLLAMA_OPTIONS[key]] = value
+    if params.get("max_tokens") is not None and params["max_tokens"] < 0:
+        params["max_tokens"] = None  # -1 (and -2): until a stop or the context is full
+    if params.get("seed") == -1:
+        params["seed"] = None  # Ollama's "random seed"
+    if params.get("repeat_last_n") == -1:
+        params["repeat_last_n"] = MAX_REPEAT_LAST_N  # Ollama's "the whole context", bounded
+    return params

@@ -34,6 +34,7 @@ VERB_MODULES = (
     "llmkit.cli.quantize",
     "llmkit.cli.tune",
     "llmkit.cli.logs",
+    "llmkit.cli.create",
     "llmkit.cli.embed",
 )
 

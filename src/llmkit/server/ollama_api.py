@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from llmkit import __version__
 from llmkit.chat.tools import ToolCall, model_tool_syntax
 from llmkit.errors import InvalidParameterError
-from llmkit.params import MAX_REPEAT_LAST_N
+from llmkit.params import params_from_ollama
 from llmkit.server import service
 from llmkit.server.grammar import ollama_format_schema
 from llmkit.server.schemas import (
@@ -27,56 +27,6 @@ from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelt
 from llmkit.server.state import ServedModel
 
 router = APIRouter(prefix="/api")
-
-# Ollama option name -> SamplingParams name. Options with no meaning here (num_ctx, num_thread,
-# mirostat, ...) are accepted and ignored, as Ollama itself ignores what a runner does not use.
-_OPTIONS = {
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "seed": "seed",
-    "stop": "stop",
-    "repeat_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "num_predict": "max_tokens",
-}
-
-
-_INTEGER_OPTIONS = {"top_k", "seed", "repeat_last_n", "num_predict"}
-
-
-def _params(options: dict[str, Any] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        if key not in _OPTIONS or value is None:
-            continue
-        if key == "stop":
-            stops = [value] if isinstance(value, str) else value
-            if not isinstance(stops, list) or not all(isinstance(item, str) for item in stops):
-                raise InvalidParameterError("options.stop must be a string or a list of strings.")
-            value = stops
-        else:
-            kind = int if key in _INTEGER_OPTIONS else float
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or (kind is int and value != int(value))
-            ):
-                raise InvalidParameterError(
-                    f"options.{key} must be {'an integer' if kind is int else 'a number'}."
-                )
-            value = kind(value)
-        params[_OPTIONS[key]] = value
-    if params.get("max_tokens") is not None and params["max_tokens"] < 0:
-        params["max_tokens"] = None  # -1 (and -2): until a stop or the context is full
-    if params.get("seed") == -1:
-        params["seed"] = None  # Ollama's "random seed"
-    if params.get("repeat_last_n") == -1:
-        params["repeat_last_n"] = MAX_REPEAT_LAST_N  # Ollama's "the whole context", bounded
-    return params
 
 
 def _now() -> str:
@@ -208,7 +158,7 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
     ]
     ask = GenerationRequest(
         body.model,
-        _params(body.options),
+        params_from_ollama(body.options),
         messages=messages,
         schema=ollama_format_schema(body.format),
         tools=body.tools,
@@ -299,13 +249,21 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
     logprobs = _logprobs(body)
     if body.raw:
         ask = GenerationRequest(
-            body.model, _params(body.options), prompt=body.prompt, schema=schema, logprobs=logprobs
+            body.model,
+            params_from_ollama(body.options),
+            prompt=body.prompt,
+            schema=schema,
+            logprobs=logprobs,
         )
     else:
         messages = [{"role": "system", "content": body.system}] if body.system else []
         messages.append({"role": "user", "content": body.prompt})
         ask = GenerationRequest(
-            body.model, _params(body.options), messages=messages, schema=schema, logprobs=logprobs
+            body.model,
+            params_from_ollama(body.options),
+            messages=messages,
+            schema=schema,
+            logprobs=logprobs,
         )
     run = await service.start(state, ask)
     name = run.model_name

@@ -30,6 +30,7 @@ from llmkit.store.gguf_meta import GGUFHeader, read_gguf_header
 from llmkit.store.locking import OWNER_FILE, staging_directory, store_lock
 from llmkit.store.model_info import ModelInfo
 from llmkit.store.paths import llmkit_home, model_directory, validate_model_name
+from llmkit.store.recipes import Recipe
 from llmkit.store.space import (
     disk_full_error,
     ensure_free_space,
@@ -64,6 +65,10 @@ class ModelManifest:
     # `llmkit tune` chose another weight format for this machine: {"path", "format", "reason"}.
     # The original file stays; NAME:original names it.
     variant: dict[str, str] | None = None
+    # A recipe (`llmkit create`): the model it was made from, opening messages, its own license.
+    base: str | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+    license: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.info, dict):  # as read from JSON
@@ -416,10 +421,65 @@ class ModelStore:
         with self.writing():
             manifest = self.get(name)
             folder = model_directory(self.models_root, name)
+            users = [
+                other
+                for other in self.names()
+                if other != manifest.name and folder in Path(self.get(other).path).parents
+            ]
+            if users:
+                raise InvalidParameterError(
+                    f"{', '.join(sorted(users))} use{'s' if len(users) == 1 else ''} the weights "
+                    f"of '{name}'; remove {'it' if len(users) == 1 else 'them'} first."
+                )
             # Rename first, so a crash midway never leaves a half-deleted model under its name.
             doomed = self.staging(f"rm-{folder.name}")
             os.replace(folder, doomed / folder.name)
             shutil.rmtree(doomed)
+        return manifest
+
+    def create_recipe(self, name: str, recipe: Recipe, *, force: bool = False) -> ModelManifest:
+        """A model that is `recipe` over its base: the base's weights (not copied), the recipe's
+        settings over the base's own."""
+        validate_model_name(name)
+        base = self.resolve(recipe.base).original()
+        if base.name == name:
+            raise InvalidParameterError(f"A recipe cannot replace its own base '{name}'.")
+        if recipe.adapter and not Path(recipe.adapter).is_file():
+            raise InvalidModelFileError(f"The ADAPTER file {recipe.adapter} does not exist.")
+        manifest = replace(
+            base,
+            name=name,
+            source=f"recipe:{base.name}",
+            linked=True,
+            created=time.time(),
+            base=base.name,
+            template_override=recipe.template or base.template_override,
+            system_prompt=recipe.system if recipe.system is not None else base.system_prompt,
+            parameters={**base.parameters, **recipe.parameters},
+            adapter=recipe.adapter or base.adapter,
+            messages=recipe.messages or base.messages,
+            license=recipe.license if recipe.license is not None else base.license,
+        )
+        return self._write_new(manifest, force=force)
+
+    def copy(self, source: str, name: str, *, force: bool = False) -> ModelManifest:
+        """Another name for a model: its manifest, the weights shared (as `ollama cp`)."""
+        validate_model_name(name)
+        original = self.get(source)
+        copied = replace(original, name=name, linked=True, created=time.time())
+        copied.source = f"copy:{original.name}"
+        return self._write_new(copied, force=force)
+
+    def _write_new(self, manifest: ModelManifest, *, force: bool) -> ModelManifest:
+        folder = model_directory(self.models_root, manifest.name)
+        self._ensure_root()
+        with self.writing():
+            self._refuse_existing(manifest.name, force)
+            if manifest.name in BUILTIN_MODELS:
+                raise InvalidParameterError(
+                    f"'{manifest.name}' is a built-in model's name; choose another."
+                )
+            self._commit(self.staging(folder.name), folder, manifest)
         return manifest
 
     def set_variant(
