@@ -211,7 +211,7 @@ def _validation_message(error: RequestValidationError) -> str:
 
 
 def create_app(state: ServerState) -> FastAPI:
-    from llmkit.server import anthropic_api, ollama_api, openai_api, responses_api
+    from llmkit.server import anthropic_api, ollama_api, ollama_models, openai_api, responses_api
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -229,6 +229,7 @@ def create_app(state: ServerState) -> FastAPI:
     app.state.llmkit = state
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)
+    app.include_router(ollama_models.router)
     app.include_router(anthropic_api.router)
     app.include_router(responses_api.router)
 

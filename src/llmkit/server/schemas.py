@@ -24,6 +24,7 @@ from llmkit.params import (
 
 MAX_CONTEXT_OPTION = 1 << 20  # num_ctx and the like: far above any model, far below an overflow
 MAX_COUNT_OPTION = 1 << 16  # num_thread, num_gpu, num_batch, num_keep: small counts
+MAX_TEXT_FIELD = 1 << 20  # a recipe's system prompt or template: far above any real one
 
 Temperature = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)]
 UnitFloat = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -180,6 +181,39 @@ class OllamaEmbedRequest(_Lenient):
 
 
 class OllamaShowRequest(_Lenient):
+    model: str | None = None
+    name: str | None = None  # older clients send "name"
+
+
+class OllamaRecipeMessage(_Lenient):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = Field(max_length=MAX_TEXT_FIELD)
+
+
+class OllamaCreateRequest(_Lenient):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    model: str
+    from_: str | None = Field(default=None, alias="from")
+    system: str | None = Field(default=None, max_length=MAX_TEXT_FIELD)
+    template: str | None = Field(default=None, max_length=MAX_TEXT_FIELD)
+    parameters: dict[str, Any] | None = None
+    messages: list[OllamaRecipeMessage] | None = Field(default=None, max_length=200)
+    license: str | list[str] | None = None
+    adapters: dict[str, str] | None = None
+    files: dict[str, str] | None = None
+    quantize: str | None = None
+    stream: StrictBool = True
+
+    _parameters = field_validator("parameters")(check_ollama_options)
+
+
+class OllamaCopyRequest(_Lenient):
+    source: str
+    destination: str
+
+
+class OllamaDeleteRequest(_Lenient):
     model: str | None = None
     name: str | None = None  # older clients send "name"
 

@@ -80,13 +80,42 @@ def parse_modelfile(text: str, *, folder: Path | None = None) -> Recipe:
             fields_seen[instruction] = _unquote(argument)
     if base is None:
         raise InvalidParameterError("The recipe has no FROM line naming its base model.")
-    if len(messages) > MAX_MESSAGES:
-        raise InvalidParameterError(f"A recipe holds at most {MAX_MESSAGES} MESSAGE lines.")
     if stops:
         options["stop"] = stops
+    adapter = fields_seen.get("ADAPTER")
+    return make_recipe(
+        base,
+        options=options,
+        system=fields_seen.get("SYSTEM"),
+        template=fields_seen.get("TEMPLATE"),
+        adapter=_path_or_name(adapter, folder) if adapter else None,
+        messages=messages,
+        license=fields_seen.get("LICENSE"),
+    )
+
+
+def make_recipe(
+    base: str,
+    *,
+    options: dict[str, Any] | None = None,
+    system: str | None = None,
+    template: str | None = None,
+    adapter: str | None = None,
+    messages: list[dict[str, str]] | None = None,
+    license: str | None = None,
+) -> Recipe:
+    """A checked recipe from its parts (a Modelfile's lines, or Ollama's /api/create fields);
+    `options` use Ollama's parameter names."""
+    messages = messages or []
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidParameterError(f"A recipe holds at most {MAX_MESSAGES} MESSAGE lines.")
+    for message in messages:
+        if message.get("role") not in ROLES or not isinstance(message.get("content"), str):
+            raise InvalidParameterError(
+                f"Each message needs a role ({', '.join(ROLES)}) and text content."
+            )
     parameters = params_from_ollama(options)
     SamplingParams().updated(**parameters)  # one clear error for an out-of-range value
-    template = fields_seen.get("TEMPLATE")
     if template is not None and _GO_TEMPLATE.search(template):
         raise InvalidParameterError(
             "TEMPLATE holds an Ollama Go template; llmkit templates are Jinja chat templates "
@@ -94,15 +123,14 @@ def parse_modelfile(text: str, *, folder: Path | None = None) -> Recipe:
         )
     if template is not None and not template.strip():
         raise InvalidParameterError("TEMPLATE is empty; leave it out to use the model's own.")
-    adapter = fields_seen.get("ADAPTER")
     return Recipe(
         base=base,
         parameters=parameters,
-        system=fields_seen.get("SYSTEM"),
+        system=system,
         template=template,
-        adapter=_path_or_name(adapter, folder) if adapter else None,
-        messages=messages,
-        license=fields_seen.get("LICENSE"),
+        adapter=adapter,
+        messages=[{"role": m["role"], "content": m["content"]} for m in messages],
+        license=license,
     )
 
 
