@@ -204,7 +204,7 @@ def test_a_malformed_line_is_named(tmp_path: Path, line: str, expected: str) -> 
 
 
 def test_unknown_missing_and_empty_tasks_are_one_sentence(tmp_path: Path) -> None:
-    with pytest.raises(InvalidParameterError, match="Unknown task 'hellaswag'.*llmkit-facts"):
+    with pytest.raises(InvalidParameterError, match=r"Unknown task 'hellaswag'.*llmkit-facts"):
         resolve_tasks(["hellaswag"], [], [])
     with pytest.raises(InvalidParameterError, match="No such task file"):
         resolve_tasks([str(tmp_path / "none.jsonl")], [], [])
