@@ -245,3 +245,18 @@ def test_on_both_engines_a_continuation_scores_as_in_the_whole_text(
         for split in (3, 7, 3):  # the second 3 starts from a cache holding a longer text
             found = continuation_likelihood(model.engine, text[:split], text[split:])
             assert found.logprob == pytest.approx(sum(whole[split - 1 :]), abs=1e-3)
+
+
+def test_lm_eval_can_load_the_model_by_its_registered_name(tiny_gguf: Path) -> None:
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.registry import get_model
+
+    import llmkit.evaluation.adapter  # noqa: F401  (registers "llmkit")
+
+    lm = get_model("llmkit").create_from_arg_string(f"model={tiny_gguf},context=64")
+    try:
+        assert lm.model.name == "tiny-llama" and lm.model.engine.name == "llamacpp"
+        (found,) = lm.loglikelihood([request("the cat", " sat")])
+        assert found[0] < 0
+    finally:
+        lm.model.close()

@@ -66,7 +66,7 @@ def eval_command(
     on the same tasks and shown side by side.
     """
     from llmkit.errors import InvalidParameterError
-    from llmkit.evaluation.runner import evaluate, require_lm_eval
+    from llmkit.evaluation.runner import evaluate, load_tasks
     from llmkit.evaluation.tasks import resolve_tasks
 
     if len(models) > 1 and not compare:
@@ -78,12 +78,14 @@ def eval_command(
     if len(set(models)) != len(models):
         raise InvalidParameterError("A model is named twice.")
     specs = resolve_tasks(task or [], task_file or [], perplexity or [])
-    require_lm_eval()
+    load_tasks(specs)  # a task lm-eval cannot load fails before any model is loaded
     results: list[ModelScores] = []
     for name in models:
         loaded = opt.load_model(name, engine, context, threads, None, verbose)
         try:
-            with _progress(loaded.name, hidden=verbose) as update:
+            # A bar only on a terminal, and not over the engine's own log (--verbose).
+            hidden = verbose or not error_console.is_terminal
+            with _progress(loaded.name, hidden=hidden) as update:
                 scores = evaluate(loaded, specs, limit=limit, progress=update)
         finally:
             loaded.close()

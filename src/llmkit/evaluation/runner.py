@@ -45,6 +45,20 @@ def require_lm_eval() -> None:
     require_module("lm_eval", feature="llmkit eval", extra="eval")
 
 
+def load_tasks(specs: list[TaskSpec]) -> list[Any]:
+    """lm-eval's Task objects for the specs, their data read; a task lm-eval cannot load is one
+    sentence (called before any model is loaded, so a bad task fails at once)."""
+    require_lm_eval()
+    _quiet()
+    from lm_eval.tasks import TaskManager
+
+    try:
+        loaded = TaskManager(include_defaults=False).load([spec.config for spec in specs])
+    except Exception as error:  # lm-eval and datasets raise many kinds for a bad task
+        raise LlmkitError(f"lm-eval could not load the tasks: {_first_line(error)}") from error
+    return list(loaded["tasks"].values())
+
+
 def evaluate(
     model: Model,
     specs: list[TaskSpec],
@@ -52,26 +66,20 @@ def evaluate(
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> ModelScores:
-    require_lm_eval()
-    _quiet()
+    """Score one model on the tasks with lm-eval's own evaluator."""
+    tasks = load_tasks(specs)  # fresh for each model: lm-eval keeps requests on its tasks
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
     from llmkit.evaluation.adapter import LlmkitLM
 
     lm = LlmkitLM(model, progress)
-    manager = TaskManager(include_defaults=False)
     started = time.perf_counter()
-    try:
-        loaded = manager.load([spec.config for spec in specs])
-    except LlmkitError:
-        raise
-    except Exception as error:  # lm-eval and datasets raise many kinds for a bad task
-        raise LlmkitError(f"lm-eval could not load the tasks: {_first_line(error)}") from error
     results = simple_evaluate(
         model=lm,
-        tasks=list(loaded["tasks"].values()),
-        task_manager=manager,
+        tasks=tasks,
+        # Without one, lm-eval indexes its hundreds of built-in tasks first.
+        task_manager=TaskManager(include_defaults=False),
         limit=limit,
         bootstrap_iters=1000,
         log_samples=False,
