@@ -28,6 +28,7 @@ VERB_MODULES = (
     "llmkit.cli.plan",
     "llmkit.cli.prompt",
     "llmkit.cli.bench",
+    "llmkit.cli.eval",
     "llmkit.cli.serve",
     "llmkit.cli.finetune",
     "llmkit.cli.agent",
