@@ -330,14 +330,14 @@ def render_check_report(console: Console, report: CheckReport) -> None:
     table = Table.grid(padding=(0, 2))
     for _ in range(3):
         table.add_column()
-    for check, description in CHECKS.items():
+    for check in CHECKS:
         status = report.status(check)
         table.add_row(
             Text(f"{SEVERITY_MARK[status]} {status}", style=SEVERITY_STYLE[status]),
             Text(check),
-            Text(description),
+            Text(report.summary(check)),  # the problem found, or what holds for a pass
         )
-    console.print(table)
+    print_table(table, target=console)  # piped: one line per check, never wrapped
     for finding in report.findings:
         style = SEVERITY_STYLE[finding.severity]
         console.print()
