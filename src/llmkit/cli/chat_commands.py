@@ -10,16 +10,17 @@ if TYPE_CHECKING:
     from llmkit.chat.session import ChatSession
 
 CHAT_HELP = """Commands:
-  /set                 show the sampling settings and the system prompt
-  /set NAME VALUE      change one: temperature, top_p, top_k, min_p, repeat_penalty,
-                       max_tokens, seed (seed and max_tokens take "off"), system
-  /system TEXT         set the system prompt (no TEXT: clear it)
-  /history             the conversation so far, message by message
-  /show [TEXT]         the exact prompt the model sees for your next message (or for TEXT)
-  /reset               forget the conversation
+  /set               the sampling settings and the system prompt
+  /set NAME VALUE    change one: temperature, top_p, top_k, min_p, repeat_penalty,
+                     max_tokens, seed ("off" unsets these two), system
+  /system TEXT       set the system prompt (no TEXT: clear it)
+  /history           the conversation so far, message by message
+  /show [TEXT]       the exact prompt for your next message (or for TEXT)
+  /reset             forget the conversation
   /save FILE · /load FILE · /help · /bye (or Ctrl-D)
-Start a message with \"\"\" to write several lines; end it with \"\"\".
-Ctrl-C stops an answer without leaving the chat."""
+Start a message with \"\"\" to write several lines, and end it with \"\"\".
+Ctrl-C stops an answer without leaving the chat. Keys typed during an answer
+are dropped."""
 
 # Stands in for the next message in /show, so the view is the prompt the model will really get.
 NEXT_MESSAGE = "⟨your next message⟩"
@@ -65,7 +66,7 @@ def handle(session: ChatSession, line: str) -> bool:
 def _set(session: ChatSession, argument: str) -> None:
     if not argument:
         for name, value in session.settings().items():
-            shown = "off" if value is None else repr(value) if name == "system" else value
+            shown = "none" if value is None else repr(value) if name == "system" else value
             say("  {} {}", f"{name:<15}", shown)
         return
     name, _, value = argument.partition(" ")

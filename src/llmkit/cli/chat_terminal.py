@@ -71,10 +71,10 @@ def prompt_progress() -> Iterator[Callable[[int, int], None]]:
 
     def update(done: int, total: int) -> None:
         nonlocal started
+        progress.update(task, completed=done, total=total)
         if not started:
             progress.start()
             started = True
-        progress.update(task, completed=done, total=total)
 
     try:
         yield update
