@@ -53,7 +53,11 @@ def print_marked(
             text.append(piece, style=mark.style if mark else "")
         target.print(text, end=end, soft_wrap=True, highlight=False)
         return
-    target.file.write("".join(mark.plain(p) if mark else p for p, mark in segments) + end)
+    plain = "".join(mark.plain(p) if mark else p for p, mark in segments)
+    if target.record:  # a console capturing for export (tests, `/show` in a notebook)
+        target.print(Text(plain), end=end, soft_wrap=True, highlight=False)
+        return
+    target.file.write(plain + end)  # written past rich, which would expand tabs
     target.file.flush()
 
 
