@@ -13,6 +13,9 @@ def run_cli(
     return subprocess.run(
         [sys.executable, "-m", "llmkit", *args],
         input=input,
+        # Without input, stdin is empty (as at a terminal), never this process's own: `run` reads
+        # piped text, and an inherited pipe that stays open would keep it waiting.
+        stdin=subprocess.DEVNULL if input is None else None,
         capture_output=True,
         text=True,
         timeout=timeout,

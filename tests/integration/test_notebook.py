@@ -42,6 +42,7 @@ def test_notebook_runs_top_to_bottom(fresh_home: Path) -> None:
     assert "would have stopped" in outputs  # generation went past the end-of-turn token
     assert "Quill" in outputs  # the fine-tune taught the persona
     assert "GiB needed" in outputs  # the plan was made
+    assert "Paris" in outputs and "perplexity" in outputs  # next tokens and scores
     assert not any(
         output.get("output_type") == "error"
         for cell in notebook.cells

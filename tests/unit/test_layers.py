@@ -25,7 +25,17 @@ LAYERS = {
     "train": 4,
     "interfaces": 5,
 }
-INTERFACES = {"cli", "server", "agent", "tuning", "evaluation", "__init__", "__main__", "model", "bench"}
+INTERFACES = {
+    "cli",
+    "server",
+    "agent",
+    "tuning",
+    "evaluation",
+    "__init__",
+    "__main__",
+    "model",
+    "bench",
+}
 LEAVES = {"params", "errors", "system_memory"}
 
 

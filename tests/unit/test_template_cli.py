@@ -43,7 +43,7 @@ def test_names(invoke) -> None:
 def test_show_prints_the_raw_template(invoke, tmp_path: Path) -> None:
     result = invoke("template", "chatml")
     assert result.exit_code == 0
-    assert result.stdout == BUILTINS["chatml"].text + "\n"
+    assert result.stdout == BUILTINS["chatml"].text  # piped: exactly the template, no newline added
     template = tmp_path / "mine.jinja"
     template.write_text("{{ messages[0]['content'] }}\n")
     assert invoke("template", "show", str(template)).stdout == "{{ messages[0]['content'] }}\n"

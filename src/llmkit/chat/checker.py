@@ -22,6 +22,7 @@ from llmkit.chat.template import (
     end_of_turn_text,
     parse_config_json,
     render_chat_template,
+    require_template_text,
     select_template,
 )
 from llmkit.errors import LlmkitError, ModelNotFoundError
@@ -30,7 +31,7 @@ Severity = Literal["error", "warning", "info"]
 
 # The checks, in the order they run, with the one-line question each answers.
 CHECKS: dict[str, str] = {
-    "renders": "the template compiles and renders a one-message conversation",
+    "renders": "the template compiles and renders a user message into the text",
     "bos": "the BOS token appears exactly once at the start",
     "stop-token": "the token that ends an assistant turn is a stop token",
     "eos-produced": "the template writes the EOS token somewhere",
@@ -102,7 +103,7 @@ class CheckReport:
     source: str
     findings: list[Finding]
     description: str = ""
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # check -> why it could not run
 
     @property
     def ok(self) -> bool:
@@ -110,14 +111,26 @@ class CheckReport:
         return not any(finding.severity == "error" for finding in self.findings)
 
     def status(self, check: str) -> str:
-        """ "pass", "skipped", or the worst severity found by the check."""
+        """ "pass" (the check ran and found nothing), "skipped" (it could not run), or the worst
+        severity it found."""
+        worst = self._worst(check)
+        if worst is not None:
+            return worst.severity
+        return "skipped" if check in self.skipped else "pass"
+
+    def summary(self, check: str) -> str:
+        """One line beside the status: what holds for a pass, the problem otherwise."""
+        worst = self._worst(check)
+        if worst is not None:
+            return worst.title
         if check in self.skipped:
-            return "skipped"
-        severities = [finding.severity for finding in self.findings if finding.check == check]
-        for severity in ("error", "warning", "info"):
-            if severity in severities:
-                return severity
-        return "pass"
+            return f"not checked: {self.skipped[check]}"
+        return CHECKS[check]
+
+    def _worst(self, check: str) -> Finding | None:
+        found = [finding for finding in self.findings if finding.check == check]
+        order = ("error", "warning", "info")
+        return min(found, key=lambda finding: order.index(finding.severity), default=None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,7 +139,12 @@ class CheckReport:
             "description": self.description,
             "ok": self.ok,
             "checks": [
-                {"id": check, "description": text, "status": self.status(check)}
+                {
+                    "id": check,
+                    "description": text,
+                    "status": self.status(check),
+                    "summary": self.summary(check),
+                }
                 for check, text in CHECKS.items()
             ],
             "findings": [asdict(finding) for finding in self.findings],
@@ -146,6 +164,7 @@ class _Checker:
         self.subject = subject
         self.tools_requested = tools_requested
         self.findings: list[Finding] = []
+        self.skipped: dict[str, str] = {}
 
     def render(self, messages: list[Message], generation_prompt: bool, **kwargs: Any) -> str:
         return render_chat_template(
@@ -160,11 +179,16 @@ class _Checker:
     def add(self, check: str, severity: Severity, title: str, explanation: str, fix: str) -> None:
         self.findings.append(Finding(check, severity, title, explanation, fix))
 
+    def skip(self, check: str, reason: str) -> None:
+        """Record that CHECK could not run, so it is not reported as a pass."""
+        self.skipped.setdefault(check, reason)
+
     # ---- the checks ---------------------------------------------------------------------
-    def renders(self) -> bool:
+    def renders(self) -> str | None:
+        """None when a one-message conversation renders with the message in it; else why not."""
         try:
             compile_template(self.subject.template)
-            self.render([_USER], True)
+            text = self.render([_USER], True)
         except TemplateRenderError as error:
             self.add(
                 "renders",
@@ -174,12 +198,25 @@ class _Checker:
                 "Fix the template (or use a built-in one with --template NAME; see "
                 "`llmkit template --names`).",
             )
-            return False
-        return True
+            return "the template does not render"
+        if _USER["content"] not in text:
+            # Every other check would report a symptom of this one problem.
+            self.add(
+                "renders",
+                "error",
+                "The user's message is not in the rendered text",
+                f"One user message renders as {_excerpt(text)}, without the message's words: "
+                "the model would never see what the user wrote.",
+                "Render each message's content (e.g. {{ message['content'] }} inside a loop "
+                "over messages).",
+            )
+            return "the template does not render the user's message"
+        return None
 
     def bos(self) -> None:
         bos, adds = self.subject.bos_token, self.subject.add_bos_token
         if not bos:
+            self.skip("bos", "no BOS token is known (pass --bos TOKEN for a bare template)")
             return
         text = self.render([_USER], True)
         writes = text.startswith(bos)
@@ -236,7 +273,11 @@ class _Checker:
         if end is None:
             after = self._after_answer()
             if after is None:
-                return None  # the answer itself is lost; assistant-located reports that
+                self.skip(
+                    "stop-token",
+                    "the assistant's answer is not in the text (see assistant-located)",
+                )
+                return None
             self.add(
                 "stop-token",
                 "error",
@@ -261,7 +302,7 @@ class _Checker:
             self.add(
                 "stop-token",
                 "warning",
-                f"{end} ends assistant turns but is not a stop token",
+                f"{end} ends assistant turns but is not one of the model's stop tokens",
                 f"The model ends its answers with {end!r}, but its declared stop set is "
                 f"{sorted(stops)}. llmkit adds the end-of-turn token to its stop tokens itself; "
                 "runtimes that stop only on EOS will run on past the answer and invent the next "
@@ -273,11 +314,18 @@ class _Checker:
 
     def eos_produced(self, end: str | None) -> None:
         eos = self.subject.eos_token
-        if not eos or end is None or end == eos:
-            return  # without an end-of-turn token, stop-token already reports the problem
+        if not eos:
+            self.skip("eos-produced", "no EOS token is known (pass --eos TOKEN)")
+            return
+        if end is None:
+            self.skip("eos-produced", "no end-of-turn token was found (see stop-token)")
+            return
+        if end == eos:
+            return  # assistant turns end with the EOS token itself
         try:
             text = self.render(_CONVERSATION, False)
         except TemplateRenderError:
+            self.skip("eos-produced", "a two-turn conversation does not render")
             return
         if eos in text:
             return
@@ -285,7 +333,12 @@ class _Checker:
         self.add(
             "eos-produced",
             "info" if stops_on_end else "warning",
-            f"The template never writes the EOS token {eos}",
+            f"The template never writes the EOS token {eos}"
+            + (
+                f"; it relies on {end} to stop"
+                if stops_on_end
+                else f", and {end} is not a declared stop token"
+            ),
             f"No rendered conversation contains {eos!r}, so a model trained on this format never "
             f"learns to produce it; stopping relies on {end!r}"
             + (" (which is in the stop set)." if stops_on_end else ", which is not a stop token."),
@@ -298,9 +351,11 @@ class _Checker:
             prompt = self.render([_USER], True)
             answered = self.render([_USER, {"role": "assistant", "content": answer}], False)
         except TemplateRenderError:
+            self.skip("generation-prompt", "an answered conversation does not render")
             return
         if answer not in answered:
-            return  # assistant-located reports it
+            self.skip("generation-prompt", "the answer is not in the text (see assistant-located)")
+            return
         if not answered.startswith(prompt):
             common = _common_prefix(prompt, answered)
             self.add(
@@ -360,6 +415,7 @@ class _Checker:
                     label = f"{count} message(s) + generation prompt"
                     renders.append((label, self.render(history, True)))
         except TemplateRenderError:
+            self.skip("prefix-stable", "a multi-turn conversation does not render")
             return
         for (before_label, before), (after_label, after) in pairwise(renders):
             if after_label.endswith("prompt") or after.startswith(before):
@@ -472,9 +528,14 @@ def _common_prefix(first: str, second: str) -> int:
 def check_template(subject: TemplateSubject, *, tools_requested: bool = False) -> CheckReport:
     """Run every check on a template; the report's `ok` is False when any finding is an error."""
     checker = _Checker(subject, tools_requested)
-    report = CheckReport(subject.label, subject.source, checker.findings, subject.description)
-    if not checker.renders():
-        report.skipped = [check for check in CHECKS if check != "renders"]
+    report = CheckReport(
+        subject.label, subject.source, checker.findings, subject.description, checker.skipped
+    )
+    broken = checker.renders()
+    if broken:
+        for check in CHECKS:
+            if check != "renders":
+                checker.skip(check, broken)
         return report
     checker.bos()
     end = checker.stop_token()
@@ -578,7 +639,9 @@ def _token_text(value: Any) -> str | None:
 def _subject_from_file(path: Path) -> TemplateSubject:
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".json":
-        return TemplateSubject(path.name, text, "file")
+        return TemplateSubject(
+            path.name, require_template_text(text, f"The template file {path}"), "file"
+        )
     data = parse_config_json(path, text)
     template = chat_template_from_config(data, path)
     special = data.get("special_tokens")

@@ -7,13 +7,16 @@ the caller is told how many, so the user can be told too.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmkit.chat.inspect import InspectableModel
 from llmkit.chat.template import Message
-from llmkit.errors import ContextOverflowError, LlmkitError
+from llmkit.engines.base import reusable_prefix
+from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
+from llmkit.generation.loop import PREFILL_CHUNK, prefill
 
 if TYPE_CHECKING:
     import threading
@@ -40,6 +43,22 @@ class ChatModel(InspectableModel, Protocol):
         params: SamplingParams | None = None,
         cancel: threading.Event | None = None,
     ) -> GenerationStream: ...
+
+
+# What `/set NAME VALUE` changes: the sampling parameter each name stands for, and its type.
+SETTINGS: dict[str, tuple[str, type]] = {
+    "temperature": ("temperature", float),
+    "top_p": ("top_p", float),
+    "top_k": ("top_k", int),
+    "min_p": ("min_p", float),
+    "repeat_penalty": ("repeat_penalty", float),
+    "max_tokens": ("max_tokens", int),
+    "seed": ("seed", int),
+}
+_CLEARED = ("off", "none", "default")  # for seed and max_tokens: back to unset
+
+# Prompt tokens a message must add before reading it is shown step by step.
+PROGRESS_THRESHOLD = PREFILL_CHUNK
 
 
 class ChatSession:
@@ -89,9 +108,20 @@ class ChatSession:
                 dropped += 1
         return dropped
 
-    def ask(self, text: str, cancel: threading.Event | None = None) -> GenerationStream:
-        """Start answering a user message. Iterate the stream, then call `record` with its result."""
+    def ask(
+        self,
+        text: str,
+        cancel: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> GenerationStream:
+        """Start answering a user message. Iterate the stream, then call `record` with its result.
+
+        With `progress`, a long prompt is read (evaluated into the cache) first, in steps, calling
+        progress(tokens_read, prompt_tokens) after each; the answer then starts at once.
+        """
         prompt_ids = self.model.prompt_ids(self.conversation(text))
+        if progress is not None:
+            self._read_prompt(prompt_ids, progress)
         stream = self.model.stream_ids(prompt_ids, self.params, cancel)
         self.messages.append({"role": "user", "content": text})
         return stream
@@ -99,6 +129,54 @@ class ChatSession:
     def record(self, result: GenerationResult | None) -> None:
         """Add the assistant's answer (even a stopped, partial one) to the history."""
         self.messages.append({"role": "assistant", "content": result.text if result else ""})
+
+    def _read_prompt(self, prompt_ids: list[int], progress: Callable[[int, int], None]) -> None:
+        # Growing prefixes of the prompt, each evaluated after the cached one: the generation
+        # loop's own prefill then finds all but the last token cached.
+        context = self.model.engine.context
+        start = reusable_prefix(context.cached(0), prompt_ids)
+        total = len(prompt_ids)
+        if total - start <= PROGRESS_THRESHOLD:
+            return
+        progress(start, total)
+        for end in range(start + PREFILL_CHUNK, total, PREFILL_CHUNK):
+            prefill(context, prompt_ids[:end])
+            progress(end, total)
+
+    # ---- settings ------------------------------------------------------------------------
+    def set(self, name: str, value: str) -> str:
+        """Change a sampling parameter or the system prompt from text (`/set top_p 0.9`);
+        returns the setting as it now reads. Out-of-range values are refused as on the CLI."""
+        key = name.strip().lower().replace("-", "_")
+        if key == "system":
+            self.system = value or None
+            return f"system prompt {'set' if value else 'cleared'}"
+        if key not in SETTINGS:
+            raise InvalidParameterError(
+                f"/set knows {', '.join([*SETTINGS, 'system'])}; got {name!r}."
+            )
+        field, kind = SETTINGS[key]
+        if not value:
+            raise InvalidParameterError(f"Give a value: /set {key} VALUE.")
+        if value.lower() in _CLEARED and field in ("seed", "max_tokens"):
+            cleared: dict[str, Any] = {field: None}
+            self.params = replace(self.params, **cleared)
+            return f"{key} off"
+        try:
+            parsed = kind(value)
+        except ValueError:
+            noun = "an integer" if kind is int else "a number"
+            raise InvalidParameterError(f"{key} must be {noun}; got {value!r}.") from None
+        self.params = self.params.updated(**{field: parsed})
+        return f"{key} = {getattr(self.params, field)}"
+
+    def settings(self) -> dict[str, object]:
+        """What /set changes, as it is now."""
+        values: dict[str, object] = {
+            key: getattr(self.params, f) for key, (f, _) in SETTINGS.items()
+        }
+        values["system"] = self.system
+        return values
 
     # ---- files -------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -233,13 +233,14 @@ def select_template(
     then the model's own template, then a built-in chosen from its special tokens. The source is
     "override", "model" or "builtin:<name>"; None means no template fits.
     """
-    if override:
+    if override is not None:
+        require_template_text(override, "The template given")
         if override in BUILTIN_TEMPLATES:
             return f"builtin:{override}", BUILTIN_TEMPLATES[override]
         return "override", override
     if recipe_override:
         return "override", recipe_override
-    if info.chat_template:
+    if info.chat_template and info.chat_template.strip():
         return "model", info.chat_template
     fallback = choose_fallback_template(info.special_tokens)
     return (f"builtin:{fallback}", BUILTIN_TEMPLATES[fallback]) if fallback else None
@@ -283,6 +284,16 @@ def template_argument(value: str) -> str:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
         return chat_template_from_config(parse_config_json(path, text), path)
+    return require_template_text(text, f"The template file {path}")
+
+
+def require_template_text(text: str, what: str) -> str:
+    """Template text, refusing a blank one: it would render every conversation as nothing
+    (and an empty override would otherwise quietly fall back to the model's own template)."""
+    if not text.strip():
+        raise InvalidParameterError(
+            f"{what} is empty; a chat template must write the conversation's messages."
+        )
     return text
 
 
@@ -304,6 +315,6 @@ def chat_template_from_config(data: Any, path: Path) -> str:
             item.get("name"): item.get("template") for item in template if isinstance(item, dict)
         }
         template = named.get("default") or next(iter(named.values()), None)
-    if not isinstance(template, str) or not template:
+    if not isinstance(template, str):
         raise InvalidParameterError(f"{path} has no chat_template.")
-    return template
+    return require_template_text(template, f"The chat_template in {path}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmkit.cli import options as opt
-from llmkit.cli.output import console, error_console, print_json, say
+from llmkit.cli.output import error_console, print_json, print_text, say
 from llmkit.errors import InvalidParameterError
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _run_one(agent: Agent, task: str, json_output: bool, record: Path | None) ->
     else:
         if result.note:
             say("[yellow]{}[/]", result.note, err=True)
-        console.print(result.answer, markup=False, highlight=False)
+        print_text(result.answer)  # the answer as written: no tab expansion or wrapping
     return result
 
 

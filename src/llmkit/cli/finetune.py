@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmkit.cli.output import console, error_console
+from llmkit.cli.output import console, error_console, escape
 from llmkit.errors import InvalidParameterError
 
 
@@ -153,24 +153,27 @@ def finetune(
 
 
 def _show_masks(config: Any, count: int) -> None:
-    from rich.text import Text
-
+    from llmkit.cli.model_text import Mark, print_marked
     from llmkit.train.masks import mask_segments
     from llmkit.train.prepare import prepare_run
 
+    # Piped, the trained text is bracketed, since a pipe carries no highlighting.
+    trained_mark, context_mark = Mark("reverse green", "⟦", "⟧"), Mark("dim")
     prepared = prepare_run(config, check_names=False)
+    shown = "[reverse green]highlighted[/]" if console.is_terminal else "⟦bracketed⟧"
     console.print(
-        f"[bold]{len(prepared.train)}[/] training rows; [reverse green]highlighted[/] tokens are "
+        f"[bold]{len(prepared.train)}[/] training rows; {shown} tokens are "
         "trained on (the loss covers them), the rest is context only.\n"
     )
     for example in prepared.train[:count]:
-        text = Text()
-        for piece, trained in mask_segments(example, prepared.detokenize):
-            text.append(piece, style="reverse green" if trained else "dim")
         console.print(
-            f"[bold]{example.source}[/] ({len(example)} tokens, {example.trained_tokens} trained)"
+            f"[bold]{escape(example.source)}[/] ({len(example)} tokens, "
+            f"{example.trained_tokens} trained)"
         )
-        console.print(text)
+        segments = mask_segments(example, prepared.detokenize)
+        print_marked(
+            [(piece, trained_mark if trained else context_mark) for piece, trained in segments]
+        )
         console.print()
 
 

@@ -13,19 +13,8 @@ from llmkit.cli.output import console, error_console, print_error, print_json, s
 
 if TYPE_CHECKING:
     from llmkit.chat.session import ChatSession
-    from llmkit.generation.loop import GenerationResult, GenerationStream
+    from llmkit.generation.loop import GenerationStream
     from llmkit.model import Model
-
-
-def _stream_to_terminal(stream: GenerationStream) -> GenerationResult | None:
-    """Print chunks as they come; mark where the model would have stopped (--ignore-eos)."""
-    for chunk in stream:
-        if chunk.text:
-            sys.stdout.write(chunk.text)
-            sys.stdout.flush()
-        if chunk.would_stop_at:
-            say("[reverse yellow]⟨would stop: {}⟩[/]", chunk.would_stop_at, end="")
-    return stream.result
 
 
 def _say_if_fallback_template(loaded: Model, template_option: str | None) -> None:
@@ -44,10 +33,42 @@ def _say_if_fallback_template(loaded: Model, template_option: str | None) -> Non
         )
 
 
+def _prompt_with_stdin(prompt: str | None) -> str:
+    """The prompt argument and any piped text, combined in the order simonw/llm and Ollama use:
+    the piped text, a blank line, then the argument (`cat notes.txt | llmkit run M "Summarise"`)."""
+    from llmkit.errors import InvalidParameterError
+
+    piped = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.read()
+    if piped is None and prompt is None:
+        raise InvalidParameterError("Give a prompt, or pipe one in: echo 'Hi' | llmkit run MODEL")
+    parts = [part for part in (piped, prompt) if part and part.strip()]
+    if not parts:
+        raise InvalidParameterError("The prompt is empty.")
+    if len(parts) == 1:
+        return parts[0]  # a prompt on its own is kept exactly as given
+    return parts[0].rstrip() + "\n\n" + parts[1]
+
+
+def _would_stop_marks(stream: GenerationStream) -> list[dict[str, object]]:
+    """Run a stream to its end, noting each stop token the model produced (under --ignore-eos)
+    and where in the answer text it came."""
+    marks: list[dict[str, object]] = []
+    length = 0
+    for chunk in stream:
+        length += len(chunk.text)
+        if chunk.would_stop_at:
+            marks.append({"offset": length, "token": chunk.would_stop_at})
+    return marks
+
+
 def run(
     model: Annotated[str, typer.Argument(help="Model name from `llmkit list`, or a GGUF path.")],
     prompt: Annotated[
-        str | None, typer.Argument(help="The prompt; read from stdin when omitted.")
+        str | None,
+        typer.Argument(
+            help="The prompt. Piped text is read too, and comes first: "
+            'cat notes.txt | llmkit run MODEL "Summarise".'
+        ),
     ] = None,
     system: opt.System = None,
     raw: Annotated[
@@ -78,16 +99,9 @@ def run(
     verbose: opt.Verbose = False,
 ) -> None:
     """Answer one prompt, streamed, using the model's own chat template."""
-    from llmkit.errors import InvalidParameterError
+    from llmkit.cli.model_text import write_answer
 
-    if prompt is None:
-        if sys.stdin.isatty():
-            raise InvalidParameterError(
-                "Give a prompt, or pipe one in: echo 'Hi' | llmkit run MODEL"
-            )
-        prompt = sys.stdin.read()
-    if not prompt.strip():
-        raise InvalidParameterError("The prompt is empty.")
+    prompt = _prompt_with_stdin(prompt)
     overrides = opt.sampling_overrides(
         temperature=temperature,
         top_k=top_k,
@@ -107,8 +121,7 @@ def run(
         messages = loaded.with_system([{"role": "user", "content": prompt}], system)
         stream = loaded.stream_chat(messages, **overrides)
     if json_output:
-        for _ in stream:
-            pass
+        would_stop = _would_stop_marks(stream)
         result = stream.result
         assert result is not None  # set when the iteration ends
         usage, timing = result.usage, result.timing
@@ -119,6 +132,8 @@ def run(
                 "text": result.text,
                 "finish_reason": result.finish_reason,
                 "stopped_by": result.stopped_by,
+                # --ignore-eos: where text mode shows ⟨would stop: …⟩ (offsets into "text").
+                "would_stop_at": would_stop,
                 "usage": {
                     "prompt_tokens": usage.prompt_tokens,
                     "completion_tokens": usage.completion_tokens,
@@ -135,7 +150,7 @@ def run(
         )
         return
     try:
-        result = _stream_to_terminal(stream)
+        result = write_answer(stream)
     except KeyboardInterrupt:
         sys.stdout.write("\n")
         raise typer.Exit(130) from None
@@ -143,11 +158,6 @@ def run(
     sys.stdout.flush()
     if result and result.finish_reason == "length":
         error_console.print("[dim](stopped: token limit reached)[/]")
-
-
-CHAT_HELP = """Commands: /system TEXT  set the system prompt · /reset  forget the conversation ·
-/show  the exact prompt the model sees next · /save FILE · /load FILE · /help · /bye (or Ctrl-D)
-Ctrl-C stops an answer without leaving the chat."""
 
 
 def chat(
@@ -171,6 +181,8 @@ def chat(
 ) -> None:
     """Talk to a model in the terminal, with its own chat template and stop tokens."""
     from llmkit.chat.session import ChatSession
+    from llmkit.cli import chat_commands
+    from llmkit.cli.chat_terminal import read_message
 
     overrides = opt.sampling_overrides(
         temperature=temperature,
@@ -198,86 +210,50 @@ def chat(
     while True:
         try:
             line = input(">>> ")
+            if line.startswith("/"):
+                if chat_commands.handle(session, line.strip()):
+                    return
+                continue
+            text = read_message(line, input)
         except EOFError:
             console.print()
             return
         except KeyboardInterrupt:
             console.print("\n[dim](Ctrl-D or /bye to leave)[/]")
             continue
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            if _chat_command(session, line.strip()):
-                return
-            continue
-        _answer(session, line)
+        if text.strip():
+            _answer(session, text)
 
 
 def _answer(session: ChatSession, text: str) -> None:
+    from llmkit.cli.chat_terminal import prompt_progress, quiet_keyboard
+    from llmkit.cli.model_text import AnswerWriter, write_answer
     from llmkit.errors import LlmkitError
 
-    try:
-        dropped = session.fit(text)
-        if dropped:
-            error_console.print(
-                f"[yellow](the conversation outgrew the context window: the oldest "
-                f"{dropped} message(s) were dropped; the system prompt is kept)[/]"
-            )
-        stream = session.ask(text)
-    except LlmkitError as error:
-        print_error(error)
-        return
-    except KeyboardInterrupt:  # while the prompt was being prepared: nothing was added
-        error_console.print("\n[dim](stopped)[/]")
-        return
-    try:
-        _stream_to_terminal(stream)
-        sys.stdout.write("\n")
-    except KeyboardInterrupt:
-        sys.stdout.write("\n")
-        error_console.print("[dim](stopped)[/]")
+    writer = AnswerWriter()
+    with quiet_keyboard():
+        try:
+            dropped = session.fit(text)
+            if dropped:
+                error_console.print(
+                    f"[yellow](the conversation outgrew the context window: the oldest "
+                    f"{dropped} message(s) were dropped; the system prompt is kept)[/]"
+                )
+            with prompt_progress() as progress:
+                stream = session.ask(text, progress=progress)
+        except LlmkitError as error:
+            print_error(error)
+            return
+        except KeyboardInterrupt:  # while the prompt was being read: nothing was added
+            error_console.print("\n[dim](stopped)[/]")
+            return
+        try:
+            write_answer(stream, writer)
+            sys.stdout.write("\n")
+        except KeyboardInterrupt:
+            sys.stdout.write("\n")
+            error_console.print("[dim](stopped)[/]")
     session.record(stream.result)
-
-
-def _chat_command(session: ChatSession, line: str) -> bool:
-    """Handle a /command; return True to leave the chat."""
-    from llmkit.errors import LlmkitError
-
-    command, _, argument = line.partition(" ")
-    argument = argument.strip()
-    try:
-        if command in ("/bye", "/exit", "/quit"):
-            return True
-        if command == "/help":
-            console.print(CHAT_HELP)
-        elif command == "/reset":
-            session.reset()
-            console.print("[dim](conversation cleared)[/]")
-        elif command == "/system":
-            session.system = argument or None
-            console.print(f"[dim](system prompt {'set' if argument else 'cleared'})[/]")
-        elif command == "/show":
-            _show_next_prompt(session)
-        elif command == "/save":
-            if not argument:
-                raise LlmkitError("Usage: /save FILE")
-            say("[dim](saved to {})[/]", session.save(argument))
-        elif command == "/load":
-            if not argument:
-                raise LlmkitError("Usage: /load FILE")
-            say("[dim](loaded {} messages)[/]", session.load(argument))
-        else:
-            raise LlmkitError(f"Unknown command {command}; /help lists them.")
-    except LlmkitError as error:
-        print_error(error)
-    return False
-
-
-def _show_next_prompt(session: ChatSession) -> None:
-    """The exact text the model sees next (the next user message goes where the prompt ends)."""
-    from llmkit.cli.prompt import print_prompt_view
-
-    print_prompt_view(console, session.model, session.conversation())
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from llmkit.cli.output import (
     human_count,
     human_size,
     print_json,
+    print_text,
 )
 
 
@@ -86,7 +87,9 @@ def show(
     manifest = ModelStore().resolve(model)
     info = manifest.info
     if template:
-        console.print(info.get("chat_template") or "none", markup=False)
+        text = info.get("chat_template")
+        # Piped, the template exactly as stored (no tab expansion, no added newline).
+        print_text(text or "none", final_newline=console.is_terminal or not text)
         return
     if json_output:
         data = manifest.to_json()

@@ -12,6 +12,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from llmkit.cli import options as opt
+from llmkit.cli.model_text import Mark, print_marked
 from llmkit.cli.output import console, error_console, escape, print_json, print_table, print_text
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from llmkit.chat.inspect import InspectableModel, PromptView
 
 SPECIAL_STYLE = "bold magenta"
+SPECIAL_MARK = Mark(SPECIAL_STYLE)
+NEWLINE_MARK = Mark("dim")
 SEVERITY_STYLE = {
     "error": "bold red",
     "warning": "yellow",
@@ -50,9 +53,7 @@ def print_prompt_view(
 def render_prompt_view(console: Console, view: PromptView, *, tokens: bool = False) -> None:
     console.print(f"[bold]{escape(view.model)}[/] · template: {escape(view.template_description)}")
     console.rule(style="dim")
-    console.print(_highlighted(view), end="", soft_wrap=True, highlight=False)
-    if not view.text.endswith("\n"):
-        console.print()
+    print_marked(_marked(view), target=console, end="" if view.text.endswith("\n") else "\n")
     console.rule(style="dim")
     if tokens:
         console.print(_token_table(view))
@@ -75,19 +76,21 @@ def render_prompt_view(console: Console, view: PromptView, *, tokens: bool = Fal
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
 
 
-def _highlighted(view: PromptView) -> Text:
-    text = Text()
+def _marked(view: PromptView) -> list[tuple[str, Mark | None]]:
+    """The prompt with special tokens styled and each newline shown as ↵ (in a pipe the token
+    texts mark themselves, and the ↵ stays)."""
+    runs: list[tuple[str, Mark | None]] = []
     for piece, special in view.segments():
         if special:
-            text.append(piece, style=SPECIAL_STYLE)
+            runs.append((piece, SPECIAL_MARK))
             continue
         lines = piece.split("\n")
         for index, line in enumerate(lines):
-            text.append(line)
+            runs.append((line, None))
             if index < len(lines) - 1:
-                text.append("↵", style="dim")
-                text.append("\n")
-    return text
+                runs.append(("↵", NEWLINE_MARK))
+                runs.append(("\n", None))
+    return runs
 
 
 def _token_table(view: PromptView) -> Table:
@@ -265,7 +268,7 @@ def show_command(
 
         console.print(Syntax(subject.template, "jinja", word_wrap=True, background_color="default"))
     else:
-        print_text(subject.template)
+        print_text(subject.template, final_newline=False)  # `> file` holds the template exactly
 
 
 @template_app.command("check")
@@ -330,14 +333,14 @@ def render_check_report(console: Console, report: CheckReport) -> None:
     table = Table.grid(padding=(0, 2))
     for _ in range(3):
         table.add_column()
-    for check, description in CHECKS.items():
+    for check in CHECKS:
         status = report.status(check)
         table.add_row(
             Text(f"{SEVERITY_MARK[status]} {status}", style=SEVERITY_STYLE[status]),
             Text(check),
-            Text(description),
+            Text(report.summary(check)),  # the problem found, or what holds for a pass
         )
-    console.print(table)
+    print_table(table, target=console)  # piped: one line per check, never wrapped
     for finding in report.findings:
         style = SEVERITY_STYLE[finding.severity]
         console.print()
