@@ -37,6 +37,10 @@ class ChatModel(InspectableModel, Protocol):
 
     def prompt_ids(self, messages: Sequence[Message]) -> list[int]: ...
 
+    def with_system(
+        self, messages: Sequence[Message], system: str | None = None
+    ) -> list[Message]: ...
+
     def stream_ids(
         self,
         prompt_ids: Sequence[int],
@@ -78,9 +82,8 @@ class ChatSession:
         messages = list(self.messages)
         if pending is not None:
             messages.append({"role": "user", "content": pending})
-        if self.system:
-            messages.insert(0, {"role": "system", "content": self.system})
-        return messages
+        # The model adds the system prompt and a recipe's opening messages ("" means none).
+        return self.model.with_system(messages, self.system or "")
 
     def next_prompt(self, pending: str | None = None) -> str:
         return self.model.render_prompt(self.conversation(pending))

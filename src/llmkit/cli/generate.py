@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llmkit.cli import options as opt
+from llmkit.cli.logs import NoLog, log_exchange
 from llmkit.cli.output import console, error_console, print_error, print_json, say
 
 if TYPE_CHECKING:
     from llmkit.chat.session import ChatSession
-    from llmkit.generation.loop import GenerationStream
+    from llmkit.generation.loop import GenerationResult, GenerationStream
     from llmkit.model import Model
 
 
@@ -97,11 +98,21 @@ def run(
     threads: opt.Threads = None,
     template: opt.Template = None,
     verbose: opt.Verbose = False,
+    no_log: NoLog = False,
 ) -> None:
     """Answer one prompt, streamed, using the model's own chat template."""
     from llmkit.cli.model_text import write_answer
+    from llmkit.store.history import new_conversation
 
-    prompt = _prompt_with_stdin(prompt)
+    asked = _prompt_with_stdin(prompt)
+
+    def keep(result: GenerationResult | None) -> None:
+        log_exchange(
+            "run", loaded.name, asked, result, conversation=new_conversation(),
+            system=system or loaded.system_prompt, params=stream.params, no_log=no_log,
+        )  # fmt: skip
+
+    prompt = asked
     overrides = opt.sampling_overrides(
         temperature=temperature,
         top_k=top_k,
@@ -148,6 +159,7 @@ def run(
                 "params": stream.params.to_json(),
             }
         )
+        keep(result)
         return
     try:
         result = write_answer(stream)
@@ -156,6 +168,7 @@ def run(
         raise typer.Exit(130) from None
     sys.stdout.write("\n")
     sys.stdout.flush()
+    keep(result)
     if result and result.finish_reason == "length":
         error_console.print("[dim](stopped: token limit reached)[/]")
 
@@ -178,6 +191,15 @@ def chat(
     threads: opt.Threads = None,
     template: opt.Template = None,
     verbose: opt.Verbose = False,
+    no_log: NoLog = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--continue", "-c", help="Go on with the latest logged chat."),
+    ] = False,
+    conversation: Annotated[
+        str | None,
+        typer.Option("--conversation", help="Go on with this logged conversation (`llmkit logs`)."),
+    ] = None,
 ) -> None:
     """Talk to a model in the terminal, with its own chat template and stop tokens."""
     from llmkit.chat.session import ChatSession
@@ -196,6 +218,22 @@ def chat(
     )
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
     session = ChatSession(loaded, system, loaded.params(**overrides))
+    from llmkit.store.history import History, new_conversation
+
+    conversation_id = new_conversation()
+    if resume or conversation:
+        earlier = History().conversation(conversation)
+        conversation_id = earlier[0].conversation
+        for exchange in earlier:
+            session.messages += [
+                {"role": "user", "content": exchange.prompt},
+                {"role": "assistant", "content": exchange.answer},
+            ]
+        say(
+            "[dim](going on with conversation {}: {} earlier turns)[/]",
+            conversation_id,
+            len(earlier),
+        )
     if loaded.template is None:
         loaded.render_prompt([])  # raises the clear "no chat template" error before the first turn
     _say_if_fallback_template(loaded, template)
@@ -222,10 +260,14 @@ def chat(
             console.print("\n[dim](Ctrl-D or /bye to leave)[/]")
             continue
         if text.strip():
-            _answer(session, text)
+            result = _answer(session, text)
+            log_exchange(
+                "chat", loaded.name, text, result, conversation=conversation_id,
+                system=session.system, params=session.params, no_log=no_log,
+            )  # fmt: skip
 
 
-def _answer(session: ChatSession, text: str) -> None:
+def _answer(session: ChatSession, text: str) -> GenerationResult | None:
     from llmkit.cli.chat_terminal import prompt_progress, quiet_keyboard
     from llmkit.cli.model_text import AnswerWriter, write_answer
     from llmkit.errors import LlmkitError
@@ -243,10 +285,10 @@ def _answer(session: ChatSession, text: str) -> None:
                 stream = session.ask(text, progress=progress)
         except LlmkitError as error:
             print_error(error)
-            return
+            return None
         except KeyboardInterrupt:  # while the prompt was being read: nothing was added
             error_console.print("\n[dim](stopped)[/]")
-            return
+            return None
         try:
             write_answer(stream, writer)
             sys.stdout.write("\n")
@@ -254,6 +296,7 @@ def _answer(session: ChatSession, text: str) -> None:
             sys.stdout.write("\n")
             error_console.print("[dim](stopped)[/]")
     session.record(stream.result)
+    return stream.result
 
 
 def register(app: typer.Typer) -> None:

@@ -3,12 +3,48 @@
 from __future__ import annotations
 
 import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from llmkit.cli import options as opt
 from llmkit.cli.output import escape, print_json, print_table, print_text, say
+
+NoLog = Annotated[
+    bool, typer.Option("--no-log", help="Do not keep this exchange in `llmkit logs`.")
+]
+
+
+def log_exchange(
+    kind: str,
+    model: str,
+    prompt: str,
+    result: Any,
+    *,
+    conversation: str,
+    system: str | None = None,
+    params: Any = None,
+    no_log: bool = False,
+) -> None:
+    """Keep one finished answer in the local log (unless turned off); a failure to log is a
+    warning, never an error, since the answer was already given."""
+    if no_log or result is None:
+        return
+    from llmkit.store.history import Exchange, record
+
+    warning = record(
+        Exchange(
+            conversation=conversation, kind=kind, model=model, prompt=prompt, answer=result.text,
+            system=system, parameters=params.to_json() if params is not None else {},
+            prompt_tokens=result.usage.prompt_tokens,
+            completion_tokens=result.usage.completion_tokens,
+            seconds=round(result.timing.first_token_seconds + result.timing.generation_seconds, 4),
+            finish_reason=result.finish_reason,
+        )
+    )  # fmt: skip
+    if warning:
+        say("[yellow]{}[/]", warning, err=True)
+
 
 logs_app = typer.Typer(
     help="List, search, show and delete logged exchanges; turn logging on or off.",
