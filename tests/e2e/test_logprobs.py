@@ -71,6 +71,40 @@ def test_no_logprobs_unless_asked(client) -> None:
     assert reply.choices[0].logprobs is None
 
 
+def test_echo_scores_the_prompts_own_tokens_as_evaluation_harnesses_ask(
+    client, server: Server
+) -> None:
+    prompt = "The capital of France is"
+    reply = client.completions.create(
+        model="smollm2", prompt=prompt, max_tokens=1, temperature=0, echo=True, logprobs=2,
+        extra_body={"repeat_penalty": 1.0},
+    )  # fmt: skip
+    choice = reply.choices[0]
+    logprobs = choice.logprobs
+    assert choice.text.startswith(prompt)
+    count = reply.usage.prompt_tokens
+    assert len(logprobs.tokens) == count + reply.usage.completion_tokens
+    assert "".join(logprobs.tokens[:count]) == prompt  # the prompt, token by token
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(value <= 0 for value in logprobs.token_logprobs[1:])
+    assert logprobs.text_offset == sorted(logprobs.text_offset) and logprobs.text_offset[0] == 0
+    # The same figures again, whatever the server's slots held before (no cached prefix is used).
+    again = client.completions.create(
+        model="smollm2", prompt=prompt, max_tokens=1, temperature=0, echo=True, logprobs=0,
+        extra_body={"repeat_penalty": 1.0},
+    )  # fmt: skip
+    first = logprobs.token_logprobs[1:count]
+    assert again.choices[0].logprobs.token_logprobs[1:count] == pytest.approx(first, abs=1e-3)
+    # A likelier continuation scores higher than an unlikely one, as a harness relies on.
+    totals = {}
+    for ending in (" Paris", " cheese"):
+        scored = client.completions.create(
+            model="smollm2", prompt=prompt + ending, max_tokens=1, echo=True, logprobs=0,
+        )  # fmt: skip
+        totals[ending] = scored.choices[0].logprobs.token_logprobs[count]
+    assert totals[" Paris"] > totals[" cheese"]
+
+
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
     [
@@ -81,7 +115,11 @@ def test_no_logprobs_unless_asked(client) -> None:
             "top_logprobs",
         ),
         ("/v1/completions", {"prompt": "Hi", "logprobs": 30}, "from 0 to 20"),
-        ("/v1/completions", {"prompt": "Hi", "logprobs": 1, "echo": True}, "echo with logprobs"),
+        (
+            "/v1/completions",
+            {"prompt": "Hi", "logprobs": 1, "echo": True, "stream": True},
+            "echo with logprobs needs stream: false",
+        ),
         (
             "/api/chat",
             {"messages": QUESTION, "top_logprobs": 2, "stream": False},

@@ -22,7 +22,7 @@ import numpy as np
 
 from llmkit.engines.base import BatchItem, Context, Sampler, TokenConstraint, reusable_prefix
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
-from llmkit.generation.logprobs import TokenLogprob, token_logprob
+from llmkit.generation.logprobs import TokenLogprob, token_logprob, unscored
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
 from llmkit.params import SamplingParams
 
@@ -49,6 +49,10 @@ class BatchRequest:
     cancel: threading.Event = field(default_factory=threading.Event)
     # None: no log-probabilities; N: each token's, with its N most likely alternatives.
     logprobs: int | None = None
+    # The prompt's own tokens' log-probabilities too (each given the ones before it), with the
+    # same N alternatives: what evaluation harnesses score answers by. The prompt is then read
+    # whole, without reusing a cached beginning, since a cached token has no logits.
+    prompt_logprobs: bool = False
 
 
 class RequestHandle:
@@ -152,6 +156,8 @@ class _Slot:
         self.first_token_at: float | None = None
         self.logprobs: list[TokenLogprob] = []  # every answer token's, when asked for
         self.unsent = 0  # how many of them no chunk has carried yet
+        self.prompt_logprobs: list[TokenLogprob] = []  # the prompt's tokens after the first
+        self.prompt_rows: list[tuple[int, int]] = []  # (output row, the token it predicts)
 
     @property
     def busy(self) -> bool:
@@ -303,6 +309,8 @@ class BatchScheduler:
             free, key=lambda s: reusable_prefix(context.cached(s.seq_id), request.prompt_ids)
         )
         reused = reusable_prefix(context.cached(slot.seq_id), request.prompt_ids)
+        if request.prompt_logprobs:
+            reused = 0
         try:
             constraint = request.constraint() if request.constraint is not None else None
             sampler = context.new_sampler(request.params, request.prompt_ids, constraint)
@@ -322,6 +330,8 @@ class BatchScheduler:
             self.stop_token_ids,
             reused,
         )
+        if request.prompt_logprobs and request.prompt_ids:
+            slot.prompt_logprobs.append(unscored(request.prompt_ids[0], self.engine.token_bytes))
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -347,8 +357,18 @@ class BatchScheduler:
             if slot.pending and room > 0:
                 chunk, slot.pending = slot.pending[:room], slot.pending[room:]
                 last = not slot.pending
-                items.append(BatchItem(slot.seq_id, chunk, want_logits=last))
                 room -= len(chunk)
+                if self._scores_prompt(slot):
+                    # A row for every token: each predicts the next prompt token; the last
+                    # one (at the prompt's end) is the row the answer is sampled from.
+                    following = [*chunk[1:], *slot.pending[:1]]
+                    slot.prompt_rows = [(rows + i, t) for i, t in enumerate(following)]
+                    items.append(BatchItem(slot.seq_id, chunk, want_logits=True, all_logits=True))
+                    rows += len(chunk)
+                    if last:
+                        slot.output_row = rows - 1
+                    continue
+                items.append(BatchItem(slot.seq_id, chunk, want_logits=last))
                 if last:
                     slot.output_row, rows = rows, rows + 1
         if not items:
@@ -357,6 +377,9 @@ class BatchScheduler:
         self.stats.steps_total += 1
         generated = 0
         vocab = self.engine.tokenizer_facts.vocab_size
+        for slot in active:
+            if slot.prompt_rows:
+                self._score_prompt(slot, vocab)
         for slot in active:
             if slot.output_row >= 0 and slot.sampler is not None:
                 top = slot.handle.request.logprobs if slot.handle is not None else None
@@ -418,6 +441,8 @@ class BatchScheduler:
         if handle.request.logprobs is not None:
             handle.result.logprobs = list(slot.logprobs)
             self._attach_logprobs(slot, last)
+        if handle.request.prompt_logprobs:
+            handle.result.prompt_logprobs = list(slot.prompt_logprobs)
         self.stats.prompt_tokens_total += prompt_tokens - slot.reused - len(slot.pending)
         self.stats.completion_tokens_total += len(answer.tokens)
         self.stats.requests_finished[reason] += 1
@@ -425,6 +450,20 @@ class BatchScheduler:
         # stays, for a next request that begins the same way.
         slot.handle = slot.sampler = slot.constraint = None
         handle._push(last)
+
+    def _score_prompt(self, slot: _Slot, vocab: int) -> None:
+        """The log-probability of each prompt token read in this step, from the row before it."""
+        assert self.context is not None and slot.handle is not None
+        alternatives = slot.handle.request.logprobs or 0
+        for row, token in slot.prompt_rows:
+            logits = np.array(self.context.logits(row)[:vocab])
+            entry = token_logprob(logits, token, alternatives, self.engine.token_bytes)
+            slot.prompt_logprobs.append(entry)
+        slot.prompt_rows = []
+
+    @staticmethod
+    def _scores_prompt(slot: _Slot) -> bool:
+        return slot.handle is not None and slot.handle.request.prompt_logprobs
 
     @staticmethod
     def _attach_logprobs(slot: _Slot, chunk: GenerationChunk) -> None:

@@ -34,6 +34,13 @@ class TokenLogprob:
     top: tuple[Alternative, ...] = ()
 
 
+def unscored(token: int, token_bytes: Callable[[int], bytes]) -> TokenLogprob:
+    """A text's first token: nothing comes before it, so it has no log-probability (NaN; the
+    APIs write null, as OpenAI does for echo)."""
+    raw = token_bytes(token)
+    return TokenLogprob(token, raw.decode("utf-8", "replace"), raw, math.nan)
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     row = np.asarray(logits, dtype=np.float64)
     shifted = row - row.max()

@@ -69,6 +69,8 @@ class GenerationResult:
     token_ids: list[int] = field(default_factory=list)
     stopped_by: str | None = None  # the stop token or stop string that ended the answer
     logprobs: list[TokenLogprob] | None = None  # per generated token, when asked for
+    # Per prompt token (given the tokens before it; the first has NaN), when asked for.
+    prompt_logprobs: list[TokenLogprob] | None = None
 
 
 class AnswerBuilder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import struct
 import time
 import uuid
@@ -76,8 +77,6 @@ def _completion_logprobs(body: CompletionRequest) -> int | None:
         return None
     if value is True or not 0 <= value <= MAX_TOP_LOGPROBS:
         raise InvalidParameterError(f"logprobs must be a number from 0 to {MAX_TOP_LOGPROBS}.")
-    if body.echo:
-        raise InvalidParameterError("echo with logprobs is not supported; use one or the other.")
     return value
 
 
@@ -89,8 +88,12 @@ def _legacy_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]
         offset += len(entry.text)
     return {
         "tokens": [entry.text for entry in entries],
-        "token_logprobs": [entry.logprob for entry in entries],
-        "top_logprobs": [{alt.text: alt.logprob for alt in entry.top} for entry in entries],
+        # The prompt's first token has nothing before it: null, as OpenAI writes with echo.
+        "token_logprobs": [None if math.isnan(e.logprob) else e.logprob for e in entries],
+        "top_logprobs": [
+            None if math.isnan(e.logprob) else {alt.text: alt.logprob for alt in e.top}
+            for e in entries
+        ],
         "text_offset": offsets,
     }
 
@@ -234,13 +237,19 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         raise InvalidParameterError(
             "Send one prompt per request (a list of exactly one is accepted)."
         )
+    alternatives = _completion_logprobs(body)
     # OpenAI's default for this endpoint is 16 tokens.
     ask = GenerationRequest(
         body.model,
         _params(body, body.max_tokens or 16),
         prompt=prompts[0],
-        logprobs=_completion_logprobs(body),
+        logprobs=alternatives,
+        # With echo, the prompt's own tokens are scored too: how evaluation harnesses score
+        # answers. They are known once the prompt is read, so this needs a whole reply.
+        prompt_logprobs=body.echo and alternatives is not None,
     )
+    if ask.prompt_logprobs and body.stream:
+        raise InvalidParameterError("echo with logprobs needs stream: false.")
     run = await service.start(state, ask)
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     echo = prompts[0] if body.echo else ""
@@ -282,7 +291,11 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         **base,
         "system_fingerprint": FINGERPRINT,
         "choices": [
-            choice(echo + (reply.content or ""), _finish_reason(reply.final), reply.final.logprobs)
+            choice(
+                echo + (reply.content or ""),
+                _finish_reason(reply.final),
+                [*(reply.final.prompt_logprobs or []), *(reply.final.logprobs or [])],
+            )
         ],
         "usage": _usage(reply.final.usage),
     }

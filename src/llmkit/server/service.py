@@ -57,6 +57,7 @@ class GenerationRequest:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     logprobs: int | None = None  # None: none; N: each token's, with N alternatives
+    prompt_logprobs: bool = False  # the prompt's own tokens' too (completions' echo)
 
 
 # ---- the events ---------------------------------------------------------------------------
@@ -79,6 +80,7 @@ class Final:
     timing: Timing
     logprobs: list[TokenLogprob] | None = None  # every token's, when asked for
     stopped_by: str | None = None  # the stop token or stop string that ended the text
+    prompt_logprobs: list[TokenLogprob] | None = None  # the prompt's tokens (the first: NaN)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ def _batch_request(
     schema: dict[str, Any] | None,
     plan: ToolPlan | None,
     logprobs: int | None = None,
+    prompt_logprobs: bool = False,
 ) -> BatchRequest:
     """The scheduler's request, with the reply's grammar as a maker of token constraints."""
     # llguidance on every engine: it masks the vocabulary at close to free-text speed, where
@@ -171,10 +174,9 @@ def _batch_request(
     grammar = Grammar.from_json_schema(schema) if schema is not None else None
     if grammar is None and plan is not None:
         grammar = plan.grammar
-    if grammar is None:
-        return BatchRequest(prompt_ids, params, None, logprobs=logprobs)
+    constraint = constraint_factory(grammar, served.model.engine) if grammar else None
     return BatchRequest(
-        prompt_ids, params, constraint_factory(grammar, served.model.engine), logprobs=logprobs
+        prompt_ids, params, constraint, logprobs=logprobs, prompt_logprobs=prompt_logprobs
     )
 
 
@@ -189,7 +191,10 @@ def build_job(state: ServerState, ask: GenerationRequest) -> Job:
         if state.settings.log_prompts:
             log.info("prompt for %s: %r", served.name, prompt)
         return Job(
-            served, _batch_request(served, prompt_ids, params, ask.schema, None, ask.logprobs)
+            served,
+            _batch_request(
+                served, prompt_ids, params, ask.schema, None, ask.logprobs, ask.prompt_logprobs
+            ),
         )
 
     plan = plan_tools(ask.tools, ask.tool_choice, model_tool_syntax(model)) if ask.tools else None
@@ -274,7 +279,10 @@ class Run:
         if result is None:  # the scheduler ended the stream without a result: treat as cancelled
             result = GenerationResult("", "cancelled", Usage(), Timing())
         reason = finish_reason(result.finish_reason, calls)
-        yield Final(reason, result.usage, result.timing, result.logprobs, result.stopped_by)
+        yield Final(
+            reason, result.usage, result.timing, result.logprobs, result.stopped_by,
+            result.prompt_logprobs,
+        )  # fmt: skip
 
     async def collect(self, disconnected: Callable[[], Awaitable[bool]] | None = None) -> Reply:
         """The whole reply; an Error is raised. A client that hangs up cancels the generation."""
