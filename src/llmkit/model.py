@@ -17,6 +17,7 @@ from llmkit.engines import check_engine_name
 from llmkit.engines.base import Engine, EngineOptions, TokenConstraint
 from llmkit.errors import LlmkitError
 from llmkit.generation.loop import GenerationResult, GenerationStream
+from llmkit.messages import check_messages
 from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest, ModelStore
 
@@ -87,6 +88,7 @@ class Model:
         tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """The exact text the model is given for a conversation."""
+        messages = check_messages(messages)  # every conversation passes here: CLI, API, library
         if self.format.template is None:
             raise LlmkitError(
                 f"'{self.name}' has no chat template and none of the built-in ones fits its tokens; "
@@ -100,7 +102,7 @@ class Model:
         """Messages with the given (or the model recipe's) system prompt in front, if none is there,
         and the recipe's opening messages after it."""
         system = system if system is not None else self.system_prompt
-        messages = list(messages)
+        messages = check_messages(messages)
         head = messages[:1] if messages and messages[0].get("role") == "system" else []
         rest = messages[len(head) :]
         # A recipe's opening messages (MESSAGE lines) start every conversation, once.
