@@ -21,6 +21,11 @@ class BuiltinModel:
     # Files split over several packages are joined into the store on first use.
     part_modules: tuple[str, ...] = ()
 
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Every distribution that holds its weights (the parts' names follow their modules)."""
+        return (self.package, *(module.replace("_", "-") for module in self.part_modules))
+
     def locate(self) -> list[Path] | None:
         """The weight file (or its parts, in order), or None when the package is not installed."""
         modules = self.part_modules or (self.module,)
