@@ -32,7 +32,6 @@ def test_import_stays_lazy_and_star_import_works() -> None:
     assert result.stdout.split() == ["True", "load", "SamplingParams"]
 
 
-
 def test_library_refuses_the_roles_the_cli_refuses() -> None:
     import pytest
     from tests.helpers.fake_engine import FakeEngine
