@@ -46,6 +46,10 @@ ERRORS = {
     "run threads -3": (["run", "smollm2", "hi", "--threads", "-3"], "--threads must be at least"),
     "run threads 0": (["run", "smollm2", "hi", "--threads", "0"], "--threads must be at least"),
     "run context 0": (["run", "smollm2", "hi", "--context", "0"], "--context must be at least"),
+    "next temperature -1": (
+        ["next", "smollm2", "hi", "--temperature", "-1"],
+        "temperature must be between",
+    ),
     "pull offline": (
         ["pull", "hf:owner/repo", "--file", "x.gguf", "--endpoint", "http://127.0.0.1:CLOSED"],
         "cannot be reached",
