@@ -92,7 +92,9 @@ class Model:
         if self.format.template is None:
             raise LlmkitError(
                 f"'{self.name}' has no chat template and none of the built-in ones fits its tokens; "
-                "use raw completion (`llmkit run --raw`) or give a template with --template."
+                f'complete raw text (`llmkit run {self.name} "…" --raw`), or give it a template '
+                "(--template NAME with run and chat; a TEMPLATE line in an `llmkit create` recipe "
+                "for serve)."
             )
         return self.format.render(
             messages, add_generation_prompt=add_generation_prompt, tools=tools

@@ -125,3 +125,21 @@ def test_list_never_cuts_a_name(tmp_path: Path, builtin_model_path: Path) -> Non
     imported = run_cli("import", str(builtin_model_path), "--name", name, "--link", env=env)
     assert imported.returncode == 0, imported.stderr
     assert name in run_cli("list", env=env).stdout
+
+
+def test_the_no_template_advice_runs(tmp_path: Path) -> None:
+    from tests.helpers.fake_engine import FakeEngine
+
+    from llmkit.errors import LlmkitError
+    from llmkit.model import Model
+    from llmkit.store.store import ModelManifest
+
+    manifest = ModelManifest("smollm2", "/nowhere.gguf", "gguf", "0" * 64, 1, "test", info={})
+    model = Model(manifest, FakeEngine({1: b"<end>"}, script=[1], end_of_generation=[1]))
+    with pytest.raises(LlmkitError) as refused:
+        model.render_prompt([{"role": "user", "content": "hi"}])
+    commands = suggested_commands(str(refused.value))
+    assert commands and commands[0][:2] == ["run", "smollm2"]
+    for command in commands:
+        result = run_cli(*command, "--help", env={"LLMKIT_HOME": str(tmp_path)})
+        assert result.returncode == 0, (command, result.stderr)
