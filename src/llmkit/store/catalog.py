@@ -21,15 +21,24 @@ class BuiltinModel:
     # Files split over several packages are joined into the store on first use.
     part_modules: tuple[str, ...] = ()
 
-    def locate(self) -> list[Path] | None:
-        """The weight file (or its parts, in order), or None when the package is not installed."""
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Every distribution that holds its weights (the parts' names follow their modules)."""
+        return (self.package, *(module.replace("_", "-") for module in self.part_modules))
+
+    def locate(self, root: Path | None = None) -> list[Path] | None:
+        """The weight file (or its parts, in order), or None when the package is not installed
+        (in this environment, or under `root`, a `pip install --target` folder)."""
         modules = self.part_modules or (self.module,)
         paths = []
         for module in modules:
-            spec = importlib.util.find_spec(module)
-            if spec is None or not spec.submodule_search_locations:
-                return None
-            folder = Path(next(iter(spec.submodule_search_locations)))
+            if root is not None:
+                folder = root / module
+            else:
+                spec = importlib.util.find_spec(module)
+                if spec is None or not spec.submodule_search_locations:
+                    return None
+                folder = Path(next(iter(spec.submodule_search_locations)))
             candidates = [folder / self.filename, *sorted((folder / "data").glob("*.gguf*"))]
             found = next((path for path in candidates if path.exists()), None)
             if found is None:

