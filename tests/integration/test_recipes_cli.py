@@ -35,6 +35,8 @@ def test_a_recipe_carries_its_system_prompt_messages_and_defaults(
     answer = run_cli("run", "astro", "How far is Sirius?", "--json", env=env)
     assert answer.returncode == 0, answer.stderr
     assert '"completion_tokens": 24' in answer.stdout or '"finish_reason": "stop"' in answer.stdout
+    written = run_cli("show", "astro", "--modelfile", env=env).stdout
+    assert written.startswith("FROM smollm2\n") and "MESSAGE assistant About 3.26" in written
     copied = run_cli("cp", "astro", "astro-2", env=env)
     assert copied.returncode == 0 and "Copied astro to astro-2" in copied.stdout
     listed = run_cli("list", env=env).stdout

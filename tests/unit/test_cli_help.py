@@ -71,3 +71,15 @@ def test_a_verb_module_that_fails_to_import_stops_the_cli() -> None:
     )
     assert result.returncode != 0
     assert "llmkit.cli.bench" in result.stderr
+
+
+def test_version_is_printed() -> None:
+    import subprocess
+    import sys
+
+    import llmkit
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "llmkit", "--version"], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.strip() == f"llmkit {llmkit.__version__}"

@@ -616,17 +616,17 @@ def _subject_from_model_or_builtin(
         )
     source, text = chosen
     fallback = source.startswith("builtin:") and not (
-        template or manifest.template_override or info.get("chat_template")
+        template or manifest.template_override or info.chat_template
     )
     return TemplateSubject(
         manifest.name,
         text,
         source,
-        info.get("bos_token"),
-        info.get("eos_token"),
-        info.get("eot_token"),
-        info.get("add_bos_token"),
-        dict(info.get("special_tokens") or {}),
+        info.bos_token,
+        info.eos_token,
+        info.eot_token,
+        info.add_bos_token,
+        dict(info.special_tokens),
         fallback,
     )
 

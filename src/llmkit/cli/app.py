@@ -18,6 +18,28 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from llmkit import __version__
+
+        typer.echo(f"llmkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        help="Print llmkit's version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """A private, local workbench for open-weight language models: run, inspect, fine-tune, serve."""
+
+
 # Every verb module, in the order `llmkit --help` lists them. Each adds its commands to `app`
 # and imports heavy libraries only inside the commands, so importing all of them stays fast.
 VERB_MODULES = (

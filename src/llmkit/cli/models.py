@@ -60,9 +60,9 @@ def list_models(
                 escape_markup(cell)
                 for cell in (
                     model.name,
-                    info.get("architecture", "-"),
-                    human_count(info.get("parameters")),
-                    info.get("quantization", "-"),
+                    (info.architecture or "-"),
+                    human_count(info.parameters),
+                    (info.quantization or "-"),
                     human_size(model.size_bytes),
                     model.source,
                 )
@@ -83,9 +83,9 @@ def _summary(model) -> dict:
     info = model.info
     return {
         "name": model.name,
-        "architecture": info.get("architecture"),
-        "parameters": info.get("parameters"),
-        "quantization": info.get("quantization"),
+        "architecture": info.architecture,
+        "parameters": info.parameters,
+        "quantization": info.quantization,
         "size_bytes": model.size_bytes,
         "source": model.source,
         "path": model.path,
@@ -98,61 +98,74 @@ def show(
     template: Annotated[
         bool, typer.Option("--template", help="Print only the chat template.")
     ] = False,
+    modelfile: Annotated[
+        bool,
+        typer.Option("--modelfile", help="Print the model as a recipe (`llmkit create -f`)."),
+    ] = False,
 ) -> None:
     """Everything about a model: shape, tokens, template, file, provenance."""
+    from llmkit.store.recipes import modelfile_of
     from llmkit.store.store import ModelStore
+    from llmkit.tuning.tune import describe_variant
 
     manifest = ModelStore().resolve(model)
     info = manifest.info
+    if modelfile:
+        print_text(modelfile_of(manifest))
+        return
     if template:
-        text = info.get("chat_template")
+        text = info.chat_template
         # Piped, the template exactly as stored (no tab expansion, no added newline).
         print_text(text or "none", final_newline=console.is_terminal or not text)
         return
     if json_output:
         data = manifest.to_json()
         data["info"] = {k: v for k, v in info.to_dict().items() if k != "special_tokens"}
-        data["info"]["special_tokens"] = sorted(info.get("special_tokens") or {})
+        data["info"]["special_tokens"] = sorted(info.special_tokens)
         print_json(data)
         return
     from rich.table import Table
 
     rows = [
         ("name", manifest.name),
-        ("architecture", info.get("architecture")),
+        ("architecture", info.architecture),
         (
             "parameters",
-            f"{human_count(info.get('parameters'))} ({info.get('parameters') or '-':,})"
-            if info.get("parameters")
+            f"{human_count(info.parameters)} ({info.parameters or '-':,})"
+            if info.parameters
             else "-",
         ),
-        ("layers", info.get("layers")),
-        ("attention heads", info.get("heads")),
-        ("KV heads", info.get("kv_heads")),
-        ("embedding length", info.get("embedding_length")),
-        ("context length", info.get("context_length")),
-        ("vocabulary size", info.get("vocab_size")),
-        ("quantization", info.get("quantization")),
+        ("layers", info.layers),
+        ("attention heads", info.heads),
+        ("KV heads", info.kv_heads),
+        ("embedding length", info.embedding_length),
+        ("context length", info.context_length),
+        ("vocabulary size", info.vocab_size),
+        ("quantization", info.quantization),
         ("format", manifest.format),
         ("file size", human_size(manifest.size_bytes)),
         ("sha256", manifest.sha256 or "-"),
-        ("BOS token", info.get("bos_token")),
-        ("EOS token", info.get("eos_token")),
-        ("end-of-turn token", info.get("eot_token") or _end_of_turn(manifest)),
-        ("license", info.get("license")),
+        ("BOS token", info.bos_token),
+        ("EOS token", info.eos_token),
+        ("end-of-turn token", info.eot_token or _end_of_turn(manifest)),
+        ("license", manifest.license or info.license),
         ("source", manifest.source),
         ("path", manifest.path),
     ]
+    if manifest.variant:
+        rows.append(("weights used", describe_variant(manifest)))
     if manifest.system_prompt:
         rows.append(("system prompt", manifest.system_prompt))
     if manifest.parameters:
         rows.append(("parameters (defaults)", str(manifest.parameters)))
+    if manifest.messages:
+        rows.append(("opening messages", str(len(manifest.messages))))
     table = Table(show_header=False, box=None)
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", "-" if value is None else escape_markup(value))
     console.print(table)
     console.print("[bold]chat template[/]")
-    console.print(info.get("chat_template") or "none", markup=False)
+    console.print(info.chat_template or "none", markup=False)
 
 
 def _end_of_turn(manifest) -> str | None:
@@ -164,9 +177,9 @@ def _end_of_turn(manifest) -> str | None:
     info = manifest.info
     return end_of_turn_text(
         template,
-        bos_token=info.get("bos_token"),
-        eos_token=info.get("eos_token"),
-        special_tokens=info.get("special_tokens") or {},
+        bos_token=info.bos_token,
+        eos_token=info.eos_token,
+        special_tokens=info.special_tokens,
     )
 
 
