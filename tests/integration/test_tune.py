@@ -46,3 +46,11 @@ def test_bad_tune_options_are_one_sentence(builtin_model_path) -> None:
     assert "Traceback" not in bad.stderr
     unknown = run_cli("tune", "smollm2", "--formats", "Q9")
     assert unknown.returncode != 0 and "Unknown quantization 'Q9'" in unknown.stderr
+
+
+def test_tune_is_offered_once_at_a_built_ins_first_use(builtin_model_path, tmp_path: Path) -> None:
+    env = {"LLMKIT_HOME": str(tmp_path / "home")}
+    first = run_cli("run", "smollm2", "Hi", "-n", "2", env=env)
+    assert first.returncode == 0 and "llmkit tune smollm2" in first.stderr
+    second = run_cli("run", "smollm2", "Hi", "-n", "2", env=env)
+    assert second.returncode == 0 and "llmkit tune" not in second.stderr

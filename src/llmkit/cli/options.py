@@ -126,8 +126,9 @@ def load_model(
     from llmkit.model import load
 
     template_text = template_argument(template) if template else None
+    first_use = _built_in_not_yet_registered(model)
     with error_console.status(f"Loading {escape(model)} ({escape(engine)})…"):
-        return load(
+        loaded = load(
             model,
             engine=engine,
             context_length=context,
@@ -135,3 +136,20 @@ def load_model(
             template=template_text,
             verbose=verbose,
         )
+    if first_use and loaded.manifest.format == "gguf" and not loaded.manifest.variant:
+        # One line, once: a built-in ships in one weight format, which may not be this
+        # machine's fastest (docs/tuning.md).
+        error_console.print(
+            f"[dim]Tip: `llmkit tune {escape(model)}` measures which weight format runs it "
+            "fastest on this machine (a few minutes).[/]"
+        )
+    return loaded
+
+
+def _built_in_not_yet_registered(model: str) -> bool:
+    from llmkit.store.catalog import BUILTIN_MODELS
+    from llmkit.store.store import ModelStore
+
+    if model not in BUILTIN_MODELS:
+        return False
+    return model not in ModelStore().names()
