@@ -128,7 +128,7 @@ def run_plain(model: Any, tools: list[Any], task: dict[str, Any]) -> Outcome:
     started = time.perf_counter()
     for _ in range(MAX_STEPS + 1):
         ids = model.prompt_ids(template_messages(messages, native), tools=specs if native else None)
-        stream = model.stream_ids(ids, model.params(temperature=0.0, max_tokens=200))
+        stream = model.stream_ids(ids, model.params(temperature=0.0, max_tokens=128))
         for _piece in stream:
             pass
         assert stream.result is not None

@@ -106,7 +106,7 @@ def _record(path: Path, agent: Agent, result: AgentResult) -> None:
     """Append the run as a training conversation (the format `llmkit finetune` reads)."""
     conversation = {
         "messages": result.messages,
-        "tools": [tool.spec() for tool in agent.tools.values()],
+        "tools": agent.specs,  # what the model was shown, final_answer included
     }
     with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(conversation, ensure_ascii=False) + "\n")
