@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import re
 import socket
@@ -26,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -222,8 +224,8 @@ def run_smolagents(
                 raise
 
         wrapper.__name__, wrapper.__doc__ = function.__name__, function.__doc__
-        wrapper.__annotations__ = dict(function.__annotations__)
-        wrapper.__signature__ = __import__("inspect").signature(function)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = typing.get_type_hints(function)
+        wrapper.__signature__ = inspect.signature(function, eval_str=True)  # type: ignore[attr-defined]
         return smol_tool(wrapper)
 
     model = OpenAIServerModel(

@@ -52,7 +52,7 @@ def pairs_to_conversations(
                         "tool_call_id": f"call_{number}_1",
                         "name": name,
                         "content": result,
-                    },  # fmt: skip
+                    },
                     _call(f"call_{number}_2", FINAL_ANSWER, {"answer": final}),
                 ],
                 "tools": specs,
