@@ -3,6 +3,9 @@
 import llmkit
 m = llmkit.load("smollm2")
 m.chat("What is the capital of France?")
+
+agent = llmkit.Agent("smollm2", tools=[my_function])
+agent.run("A task my_function helps with").answer
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from llmkit.agent.functions import tool
+    from llmkit.agent.loop import Agent
+    from llmkit.agent.mcp_client import mcp_tools
     from llmkit.model import Model, load
     from llmkit.params import SamplingParams
     from llmkit.store.store import ModelStore
@@ -24,9 +30,21 @@ _LAZY = {
     "Model": "llmkit.model",
     "SamplingParams": "llmkit.params",
     "ModelStore": "llmkit.store.store",
+    "Agent": "llmkit.agent.loop",
+    "tool": "llmkit.agent.functions",
+    "mcp_tools": "llmkit.agent.mcp_client",
 }
 
-__all__ = ["Model", "ModelStore", "SamplingParams", "__version__", "load"]
+__all__ = [
+    "Agent",
+    "Model",
+    "ModelStore",
+    "SamplingParams",
+    "__version__",
+    "load",
+    "mcp_tools",
+    "tool",
+]
 
 
 def __getattr__(name: str) -> Any:

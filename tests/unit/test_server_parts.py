@@ -203,7 +203,7 @@ def test_model_names_resolve_with_ollama_tags() -> None:
 
 def test_ollama_minus_one_options_keep_their_ollama_meaning() -> None:
     from llmkit.params import MAX_REPEAT_LAST_N
-    from llmkit.server.ollama_api import _params
+    from llmkit.params import params_from_ollama as _params
     from llmkit.server.schemas import check_ollama_options
 
     options = {"seed": -1, "repeat_last_n": -1}

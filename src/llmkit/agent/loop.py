@@ -134,6 +134,11 @@ class Agent:
             )
         self._specs = specs
 
+    @property
+    def specs(self) -> list[dict[str, Any]]:
+        """The tools as the model is shown them, final_answer last."""
+        return list(self._specs)
+
     def close(self) -> None:
         """Free the model, if the agent loaded it (a Model you passed in stays yours)."""
         if self._owns_model and self.model is not None:

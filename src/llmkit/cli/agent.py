@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -105,7 +106,7 @@ def _record(path: Path, agent: Agent, result: AgentResult) -> None:
     """Append the run as a training conversation (the format `llmkit finetune` reads)."""
     conversation = {
         "messages": result.messages,
-        "tools": [tool.spec() for tool in agent.tools.values()],
+        "tools": agent.specs,  # what the model was shown, final_answer included
     }
     with path.open("a", encoding="utf-8") as out:
         out.write(json.dumps(conversation, ensure_ascii=False) + "\n")
@@ -148,6 +149,14 @@ def agent(
             "(repeatable). Each function needs type hints; its docstring's Args: describe them.",
         ),
     ] = None,
+    mcp: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mcp",
+            help='An MCP server\'s tools: a command that starts it on stdio ("python server.py") '
+            "or its streamable-HTTP URL (repeatable).",
+        ),
+    ] = None,
     system: opt.System = None,
     max_steps: Annotated[
         int, typer.Option("--max-steps", help="Tool calls before a best-effort answer (1-100).")
@@ -185,9 +194,11 @@ def agent(
     """
     from llmkit.agent import Agent
 
-    if not tools:
-        raise InvalidParameterError("Give the agent tools: --tools path/to/tools.py[:fn,fn].")
-    functions = [function for spec in tools for function in load_functions(spec)]
+    if not tools and not mcp:
+        raise InvalidParameterError(
+            'Give the agent tools: --tools path/to/tools.py[:fn,fn] or --mcp "server command".'
+        )
+    functions: list[Any] = [function for spec in tools or [] for function in load_functions(spec)]
     ask = None
     if confirm:
 
@@ -195,8 +206,14 @@ def agent(
             shown = json.dumps(arguments, ensure_ascii=False)
             return typer.confirm(f"Call {name}({shown})?", default=False, err=True)
 
-    loaded = opt.load_model(model, engine, context, threads, template, verbose)
-    try:
+    with ExitStack() as cleanup:
+        # Each MCP session (and the server it started) ends with the command, however it ends.
+        for server in mcp or []:
+            from llmkit.agent.mcp_client import mcp_tools
+
+            functions.extend(cleanup.enter_context(mcp_tools(server)))
+        loaded = opt.load_model(model, engine, context, threads, template, verbose)
+        cleanup.callback(loaded.close)
         params = opt.sampling_overrides(max_tokens=max_tokens, temperature=temperature)
         worker = Agent(
             loaded,
@@ -211,8 +228,6 @@ def agent(
             _run_one(worker, task, json_output, record)
             return
         _interactive(worker, json_output, record)
-    finally:
-        loaded.close()
 
 
 def _interactive(worker: Agent, json_output: bool, record: Path | None) -> None:

@@ -1,6 +1,8 @@
 """Training data: read JSONL files and check every line before any training starts.
 
-Three row formats are accepted: `{"messages": [...]}` (chat, optional system, multi-turn),
+Three row formats are accepted: `{"messages": [...]}` (chat, optional system, multi-turn; with
+an optional `"tools": [...]` list, assistant turns may hold `tool_calls` and `role: "tool"` turns
+the calls' results, as `llmkit agent --record` writes them),
 `{"prompt": ..., "completion": ...}` (one user turn, one answer) and `{"text": ...}` (plain text,
 trained on in full). Every problem is reported with its file and line, all of them at once.
 
@@ -36,8 +38,9 @@ class Example:
     """One training row: a conversation, or plain text trained on in full."""
 
     source: str  # "file:line", for messages about this row
-    messages: tuple[dict[str, str], ...] = ()
+    messages: tuple[dict[str, Any], ...] = ()
     text: str | None = None
+    tools: tuple[dict[str, Any], ...] | None = None  # the functions a tool conversation could call
 
     @property
     def has_assistant_turn(self) -> bool:
@@ -53,9 +56,36 @@ def _problem_with_messages(messages: Any) -> str | None:
         role, content = message.get("role"), message.get("content")
         if role not in ROLES:
             return f"message {index} has role {role!r}; use one of {', '.join(ROLES)}"
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if role != "assistant" or not isinstance(calls, list):
+                return f"message {index}: only an assistant turn may hold a list of 'tool_calls'"
+            if any(_problem_with_call(call) for call in calls):
+                return (
+                    f"message {index} has a tool call that is not "
+                    '{"function": {"name": ..., "arguments": {...}}}'
+                )
+            if content is None:
+                continue
         if not isinstance(content, str):
             return f"message {index} ({role}) needs a string 'content'"
     return None
+
+
+def _problem_with_call(call: Any) -> bool:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        return True
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return True
+    return not isinstance(arguments, dict)
+
+
+_KEPT = ("role", "content", "tool_calls", "tool_call_id", "name")
 
 
 def parse_row(row: Any, source: str) -> Example:
@@ -66,8 +96,17 @@ def parse_row(row: Any, source: str) -> Example:
         problem = _problem_with_messages(row["messages"])
         if problem:
             raise DataError(f"{source}: {problem}")
-        messages = tuple({"role": m["role"], "content": m["content"]} for m in row["messages"])
-        return Example(source, messages=messages)
+        tools = row.get("tools")
+        if tools is not None and not (
+            isinstance(tools, list) and all(isinstance(t, dict) for t in tools)
+        ):
+            raise DataError(f"{source}: 'tools' must be a list of function schemas")
+        messages = tuple(
+            {key: m[key] for key in _KEPT if m.get(key) is not None}
+            | {"content": m.get("content") or ""}
+            for m in row["messages"]
+        )
+        return Example(source, messages=messages, tools=tuple(tools) if tools else None)
     if "prompt" in row or "completion" in row:
         prompt, completion = row.get("prompt"), row.get("completion")
         if not isinstance(prompt, str) or not isinstance(completion, str):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmkit.chat.template import render_chat_template
+from llmkit.chat.tools import render_tool_syntax, template_messages, tool_system_message
 from llmkit.train.data import DataError, Example, raise_problems
 
 Tokenize = Callable[[str], list[int]]
@@ -45,7 +47,12 @@ class TokenizedExample:
         return len(self.input_ids)
 
 
-def _render(tokens: TemplateTokens, messages: Sequence[dict[str, str]], prompt: bool) -> str:
+def _render(
+    tokens: TemplateTokens,
+    messages: Sequence[dict[str, Any]],
+    prompt: bool,
+    tools: list[dict[str, Any]] | None = None,
+) -> str:
     assert tokens.template is not None
     return render_chat_template(
         tokens.template,
@@ -53,7 +60,30 @@ def _render(tokens: TemplateTokens, messages: Sequence[dict[str, str]], prompt: 
         bos_token=tokens.bos_token,
         eos_token=tokens.eos_token,
         add_generation_prompt=prompt,
+        tools=tools,
     )
+
+
+def tool_conversation(
+    tokens: TemplateTokens, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """A tool conversation as the agent loop shows it to this template: (messages, tools to render).
+
+    A template with tool syntax renders the tools and the calls itself. Any other template sees
+    the tools in the system message and each call as the JSON the model writes, as at inference
+    (llmkit.agent.loop); a system message that already describes them is left as it is.
+    """
+    native = render_tool_syntax(lambda m, t: _render(tokens, m, True, t)).native
+    prepared = template_messages([dict(m) for m in messages], native)
+    if native:
+        return prepared, list(tools)
+    note = tool_system_message(list(tools))
+    if not any(note in str(m.get("content")) for m in prepared if m["role"] == "system"):
+        if prepared and prepared[0]["role"] == "system":
+            prepared[0] = {**prepared[0], "content": f"{prepared[0]['content']}\n\n{note}"}
+        else:
+            prepared.insert(0, {"role": "system", "content": note})
+    return prepared, None
 
 
 def _answer_end(segment: str, tokens: TemplateTokens) -> int:
@@ -66,16 +96,26 @@ def _answer_end(segment: str, tokens: TemplateTokens) -> int:
 
 
 def assistant_spans(
-    tokens: TemplateTokens, messages: Sequence[dict[str, str]], source: str = "row"
+    tokens: TemplateTokens,
+    messages: Sequence[dict[str, Any]],
+    source: str = "row",
+    tools: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of each assistant answer in it."""
-    full = _render(tokens, messages, prompt=False)
+    """The rendered conversation and the character spans of each assistant turn in it.
+
+    With tools, an assistant turn's calls are trained like its text; `role: tool` results are
+    context only.
+    """
+    rendered: list[dict[str, Any]] | None = None
+    if tools:
+        messages, rendered = tool_conversation(tokens, messages, tools)
+    full = _render(tokens, messages, prompt=False, tools=rendered)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _render(tokens, messages[:index], prompt=True)
-        through = _render(tokens, messages[: index + 1], prompt=False)
+        before = _render(tokens, messages[:index], prompt=True, tools=rendered)
+        through = _render(tokens, messages[: index + 1], prompt=False, tools=rendered)
         if not (through.startswith(before) and full.startswith(through)):
             # e.g. templates that drop the reasoning of earlier turns: the text of turn `index` then
             # depends on what follows, and no prefix of the full text is what inference would see.
@@ -106,7 +146,7 @@ def tokenize_example(
         raise DataError(
             f"{example.source}: the base model has no chat template; give one with --template."
         )
-    full, spans = assistant_spans(tokens, example.messages, example.source)
+    full, spans = assistant_spans(tokens, example.messages, example.source, example.tools)
     ids: list[int] = []
     trained: list[bool] = []
     position = 0
