@@ -47,11 +47,17 @@ def test_every_step_is_a_valid_call_and_reuses_the_cache(smollm2) -> None:
 
 def test_the_cli_shows_each_step_and_answers(builtin_model_path, tmp_path: Path) -> None:
     record = tmp_path / "runs.jsonl"
+    env = {"LLMKIT_HOME": str(tmp_path / "home")}
     result = run_cli(
         "agent", "smollm2", "--tools", f"{TOOLS}:distance_ly", "--max-steps", "2",
-        "--record", str(record), "--json", "How far is Vega in light-years?",
+        "--record", str(record), "--json", "How far is Vega in light-years?", env=env,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    logged = json.loads(run_cli("logs", "--json", env=env).stdout)
+    assert [(e["kind"], e["prompt"]) for e in logged] == [
+        ("agent", "How far is Vega in light-years?")
+    ]
+    assert logged[0]["parameters"]["calls"][0]["tool"] == "distance_ly"
     trace = json.loads(result.stdout)
     assert trace["steps"][0]["tool"] == "distance_ly" and trace["steps"][0]["result"] == "25.0"
     assert trace["stopped"] in ("answer", "max_steps", "repeated")

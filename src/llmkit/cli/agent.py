@@ -6,6 +6,7 @@ import importlib.util
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from llmkit.cli import options as opt
+from llmkit.cli.logs import NoLog, log_agent_run
 from llmkit.cli.output import error_console, print_json, print_text, say
 from llmkit.errors import InvalidParameterError
 
@@ -112,7 +114,9 @@ def _record(path: Path, agent: Agent, result: AgentResult) -> None:
         out.write(json.dumps(conversation, ensure_ascii=False) + "\n")
 
 
-def _run_one(agent: Agent, task: str, json_output: bool, record: Path | None) -> AgentResult:
+def _run_one(
+    agent: Agent, task: str, json_output: bool, record: Path | None, log: Callable[..., None]
+) -> AgentResult:
     from llmkit.agent import AgentResult
 
     result: AgentResult | None = None
@@ -125,6 +129,7 @@ def _run_one(agent: Agent, task: str, json_output: bool, record: Path | None) ->
                 _show_step(event)
                 status.start()
     assert result is not None
+    log(task, result)
     if record is not None:
         _record(record, agent, result)
     if json_output:
@@ -186,6 +191,7 @@ def agent(
     threads: opt.Threads = None,
     template: opt.Template = None,
     verbose: opt.Verbose = False,
+    no_log: NoLog = False,
 ) -> None:
     """Answer a task by calling your Python functions; each call and its result is shown live.
 
@@ -224,13 +230,23 @@ def agent(
             require_tool=require_tool,
             **params,
         )
+        from llmkit.store.history import new_conversation
+
+        conversation = new_conversation()
+
+        def log(asked: str, result: AgentResult) -> None:
+            if not no_log:
+                log_agent_run(loaded.name, asked, result, conversation=conversation)
+
         if task is not None:
-            _run_one(worker, task, json_output, record)
+            _run_one(worker, task, json_output, record, log)
             return
-        _interactive(worker, json_output, record)
+        _interactive(worker, json_output, record, log)
 
 
-def _interactive(worker: Agent, json_output: bool, record: Path | None) -> None:
+def _interactive(
+    worker: Agent, json_output: bool, record: Path | None, log: Callable[..., None]
+) -> None:
     say(
         "[dim]An agent with {} tools. /tools lists them, /trace shows the last run, /bye leaves.[/]",
         len(worker.tools),
@@ -260,7 +276,7 @@ def _interactive(worker: Agent, json_output: bool, record: Path | None) -> None:
             say("[yellow]Unknown command {}; try /tools, /trace or /bye.[/]", line, err=True)
             continue
         try:
-            last = _run_one(worker, line, json_output, record)
+            last = _run_one(worker, line, json_output, record, log)
         except KeyboardInterrupt:
             say("[dim]Stopped.[/]", err=True)
         sys.stdout.flush()

@@ -46,6 +46,23 @@ def log_exchange(
         say("[yellow]{}[/]", warning, err=True)
 
 
+def log_agent_run(model: str, task: str, result: Any, *, conversation: str) -> None:
+    """Keep a finished agent run in the local log: the task, the answer and the tools it called."""
+    from llmkit.store.history import Exchange, record
+
+    calls = [{"tool": step.tool, "arguments": step.arguments} for step in result.steps if step.tool]
+    warning = record(
+        Exchange(
+            conversation=conversation, kind="agent", model=model, prompt=task,
+            answer=result.answer, parameters={"calls": calls, "stopped": result.stopped},
+            completion_tokens=result.tokens, seconds=round(result.seconds, 4),
+            finish_reason=result.stopped,
+        )
+    )  # fmt: skip
+    if warning:
+        say("[yellow]{}[/]", warning, err=True)
+
+
 logs_app = typer.Typer(
     help="List, search, show and delete logged exchanges; turn logging on or off.",
     invoke_without_command=True,
