@@ -109,6 +109,14 @@ def next_command(
         raise InvalidParameterError(f"--steps must be between 1 and 1000 (got {steps}).")
     if explain_sampling and steps:
         raise InvalidParameterError("Use --explain-sampling or --steps, not both.")
+    from llmkit.params import SamplingParams
+
+    # Out-of-range values are refused before the model loads, even when unused.
+    SamplingParams().updated(
+        **opt.sampling_overrides(
+            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seed=seed
+        )
+    )
     loaded = opt.load_model(model, engine, context, threads, template, verbose)
     try:
         ids = loaded.next_prompt_ids(text, chat=chat)
