@@ -21,10 +21,12 @@ from llmkit.errors import InvalidModelFileError, require_module
 from llmkit.train.batches import IGNORE, BatchPlan, Row, collate, make_rows, trained_targets
 from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from llmkit.train.config import FinetuneConfig
+from llmkit.train.device import training_device
 from llmkit.train.distributed import Distributed
 from llmkit.train.masks import TokenizedExample
 from llmkit.train.metrics import PLOT_FILE, MetricsLog, StepMetrics, plot_loss
 from llmkit.train.prepare import PreparedRun, check_memory, model_folder_arguments, prepare_run
+from llmkit.train.quiet import quiet_libraries
 
 ProgressCallback = Callable[[StepMetrics], None]
 MAX_GRAD_NORM = 1.0
@@ -132,12 +134,6 @@ def _schedule(config: FinetuneConfig, total_steps: int) -> Callable[[int], float
     return factor
 
 
-def _choose_device(config: FinetuneConfig, torch: Any, local_rank: int) -> str:
-    if config.device:
-        return config.device
-    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-
-
 def finetune(
     config: FinetuneConfig,
     *,
@@ -146,22 +142,25 @@ def finetune(
     home: str | Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune, evaluate before and after, and export into the store (see FinetuneConfig)."""
+    config.validated()  # settings and device are checked before any file is read
     torch = require_module("torch", feature="Fine-tuning", extra="torch")
-    prepared = prepare_run(config, home)
-    summary = prepared.length_report.summary(config.max_length)
-    notes = [summary] if summary else []
-    for note in notes:
-        log(note)
-    log(
-        f"{len(prepared.train)} training rows, {len(prepared.eval)} evaluation rows; loading {config.base}…"
-    )
     distributed = Distributed.from_environment(torch)
-    device = _choose_device(config, torch, distributed.local_rank)
-    distributed.start(device)
-    try:
-        return _train(prepared, distributed, device, progress, log, notes)
-    finally:
-        distributed.stop()
+    device = training_device(config.device, torch, distributed.local_rank, distributed.world_size)
+    with quiet_libraries(config.verbose):
+        prepared = prepare_run(config, home)
+        summary = prepared.length_report.summary(config.max_length)
+        notes = [summary] if summary else []
+        for note in notes:
+            log(note)
+        log(
+            f"{len(prepared.train)} training rows, {len(prepared.eval)} evaluation rows; "
+            f"loading {config.base}…"
+        )
+        distributed.start(device)
+        try:
+            return _train(prepared, distributed, device, progress, log, notes)
+        finally:
+            distributed.stop()
 
 
 def _train(
