@@ -84,6 +84,24 @@ def test_cuda_on_a_cpu_only_machine_fails_before_any_work(
     assert malformed.returncode == 2 and "cpu, cuda or cuda:N" in malformed.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--threads", "0"], "--threads must be at least 1, not 0."),
+        (["--threads", "-3"], "--threads must be at least 1, not -3."),
+        (["--log-every", "0"], "--log-every must be at least 1 step (got 0)."),
+    ],
+)
+def test_counts_below_one_are_refused_at_once(
+    tiny_gguf: Path, option: list[str], message: str
+) -> None:
+    result = run_cli(
+        "finetune", str(tiny_gguf), "--data", "/nonexistent.jsonl", "--out", "x", *option
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def printed_commands(stdout: str) -> list[list[str]]:
     """The commands after '→' in the run's report, split as a shell would."""
     return [shlex.split(line.split("→", 1)[1]) for line in stdout.splitlines() if "→" in line]
@@ -131,5 +149,3 @@ def test_a_log_file_gets_progress_lines_and_no_library_noise(
     loud = run_cli(*args, "--out", "loud", "--verbose")
     assert loud.returncode == 0, loud.stderr
     assert "de-quantizing GGUF tensors" in loud.stderr
-    bad = run_cli(*args, "--out", "bad", "--log-every", "0")
-    assert bad.returncode == 2 and "--log-every must be at least 1" in bad.stderr

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from llmkit.cli.options import at_least
 from llmkit.cli.output import console, error_console, escape, human_size, say
 from llmkit.errors import InvalidParameterError
 
@@ -132,6 +133,7 @@ def finetune(
         typer.Option(
             "--log-every",
             help="When stderr is not a terminal, print a progress line every N steps.",
+            callback=at_least("--log-every", 1, "step"),
         ),
     ] = 10,
     verbose: Annotated[
@@ -150,8 +152,6 @@ def finetune(
 
     if out is None and not show_masks:
         raise InvalidParameterError("Name the result with --out NAME.")
-    if log_every < 1:
-        raise InvalidParameterError(f"--log-every must be at least 1, not {log_every}.")
     config = FinetuneConfig(
         base=base, data=data, out=out or "preview", eval_data=eval_data, eval_split=eval_split,
         method=method, epochs=epochs, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,

@@ -86,6 +86,8 @@ class FinetuneConfig:
             raise InvalidParameterError(
                 f"--max-length must be at least 8 tokens, not {self.max_length}."
             )
+        if self.threads is not None and self.threads < 1:
+            raise InvalidParameterError(f"--threads must be at least 1, not {self.threads}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise InvalidParameterError(f"--max-steps must be at least 1, not {self.max_steps}.")
         if not (math.isfinite(self.lr) and 0 < self.lr < 1):
