@@ -102,6 +102,20 @@ def test_counts_below_one_are_refused_at_once(
     assert "Traceback" not in result.stderr
 
 
+def test_an_unwritable_run_folder_is_refused_before_the_model_loads(
+    tiny_gguf: Path, train_file: Path, fresh_home: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli(
+        "finetune", str(tiny_gguf), "--data", str(train_file), "--out", "x",
+        "--run-dir", str(blocker / "run"), "--threads", "1",
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"Cannot write the run folder {blocker / 'run'}" in result.stderr
+    assert "step " not in result.stderr and ModelStore(fresh_home).names() == []
+
+
 def printed_commands(stdout: str) -> list[list[str]]:
     """The commands after '→' in the run's report, split as a shell would."""
     return [shlex.split(line.split("→", 1)[1]) for line in stdout.splitlines() if "→" in line]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmkit.errors import InvalidModelFileError, require_module
+from llmkit.errors import InvalidModelFileError, InvalidParameterError, require_module
 from llmkit.train.batches import IGNORE, BatchPlan, Row, collate, make_rows, trained_targets
 from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from llmkit.train.config import FinetuneConfig
@@ -134,6 +134,20 @@ def _schedule(config: FinetuneConfig, total_steps: int) -> Callable[[int], float
     return factor
 
 
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run folder now, so an unwritable --run-dir fails before the model loads."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InvalidParameterError(
+            f"Cannot write the run folder {run_dir} ({error.strerror or error}); "
+            "choose another --run-dir."
+        ) from error
+
+
 def finetune(
     config: FinetuneConfig,
     *,
@@ -179,7 +193,11 @@ def _train(
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir or prepared.store.home / "runs" / config.out).expanduser()
     main = distributed.rank == 0
+    if main:
+        _make_run_dir(run_dir)
     state = load_checkpoint(run_dir, prepared.fingerprint, torch) if config.resume else None
+    if config.resume and state is None:
+        log(f"No checkpoint in {run_dir}; starting from step 0.")
     if main and state is None:
         clear_checkpoints(run_dir)
     distributed.barrier()
@@ -219,6 +237,8 @@ def _train(
         start_step, eval_before = state["step"], state.get("eval_before")
         log(f"Resuming from step {start_step} of {plan.total_steps}.")
     elif main:
+        if prepared.eval:
+            log(f"Evaluating on {len(prepared.eval)} rows before training…")
         eval_before = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
     metrics = MetricsLog(run_dir, start_step if state is not None else None) if main else None
 
@@ -292,6 +312,8 @@ def _train(
         distributed.barrier()
         return result
     result.eval_before = eval_before
+    if prepared.eval:
+        log("Evaluating after training…")
     result.eval_after = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
     assert metrics is not None
     metrics.write(
