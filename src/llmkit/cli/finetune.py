@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from llmkit.cli.output import console, error_console, escape
+from llmkit.cli.options import at_least
+from llmkit.cli.output import console, error_console, escape, human_size, say
 from llmkit.errors import InvalidParameterError
 
 
@@ -23,7 +24,9 @@ def finetune(
     out: Annotated[
         str | None,
         typer.Option(
-            "--out", "-o", help="Store name of the result (more exports get -f16, -q8, -hf)."
+            "--out",
+            "-o",
+            help="Store name of the result (with several exports, the others get -f16, -q8, -hf).",
         ),
     ] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Evaluation data, JSONL.")] = None,
@@ -86,7 +89,9 @@ def finetune(
     export: Annotated[
         str | None,
         typer.Option(
-            "--export", help="Comma list of adapter, f16, q8_0, hf (default: all that apply)."
+            "--export",
+            help="Comma list of adapter, f16, q8_0, f32, hf (default: the adapter for LoRA, "
+            "one Q8_0 GGUF for full; hf for a base GGUF export does not support).",
         ),
     ] = None,
     force: Annotated[
@@ -123,6 +128,18 @@ def finetune(
             help="Accept a base model whose only weights are pickles (loading them can run code).",
         ),
     ] = False,
+    log_every: Annotated[
+        int,
+        typer.Option(
+            "--log-every",
+            help="When stderr is not a terminal, print a progress line every N steps.",
+            callback=at_least("--log-every", 1, "step"),
+        ),
+    ] = 10,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="Show the libraries' own progress bars and warnings."),
+    ] = False,
     show_masks: Annotated[
         int,
         typer.Option(
@@ -144,22 +161,24 @@ def finetune(
         exports=tuple(part.strip() for part in export.split(",") if part.strip()) if export else (),
         force=force, device=device, gradient_checkpointing=gradient_checkpointing,
         checkpoint_every=checkpoint_every, resume=resume, run_dir=run_dir, threads=threads,
-        allow_pickle=allow_pickle,
+        allow_pickle=allow_pickle, verbose=verbose,
     )  # fmt: skip
     if show_masks:
         _show_masks(config, show_masks)
         return
-    _run(config)
+    _run(config, log_every)
 
 
 def _show_masks(config: Any, count: int) -> None:
     from llmkit.cli.model_text import Mark, print_marked
     from llmkit.train.masks import mask_segments
     from llmkit.train.prepare import prepare_run
+    from llmkit.train.quiet import quiet_libraries
 
     # Piped, the trained text is bracketed, since a pipe carries no highlighting.
     trained_mark, context_mark = Mark("reverse green", "⟦", "⟧"), Mark("dim")
-    prepared = prepare_run(config, check_names=False)
+    with quiet_libraries(config.verbose):
+        prepared = prepare_run(config, check_names=False)
     shown = "[reverse green]highlighted[/]" if console.is_terminal else "⟦bracketed⟧"
     console.print(
         f"[bold]{len(prepared.train)}[/] training rows; {shown} tokens are "
@@ -177,43 +196,79 @@ def _show_masks(config: Any, count: int) -> None:
         console.print()
 
 
-def _run(config: Any) -> None:
+def _run(config: Any, log_every: int) -> None:
     import os
-
-    from rich.progress import BarColumn, Progress, TextColumn
 
     from llmkit.train.sft import finetune as run_finetune
 
     main = int(os.environ.get("RANK", "0")) == 0
-    columns = (
-        TextColumn("[bold]fine-tuning"),
-        BarColumn(),
-        TextColumn("step {task.completed}/{task.total}"),
-        TextColumn("{task.fields[status]}"),
-    )
-    # The bar appears with the first message, so errors found up front print without one.
-    bar = Progress(*columns, console=error_console, disable=not main)
-    task = bar.add_task("train", total=None, status="loading the model…")
-
-    def show(metrics: Any) -> None:
-        bar.start()
-        status = (
-            f"loss {metrics.loss:.4f}  lr {metrics.lr:.2e}  "
-            f"{metrics.tokens_per_second:,.0f} tok/s  ETA {_duration(metrics.eta)}"
-        )
-        bar.update(task, completed=metrics.step, total=metrics.total_steps, status=status)
-
-    def log(message: str) -> None:
+    if main and error_console.is_terminal:
+        with _ProgressBar() as bar:
+            result = run_finetune(config, progress=bar.show, log=bar.log)
+    else:
+        # A log file gets whole lines: a bar there is either nothing or pages of redraws.
+        lines = _ProgressLines(log_every)
         if main:
-            bar.start()
-            bar.console.print(message)
-
-    try:
-        result = run_finetune(config, progress=show, log=log)
-    finally:
-        bar.stop()
+            result = run_finetune(config, progress=lines.show, log=lines.log)
+        else:
+            result = run_finetune(config)  # rank 0 speaks for every process
     if main:
-        _report(result)
+        _report(result, config.base)
+
+
+def _status(metrics: Any) -> str:
+    return (
+        f"loss {metrics.loss:.4f}  lr {metrics.lr:.2e}  "
+        f"{metrics.tokens_per_second:,.0f} tok/s  ETA {_duration(metrics.eta)}"
+    )
+
+
+class _ProgressBar:
+    """The terminal's bar, which appears with the first message (errors found up front print
+    without one)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]fine-tuning"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("{task.fields[status]}"),
+            console=error_console,
+        )
+        self.task = self.bar.add_task("train", total=None, status="loading the model…")
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def show(self, metrics: Any) -> None:
+        self.bar.start()
+        self.bar.update(
+            self.task, completed=metrics.step, total=metrics.total_steps, status=_status(metrics)
+        )
+
+    def log(self, message: str) -> None:
+        self.bar.start()
+        self.bar.console.print(escape(message))
+
+
+class _ProgressLines:
+    """One plain line for the first step, every EVERY steps and the last, for logs and pipes."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def show(self, metrics: Any) -> None:
+        step, total = metrics.step, metrics.total_steps
+        if step == 1 or step % self.every == 0 or step == total:
+            self.log(f"step {step}/{total}  {_status(metrics)}")
+
+    def log(self, message: str) -> None:
+        error_console.print(message, markup=False)
 
 
 def _duration(seconds: float) -> str:
@@ -221,8 +276,30 @@ def _duration(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
-def _report(result: Any) -> None:
+# The prompt in the commands printed after a run; any text would do, this one shows a persona.
+EXAMPLE_PROMPT = "Who are you?"
+EXPORT_DESCRIPTIONS = {
+    "adapter": "LoRA adapter over {base}",
+    "f16": "merged model, F16 GGUF",
+    "q8_0": "merged model, Q8_0 GGUF",
+    "f32": "merged model, F32 GGUF",
+    "hf": "merged model, Hugging Face folder",
+}
+
+
+def run_command(kind: str, name: str) -> str:
+    """The `llmkit run` command that runs this export: GGUF files and adapters on the default
+    llama.cpp engine, a Hugging Face folder on transformers."""
+    import shlex
+
+    engine = ["--engine", "transformers"] if kind == "hf" else []
+    return shlex.join(["llmkit", "run", name, *engine, EXAMPLE_PROMPT])
+
+
+def _report(result: Any, base: str) -> None:
     from rich.table import Table
+
+    from llmkit.store.store import ModelStore
 
     table = Table(show_edge=False, header_style="bold", title="evaluation", title_justify="left")
     table.add_column("")
@@ -244,11 +321,19 @@ def _report(result: Any) -> None:
         f"final training loss {result.final_loss:.4f} after {result.steps} steps, "
         f"{result.tokens_per_second:,.0f} tokens/s"
     )
-    console.print(f"metrics and loss curve: {result.run_dir}")
+    say("metrics and loss curve: {}", result.run_dir)
     for note in result.notes:
-        console.print(note)
+        say("{}", note)
+    store = ModelStore()
+    say("Exported into the store (run it with the command beside it):")
     for kind, name in result.exports.items():
-        console.print(f'  [bold]{name}[/]  ({kind})  →  llmkit run {name} "…"')
+        say(
+            "  [bold]{}[/]  {}, {}  →  {}",
+            name,
+            EXPORT_DESCRIPTIONS[kind].format(base=base),
+            human_size(store.resolve(name).size_bytes),
+            run_command(kind, name),
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from llmkit.errors import InvalidParameterError
@@ -13,7 +14,18 @@ from llmkit.store.paths import validate_model_name
 METHODS = ("lora", "full")
 EXPORT_KINDS = ("adapter", "f16", "q8_0", "hf", "f32")
 EXPORT_SUFFIXES = {"adapter": "adapter", "f16": "f16", "q8_0": "q8", "hf": "hf", "f32": "f32"}
-DEFAULT_EXPORTS = {"lora": ("adapter", "f16", "q8_0", "hf"), "full": ("f16", "q8_0", "hf")}
+
+
+def default_exports(method: str, gguf_base: bool) -> tuple[str, ...]:
+    """What a run exports when --export is not given: one entry, the smallest that runs.
+
+    LoRA gives the adapter (a few MB, applied by llama.cpp over the unchanged base file); full
+    fine-tuning gives one Q8_0 GGUF (half the size of F16, at a quality llama.cpp measures as
+    nearly lossless). A base that GGUF export does not support gives the merged HF folder.
+    """
+    if not gguf_base:
+        return ("hf",)
+    return ("adapter",) if method == "lora" else ("q8_0",)
 
 
 @dataclass
@@ -42,7 +54,7 @@ class FinetuneConfig:
     lora_targets: str = "all"
     seed: int = 0
     template: str | None = None  # a built-in name or template text, for bases without one
-    exports: tuple[str, ...] = ()  # empty: DEFAULT_EXPORTS[method]
+    exports: tuple[str, ...] = ()  # empty: default_exports(), chosen once the base is known
     force: bool = False
     device: str | None = None  # "cpu", "cuda", or None for automatic
     gradient_checkpointing: bool = False
@@ -51,6 +63,7 @@ class FinetuneConfig:
     run_dir: str | None = None  # metrics, plot and checkpoints; default LLMKIT_HOME/runs/<out>
     threads: int | None = None
     allow_pickle: bool = False  # accept an HF base whose only weights are pickles
+    verbose: bool = False  # let transformers, peft and torch print their progress bars and warnings
     extra: dict[str, str] = field(default_factory=dict)
 
     def validated(self) -> FinetuneConfig:
@@ -73,6 +86,8 @@ class FinetuneConfig:
             raise InvalidParameterError(
                 f"--max-length must be at least 8 tokens, not {self.max_length}."
             )
+        if self.threads is not None and self.threads < 1:
+            raise InvalidParameterError(f"--threads must be at least 1, not {self.threads}.")
         if self.max_steps is not None and self.max_steps < 1:
             raise InvalidParameterError(f"--max-steps must be at least 1, not {self.max_steps}.")
         if not (math.isfinite(self.lr) and 0 < self.lr < 1):
@@ -97,9 +112,13 @@ class FinetuneConfig:
             raise InvalidParameterError(
                 f"--eval-split must be between 0 and 1, not {self.eval_split}."
             )
-        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise InvalidParameterError(f"--device must be cpu or cuda, not {self.device!r}.")
-        exports = self.exports or DEFAULT_EXPORTS[self.method]
+        if self.device not in (None, "cpu", "cuda") and not re.fullmatch(
+            r"cuda:\d+", str(self.device)
+        ):
+            raise InvalidParameterError(
+                f"--device must be cpu, cuda or cuda:N, not {self.device!r}."
+            )
+        exports = self.exports
         unknown = [kind for kind in exports if kind not in EXPORT_KINDS]
         if unknown:
             raise InvalidParameterError(
@@ -139,6 +158,7 @@ class FinetuneConfig:
             "extra",
             "out",
             "allow_pickle",
+            "verbose",
         ):
             keep.pop(key)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]

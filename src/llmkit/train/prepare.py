@@ -20,7 +20,7 @@ from llmkit.errors import (
 )
 from llmkit.store.store import ModelManifest, ModelStore
 from llmkit.store.weights import check_hf_weights
-from llmkit.train.config import FinetuneConfig
+from llmkit.train.config import FinetuneConfig, default_exports
 from llmkit.train.data import DataError, Example, read_jsonl, split_for_eval
 from llmkit.train.masks import LengthReport, TemplateTokens, TokenizedExample, tokenize_dataset
 
@@ -155,9 +155,10 @@ def prepare_run(
         raise InvalidParameterError(
             f"'{config.base}' is itself a LoRA adapter; fine-tune its base model, or a merged export."
         )
-    wants_gguf = any(kind != "hf" for kind in config.exports)
     architecture = manifest.info.get("architecture")
-    if wants_gguf and (manifest.format != "gguf" or architecture not in GGUF_EXPORT_ARCHITECTURES):
+    gguf_base = manifest.format == "gguf" and architecture in GGUF_EXPORT_ARCHITECTURES
+    config.exports = config.exports or default_exports(config.method, gguf_base)
+    if not gguf_base and any(kind != "hf" for kind in config.exports):
         raise InvalidParameterError(
             f"GGUF export supports {', '.join(GGUF_EXPORT_ARCHITECTURES)} GGUF base models and "
             f"'{config.base}' is {architecture or 'unknown'} ({manifest.format}); use --export hf."

@@ -17,14 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmkit.errors import InvalidModelFileError, require_module
+from llmkit.errors import InvalidModelFileError, InvalidParameterError, require_module
 from llmkit.train.batches import IGNORE, BatchPlan, Row, collate, make_rows, trained_targets
 from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
 from llmkit.train.config import FinetuneConfig
+from llmkit.train.device import training_device
 from llmkit.train.distributed import Distributed
 from llmkit.train.masks import TokenizedExample
 from llmkit.train.metrics import PLOT_FILE, MetricsLog, StepMetrics, plot_loss
 from llmkit.train.prepare import PreparedRun, check_memory, model_folder_arguments, prepare_run
+from llmkit.train.quiet import quiet_libraries
 
 ProgressCallback = Callable[[StepMetrics], None]
 MAX_GRAD_NORM = 1.0
@@ -132,10 +134,18 @@ def _schedule(config: FinetuneConfig, total_steps: int) -> Callable[[int], float
     return factor
 
 
-def _choose_device(config: FinetuneConfig, torch: Any, local_rank: int) -> str:
-    if config.device:
-        return config.device
-    return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+def _make_run_dir(run_dir: Path) -> None:
+    """Create the run folder now, so an unwritable --run-dir fails before the model loads."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InvalidParameterError(
+            f"Cannot write the run folder {run_dir} ({error.strerror or error}); "
+            "choose another --run-dir."
+        ) from error
 
 
 def finetune(
@@ -146,22 +156,25 @@ def finetune(
     home: str | Path | None = None,
 ) -> FinetuneResult:
     """Fine-tune, evaluate before and after, and export into the store (see FinetuneConfig)."""
+    config.validated()  # settings and device are checked before any file is read
     torch = require_module("torch", feature="Fine-tuning", extra="torch")
-    prepared = prepare_run(config, home)
-    summary = prepared.length_report.summary(config.max_length)
-    notes = [summary] if summary else []
-    for note in notes:
-        log(note)
-    log(
-        f"{len(prepared.train)} training rows, {len(prepared.eval)} evaluation rows; loading {config.base}…"
-    )
     distributed = Distributed.from_environment(torch)
-    device = _choose_device(config, torch, distributed.local_rank)
-    distributed.start(device)
-    try:
-        return _train(prepared, distributed, device, progress, log, notes)
-    finally:
-        distributed.stop()
+    device = training_device(config.device, torch, distributed.local_rank, distributed.world_size)
+    with quiet_libraries(config.verbose):
+        prepared = prepare_run(config, home)
+        summary = prepared.length_report.summary(config.max_length)
+        notes = [summary] if summary else []
+        for note in notes:
+            log(note)
+        log(
+            f"{len(prepared.train)} training rows, {len(prepared.eval)} evaluation rows; "
+            f"loading {config.base}…"
+        )
+        distributed.start(device)
+        try:
+            return _train(prepared, distributed, device, progress, log, notes)
+        finally:
+            distributed.stop()
 
 
 def _train(
@@ -180,7 +193,11 @@ def _train(
         torch.set_num_threads(config.threads)
     run_dir = Path(config.run_dir or prepared.store.home / "runs" / config.out).expanduser()
     main = distributed.rank == 0
+    if main:
+        _make_run_dir(run_dir)
     state = load_checkpoint(run_dir, prepared.fingerprint, torch) if config.resume else None
+    if config.resume and state is None:
+        log(f"No checkpoint in {run_dir}; starting from step 0.")
     if main and state is None:
         clear_checkpoints(run_dir)
     distributed.barrier()
@@ -220,6 +237,8 @@ def _train(
         start_step, eval_before = state["step"], state.get("eval_before")
         log(f"Resuming from step {start_step} of {plan.total_steps}.")
     elif main:
+        if prepared.eval:
+            log(f"Evaluating on {len(prepared.eval)} rows before training…")
         eval_before = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
     metrics = MetricsLog(run_dir, start_step if state is not None else None) if main else None
 
@@ -293,6 +312,8 @@ def _train(
         distributed.barrier()
         return result
     result.eval_before = eval_before
+    if prepared.eval:
+        log("Evaluating after training…")
     result.eval_after = evaluate(model, prepared.eval, config.batch_size, prepared.pad_id, device)
     assert metrics is not None
     metrics.write(
