@@ -59,16 +59,6 @@ class ModelInfo:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    # The manifest's info was a plain dict in earlier versions; reading it by key still works so
-    # that `show --json` and old callers see the same names.
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, key, None) if key in self._names() else None
-        return default if value is None else value
-
-    @staticmethod
-    def _names() -> set[str]:
-        return {f.name for f in fields(ModelInfo)}
-
     # ---- derived sizes -------------------------------------------------------------------
     @property
     def key_width(self) -> int:

@@ -88,11 +88,9 @@ def template_tokens(
         override=template_argument(override) if override else None,
     )
     template = chosen[1] if chosen else None
-    bos, eos = info.get("bos_token"), info.get("eos_token")
+    bos, eos = info.bos_token, info.eos_token
     end_of_turn = (
-        end_of_turn_text(
-            template, bos_token=bos, eos_token=eos, special_tokens=info.get("special_tokens") or {}
-        )
+        end_of_turn_text(template, bos_token=bos, eos_token=eos, special_tokens=info.special_tokens)
         if template
         else None
     )
@@ -110,7 +108,7 @@ def template_tokens(
         end_of_turn=end_of_turn,
         bos_id=token_id(bos),
         eos_id=token_id(eos) or token_id(end_of_turn),
-        add_bos=bool(info.get("add_bos_token")),
+        add_bos=bool(info.add_bos_token),
     )
     return tokens, chosen[0] if chosen else None
 
@@ -155,7 +153,7 @@ def prepare_run(
         raise InvalidParameterError(
             f"'{config.base}' is itself a LoRA adapter; fine-tune its base model, or a merged export."
         )
-    architecture = manifest.info.get("architecture")
+    architecture = manifest.info.architecture
     gguf_base = manifest.format == "gguf" and architecture in GGUF_EXPORT_ARCHITECTURES
     config.exports = config.exports or default_exports(config.method, gguf_base)
     if not gguf_base and any(kind != "hf" for kind in config.exports):
