@@ -64,6 +64,10 @@ def _ask(server: Server, **extra) -> openai.types.chat.ChatCompletion:
     )
 
 
+def test_the_front_says_where_it_generates(front: Server, engine_server: Server) -> None:
+    assert f"(llmkit at {engine_server.url})" in front.log.read_text()
+
+
 def test_chat_through_the_front_equals_the_engine_server(front: Server, engine_server: Server):
     through = _ask(front)
     direct = _ask(engine_server)

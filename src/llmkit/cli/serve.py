@@ -155,7 +155,12 @@ def register(app: typer.Typer) -> None:
             shown = f"[{host}]" if ":" in host else host
             served = state.models  # type: ignore[attr-defined]
             # The engines that actually loaded the models, so the log shows what serves them.
-            engines = sorted({item.model.engine.name for item in served.values()})
+            engines = sorted(
+                {
+                    getattr(item.scheduler, "engine_label", None) or item.model.engine.name
+                    for item in served.values()
+                }
+            )
             say(
                 "Serving [bold]{}[/] ({}) at [bold]{}[/] ({} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",

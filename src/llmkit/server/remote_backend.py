@@ -92,7 +92,10 @@ def connect(url: str, api_key: str | None = None) -> EngineServer:
         ) from None
     limit = first.get("max_model_len")
     return EngineServer(
-        url, str(first["id"]), str(first.get("owned_by", "")), limit if isinstance(limit, int) else None
+        url,
+        str(first["id"]),
+        str(first.get("owned_by", "")),
+        limit if isinstance(limit, int) else None,
     )
 
 
@@ -127,6 +130,11 @@ class RemoteBackend:
         self._client: httpx.AsyncClient | None = None
         self._timeout = httpx.Timeout(READ_SECONDS, connect=CONNECT_SECONDS)
         self.on_close: list[Any] = []  # what else ends with it (a vLLM process this server started)
+
+    @property
+    def engine_label(self) -> str:
+        """What `llmkit serve` prints as the engine: the server that generates."""
+        return f"{self.server.owned_by or 'engine server'} at {self.server.url}"
 
     @property
     def busy_slots(self) -> int:
@@ -225,7 +233,9 @@ class RemoteBackend:
                 self._client.build_request("POST", url, json=body), stream=True
             )
         except httpx.HTTPError as error:
-            raise LlmkitError(f"The engine server at {self.server.url} cannot be reached: {error}.")
+            raise LlmkitError(
+                f"The engine server at {self.server.url} cannot be reached: {error}."
+            ) from None
         if response.status_code != 200:
             text = (await response.aread()).decode("utf-8", "replace")
             await response.aclose()
@@ -438,7 +448,7 @@ def start_vllm(manifest: Any, settings: ServerSettings) -> tuple[str, Any]:
             "safetensors model, or run llama-server and pass --engine-url."
         )
     port = free_loopback_port()
-    log_path = tempfile.NamedTemporaryFile(prefix="llmkit-vllm-", suffix=".log", delete=False).name
+    log_path = Path(tempfile.mkdtemp(prefix="llmkit-vllm-")) / "vllm.log"
     command = vllm_command(str(manifest.weights_path), manifest.name, port, settings)
     stack = contextlib.ExitStack()
     try:
@@ -447,7 +457,7 @@ def start_vllm(manifest: Any, settings: ServerSettings) -> tuple[str, Any]:
                 command,
                 port,
                 "/health",
-                Path(log_path),
+                log_path,
                 name="vLLM",
                 timeout=VLLM_START_SECONDS,
             )
