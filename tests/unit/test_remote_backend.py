@@ -15,15 +15,14 @@ BOS = 1
 SCHEMA = {"type": "object"}
 
 
-def _backend(owned_by: str, context: int | None = 64) -> RemoteBackend:
+def _backend(owned_by: str, window: int = 64) -> RemoteBackend:
     model = SimpleNamespace(
         stop_token_ids=frozenset({7, 2}),
-        context_length=32,
         format=SimpleNamespace(raw_adds_bos=True),
         engine=SimpleNamespace(tokenizer_facts=SimpleNamespace(bos_id=BOS)),
         detokenize=lambda ids: "".join(f"<{i}>" for i in ids),
     )
-    return RemoteBackend(model, EngineServer("http://h:1", "m", owned_by, context))
+    return RemoteBackend(model, EngineServer("http://h:1", "m", owned_by, None), window)
 
 
 def _request(prompt: list[int], **params) -> BatchRequest:
@@ -33,7 +32,7 @@ def _request(prompt: list[int], **params) -> BatchRequest:
 def test_vllm_gets_token_ids_and_its_own_parameter_names() -> None:
     body = _backend("vllm").body(_request([BOS, 5, 6], stop=("x",), seed=3), SCHEMA, None)
     assert body["prompt"] == [BOS, 5, 6] and body["model"] == "m"
-    assert body["max_tokens"] == 61  # the context the server reports, less the prompt
+    assert body["max_tokens"] == 61  # the window, less the prompt
     assert body["repetition_penalty"] == 1.1 and "repeat_penalty" not in body
     assert body["stop_token_ids"] == [2, 7] and body["stop"] == ["x"] and body["seed"] == 3
     assert body["response_format"]["json_schema"]["schema"] == SCHEMA
@@ -44,8 +43,8 @@ def test_llama_server_gets_its_schema_field_and_llmkit_text_without_a_second_bos
     body = _backend("llamacpp").body(_request([5], max_tokens=4), SCHEMA, None)
     assert body["json_schema"] == SCHEMA and body["repeat_penalty"] == 1.1
     assert body["max_tokens"] == 4
-    text = _backend("llmkit", context=None).body(_request([BOS, 5, 6]), None, None)
-    assert text["prompt"] == "<5><6>" and text["max_tokens"] == 29  # the model's context
+    text = _backend("llmkit", window=32).body(_request([BOS, 5, 6]), None, None)
+    assert text["prompt"] == "<5><6>" and text["max_tokens"] == 29
 
 
 def test_what_cannot_travel_is_refused() -> None:

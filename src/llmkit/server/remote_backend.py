@@ -38,6 +38,7 @@ from llmkit.server.state import ServedModel, ServerSettings
 log = logging.getLogger("llmkit.server")
 ENGINE_KEY_ENV = "LLMKIT_ENGINE_API_KEY"  # the key the engine server wants, if it wants one
 VLLM_START_SECONDS = 1800.0  # a 70B model takes minutes to load and compile
+TOKENIZER_CONTEXT = 16  # the local engine only tokenizes; its own context is never used
 
 CONNECT_SECONDS = 10.0
 # A long prompt on a busy engine server may take minutes before its first token.
@@ -119,11 +120,13 @@ class RemoteBackend:
     parallel = 0  # slots are the engine server's (vLLM's --max-num-seqs), not counted here
     queue_depth = 0
 
-    def __init__(self, model: Any, server: EngineServer, api_key: str | None = None) -> None:
+    def __init__(
+        self, model: Any, server: EngineServer, window: int, api_key: str | None = None
+    ) -> None:
         import httpx
 
         self.model, self.server = model, server
-        self.slot_context = server.context_length or model.context_length
+        self.slot_context = window  # the most tokens of prompt and reply together
         self.stats = SchedulerStats()
         self.in_flight = 0
         self._api_key = api_key
@@ -376,35 +379,44 @@ class RemoteHandle:
 def served_remote(name: str, settings: ServerSettings, home: str | None = None) -> ServedModel:
     """A served model whose prompts are built here and generated on an engine server.
 
-    The model is loaded here too, for its tokenizer and prompt format: llama.cpp for a GGUF file,
-    transformers for a Hugging Face folder (which loads its weights on this machine as well).
+    Only the model's vocabulary and prompt format are needed here: a GGUF file opens in llama.cpp
+    on the CPU with a token-sized context (its weights are mapped, not copied), a Hugging Face
+    folder as a tokenizer over a weightless model (engines/tokenizer_only.py).
     """
-    import llmkit
+    from llmkit.engines.base import DEFAULT_CONTEXT, EngineOptions
+    from llmkit.model import Model, open_engine
     from llmkit.store.store import ModelStore
 
     manifest = ModelStore(home).resolve(name)
-    local_engine = "llamacpp" if manifest.format == "gguf" else "transformers"
     stop_vllm = None
     url = settings.engine_url
     if url is None:  # --engine vllm: start vLLM's OpenAI server for this model
         url, stop_vllm = start_vllm(manifest, settings)
     try:
         server = connect(url, os.environ.get(ENGINE_KEY_ENV))
-        model = llmkit.load(
-            name,
-            engine=local_engine,
-            context_length=settings.context_length or server.context_length,
-            threads=settings.threads,
-            home=home,
+        options = EngineOptions(
+            context_length=TOKENIZER_CONTEXT, threads=settings.threads, gpu_layers=0, device="cpu"
         )
+        if manifest.format == "gguf":
+            engine = open_engine(manifest, "llamacpp", options)
+        else:
+            from llmkit.engines.tokenizer_only import TokenizerOnlyEngine
+
+            engine = TokenizerOnlyEngine(manifest, options)
+        model = Model(manifest, engine)
     except BaseException:
         if stop_vllm is not None:
             stop_vllm()
         raise
-    backend = RemoteBackend(model, server, os.environ.get(ENGINE_KEY_ENV))
+    window = (
+        settings.context_length
+        or server.context_length
+        or manifest.info.context_length
+        or DEFAULT_CONTEXT
+    )
+    backend = RemoteBackend(model, server, window, os.environ.get(ENGINE_KEY_ENV))
     if stop_vllm is not None:
         backend.on_close.append(stop_vllm)
-    log.info("%s generates on %s (%s, model %s)", name, server.url, server.owned_by, server.model)
     return ServedModel(model.name, model, backend)
 
 
