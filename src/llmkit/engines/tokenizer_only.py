@@ -9,6 +9,7 @@ engine reads them, and nothing can be evaluated.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -28,10 +29,9 @@ class TokenizerOnlyEngine(TransformersEngine):
         config = transformers.AutoConfig.from_pretrained(folder, **load_args)
         with torch.device("meta"):
             model = transformers.AutoModelForCausalLM.from_config(config)
-        try:  # the end-of-turn ids many chat models list only here
+        # The end-of-turn ids many chat models list only here; without the file, from_config's stands.
+        with contextlib.suppress(OSError):
             model.generation_config = transformers.GenerationConfig.from_pretrained(folder)
-        except OSError:
-            pass  # no generation_config.json: the one from_config made stands
         return model
 
     def _refuse(self) -> NoReturn:
