@@ -17,8 +17,15 @@ ENGINE_HELP = (
     "llamacpp (default): GGUF files on llama.cpp; use it for quantized models and on CPU. "
     "transformers: PyTorch, on CUDA when available; use it for Hugging Face folders "
     "(safetensors), or for a CUDA GPU when llama-cpp-python has no GPU build. GGUF files load "
-    "de-quantized to float. Needs the torch extra."
+    "de-quantized to float. Needs the torch extra. "
+    "vllm: starts vLLM's OpenAI server for the model (a GPU node with vLLM installed) and "
+    "generates there; llmkit keeps templates, tools, the APIs and the page."
 )
+
+
+def _engine_name(name: str) -> str:
+    # vllm is no engine of this process: a vLLM server generates (server/remote_backend.py).
+    return name if name == "vllm" else check_engine_name(name)
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +47,7 @@ def register(app: typer.Typer) -> None:
                 "--engine",
                 "-e",
                 help=ENGINE_HELP,
-                callback=check_engine_name,  # refused before anything loads or binds
+                callback=_engine_name,  # refused before anything loads or binds
             ),
         ] = default_of(ServerSettings, "engine"),
         api_key: Annotated[
@@ -91,6 +98,30 @@ def register(app: typer.Typer) -> None:
                 "comma-separated list. The page at / needs none.",
             ),
         ] = None,
+        engine_url: Annotated[
+            str | None,
+            typer.Option(
+                help="Generate on a running OpenAI-compatible engine server (vLLM, llama-server, "
+                "SGLang, another llmkit), e.g. http://127.0.0.1:8000; llmkit sends it templated "
+                "prompts. LLMKIT_ENGINE_API_KEY is sent as its key."
+            ),
+        ] = None,
+        tensor_parallel: Annotated[
+            int,
+            typer.Option(
+                help="With --engine vllm: GPUs each layer is split over (vLLM's "
+                "--tensor-parallel-size).",
+                callback=at_least("--tensor-parallel", 1, "GPU"),
+            ),
+        ] = default_of(ServerSettings, "tensor_parallel"),
+        pipeline_parallel: Annotated[
+            int,
+            typer.Option(
+                help="With --engine vllm: pipeline stages the layers are cut into (vLLM's "
+                "--pipeline-parallel-size).",
+                callback=at_least("--pipeline-parallel", 1, "stage"),
+            ),
+        ] = default_of(ServerSettings, "pipeline_parallel"),
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
@@ -114,6 +145,9 @@ def register(app: typer.Typer) -> None:
             log_prompts=log_prompts,
             engine=engine,
             allowed_origins=origins,
+            engine_url=engine_url,
+            tensor_parallel=tensor_parallel,
+            pipeline_parallel=pipeline_parallel,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
 
@@ -121,7 +155,12 @@ def register(app: typer.Typer) -> None:
             shown = f"[{host}]" if ":" in host else host
             served = state.models  # type: ignore[attr-defined]
             # The engines that actually loaded the models, so the log shows what serves them.
-            engines = sorted({item.model.engine.name for item in served.values()})
+            engines = sorted(
+                {
+                    getattr(item.scheduler, "engine_label", None) or item.model.engine.name
+                    for item in served.values()
+                }
+            )
             say(
                 "Serving [bold]{}[/] ({}) at [bold]{}[/] ({} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",

@@ -68,9 +68,7 @@ class TransformersEngine:
             load_args["use_safetensors"] = kind == "safetensors"
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **load_args)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
-                folder, dtype=dtype, **load_args
-            ).to(self.device)
+            self.model = self._load_model(transformers, folder, dtype, load_args)
         except (OSError, ValueError) as error:
             raise InvalidModelFileError(f"transformers could not load {path}: {error}") from error
         self.model.eval()
@@ -88,6 +86,13 @@ class TransformersEngine:
         self._byte_decoder = {char: byte for byte, char in enumerate(byte_level_alphabet())}
         self._facts = self._read_tokenizer_facts()
         self._context: TorchContext | None = None
+
+    def _load_model(
+        self, transformers: Any, folder: str, dtype: Any, load_args: dict[str, Any]
+    ) -> Any:
+        """The weights, on the engine's device (engines/tokenizer_only.py loads none)."""
+        model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **load_args)
+        return model.to(self.device)
 
     def _read_tokenizer_facts(self) -> TokenizerFacts:
         tokenizer = self.tokenizer

@@ -37,6 +37,7 @@ from llmkit.generation.batching import BatchRequest, RequestHandle
 from llmkit.generation.constraints import Grammar, constraint_factory
 from llmkit.generation.logprobs import TokenLogprob
 from llmkit.generation.loop import GenerationResult, Timing, Usage
+from llmkit.server.remote_backend import RemoteBackend, RemoteHandle
 from llmkit.server.state import ServedModel, ServerState
 
 log = logging.getLogger("llmkit.server")
@@ -228,15 +229,18 @@ async def start(state: ServerState, ask: GenerationRequest) -> Run:
     queue (QueueFullError: 503) before any reply is sent.
     """
     job = await asyncio.to_thread(build_job, state, ask)
+    scheduler = job.served.scheduler
+    if isinstance(scheduler, RemoteBackend):  # an engine server generates; no grammar travels
+        return Run(job, await scheduler.submit(job.request, ask.schema, job.tool_plan))
     # On the loop's own thread: the handle delivers chunks to this loop.
-    return Run(job, job.served.scheduler.submit(job.request))
+    return Run(job, scheduler.submit(job.request))
 
 
 # ---- one running request ------------------------------------------------------------------
 class Run:
     """A queued request: read its `events()` (streaming) or `collect()` it (blocking)."""
 
-    def __init__(self, job: Job, handle: RequestHandle) -> None:
+    def __init__(self, job: Job, handle: RequestHandle | RemoteHandle) -> None:
         self.job, self.handle = job, handle
 
     @property

@@ -28,6 +28,11 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own (CORS)
     # A streamed reply whose client reads nothing for this long is cancelled, freeing its slot.
     stall_seconds: float = 30.0
+    # An OpenAI-compatible engine server that generates (server/remote_backend.py); with
+    # engine "vllm" and no URL, llmkit starts vLLM with these parallel settings.
+    engine_url: str | None = None
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
 
 
 def is_loopback(host: str) -> bool:
@@ -111,6 +116,11 @@ def load_state(names: list[str], settings: ServerSettings, home: str | None = No
     served: list[ServedModel] = []
     try:
         for name in names:
+            if settings.engine_url or settings.engine == "vllm":
+                from llmkit.server.remote_backend import served_remote
+
+                served.append(served_remote(name, settings, home))
+                continue
             model = llmkit.load(
                 name,
                 engine=settings.engine,
