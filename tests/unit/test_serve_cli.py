@@ -6,7 +6,7 @@ import pytest
 from tests.helpers.cli import run_cli
 
 CASES = {
-    "engine-unknown": (["--engine", "vllm"], "Unknown engine 'vllm'; choose one of: llamacpp, transformers."),
+    "engine-unknown": (["--engine", "nonsense"], "Unknown engine 'nonsense'; choose one of: llamacpp, transformers, vllm."),
     "max-body-zero": (["--max-body", "0"], "--max-body must be at least 1 byte (got 0)."),
     "max-body-negative": (["--max-body", "-5"], "--max-body must be at least 1 byte (got -5)."),
     "context-zero": (["--context", "0"], "--context must be at least 1 token (got 0)."),

@@ -9,8 +9,8 @@ import typer
 
 from llmkit.cli.options import at_least, default_of
 from llmkit.cli.output import say
-from llmkit.engines import check_engine_name
-from llmkit.errors import require_module
+from llmkit.engines import ENGINE_NAMES, check_engine_name
+from llmkit.errors import InvalidParameterError, require_module
 from llmkit.server.state import ServerSettings
 
 ENGINE_HELP = (
@@ -25,7 +25,14 @@ ENGINE_HELP = (
 
 def _engine_name(name: str) -> str:
     # vllm is no engine of this process: a vLLM server generates (server/remote_backend.py).
-    return name if name == "vllm" else check_engine_name(name)
+    if name == "vllm":
+        return name
+    try:
+        return check_engine_name(name)
+    except InvalidParameterError:
+        raise InvalidParameterError(
+            f"Unknown engine '{name}'; choose one of: {', '.join((*ENGINE_NAMES, 'vllm'))}."
+        ) from None
 
 
 def register(app: typer.Typer) -> None:
