@@ -100,3 +100,9 @@ def test_a_missing_adapter_is_refused(tiny_gguf: Path, tmp_path: Path) -> None:
     recipe = parse_modelfile("FROM tiny\nADAPTER /nowhere/lora.gguf\n")
     with pytest.raises(InvalidModelFileError, match="does not exist"):
         store.create_recipe("x", recipe)
+
+
+def test_a_quoted_value_that_is_not_json_is_kept_as_written() -> None:
+    # A stray backslash before the closing quote: no traceback, the text between the quotes.
+    recipe = parse_modelfile('FROM smollm2\nSYSTEM "C:\\models\\"\n')
+    assert recipe.system == "C:\\models\\"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -218,8 +217,8 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] == '"':
         try:
             return str(json.loads(value))
-        except ValueError:
-            return shlex.split(value)[0]
+        except ValueError:  # not a JSON string (a stray backslash, say): the text as written
+            return value[1:-1]
     return value
 
 
