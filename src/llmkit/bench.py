@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmkit.engines import check_engine_name
 from llmkit.errors import LlmkitError
@@ -143,25 +143,34 @@ def run_benchmarks(
         check_engine_name(engine)
         if on_start:
             on_start(engine)
-        request = json.dumps({"model": model, "engine": engine, **settings})
-        completed = subprocess.run(
-            [sys.executable, "-m", "llmkit.bench", request],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if completed.returncode != 0:
-            lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
-            reason = lines[-1] if lines else f"exit code {completed.returncode}"
-            raise LlmkitError(f"Benchmarking {model} on {engine} failed: {reason}")
-        results.append(BenchResult(**json.loads(completed.stdout.strip().splitlines()[-1])))
+        request = {"model": model, "engine": engine, **settings}
+        answer = in_fresh_process("llmkit.bench", request, f"Benchmarking {model} on {engine}")
+        results.append(BenchResult(**answer))
     return results
 
 
-def _worker(request_json: str) -> None:
-    request = json.loads(request_json)
+def in_fresh_process(module: str, request: dict[str, Any], doing: str) -> dict[str, Any]:
+    """Run `python -m MODULE REQUEST` (a module whose main is `worker_main`) and return its JSON
+    answer; a failure is raised with the worker's last line of stderr."""
+    completed = subprocess.run(
+        [sys.executable, "-m", module, json.dumps(request)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit code {completed.returncode}"
+        raise LlmkitError(f"{doing} failed: {reason}")
+    answer: dict[str, Any] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def worker_main(compute: Callable[[dict[str, Any]], Any]) -> None:
+    """The worker's side of `in_fresh_process`: the request from argv; the dataclass `compute`
+    returns goes out as JSON on the last line of stdout, an llmkit error as one line of stderr."""
     try:
-        result = measure(request.pop("model"), request.pop("engine"), **request)
+        result = compute(json.loads(sys.argv[1]))
     except LlmkitError as error:
         sys.stderr.write(f"{error}\n")
         sys.exit(1)
@@ -169,4 +178,4 @@ def _worker(request_json: str) -> None:
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1])
+    worker_main(lambda request: measure(request.pop("model"), request.pop("engine"), **request))

@@ -30,35 +30,30 @@ def log_exchange(
     warning, never an error, since the answer was already given."""
     if no_log or result is None:
         return
-    from llmkit.store.history import Exchange, record
-
-    warning = record(
-        Exchange(
-            conversation=conversation, kind=kind, model=model, prompt=prompt, answer=result.text,
-            system=system, parameters=params.to_json() if params is not None else {},
-            prompt_tokens=result.usage.prompt_tokens,
-            completion_tokens=result.usage.completion_tokens,
-            seconds=round(result.timing.first_token_seconds + result.timing.generation_seconds, 4),
-            finish_reason=result.finish_reason,
-        )
+    _keep(
+        conversation=conversation, kind=kind, model=model, prompt=prompt, answer=result.text,
+        system=system, parameters=params.to_json() if params is not None else {},
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        seconds=round(result.timing.first_token_seconds + result.timing.generation_seconds, 4),
+        finish_reason=result.finish_reason,
     )  # fmt: skip
-    if warning:
-        say("[yellow]{}[/]", warning, err=True)
 
 
 def log_agent_run(model: str, task: str, result: Any, *, conversation: str) -> None:
     """Keep a finished agent run in the local log: the task, the answer and the tools it called."""
+    calls = [{"tool": step.tool, "arguments": step.arguments} for step in result.steps if step.tool]
+    _keep(
+        conversation=conversation, kind="agent", model=model, prompt=task, answer=result.answer,
+        parameters={"calls": calls, "stopped": result.stopped}, completion_tokens=result.tokens,
+        seconds=round(result.seconds, 4), finish_reason=result.stopped,
+    )  # fmt: skip
+
+
+def _keep(**fields: Any) -> None:
     from llmkit.store.history import Exchange, record
 
-    calls = [{"tool": step.tool, "arguments": step.arguments} for step in result.steps if step.tool]
-    warning = record(
-        Exchange(
-            conversation=conversation, kind="agent", model=model, prompt=task,
-            answer=result.answer, parameters={"calls": calls, "stopped": result.stopped},
-            completion_tokens=result.tokens, seconds=round(result.seconds, 4),
-            finish_reason=result.stopped,
-        )
-    )  # fmt: skip
+    warning = record(Exchange(**fields))
     if warning:
         say("[yellow]{}[/]", warning, err=True)
 

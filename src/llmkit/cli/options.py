@@ -150,6 +150,4 @@ def _built_in_not_yet_registered(model: str) -> bool:
     from llmkit.store.catalog import BUILTIN_MODELS
     from llmkit.store.store import ModelStore
 
-    if model not in BUILTIN_MODELS:
-        return False
-    return model not in ModelStore().names()
+    return model in BUILTIN_MODELS and not ModelStore().has(model)

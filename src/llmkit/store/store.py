@@ -265,6 +265,10 @@ class ModelStore:
                     self.notices.append(f"{builtin.name} is not available yet: {error}")
         return [self.get(name) for name in self.names()]
 
+    def has(self, name: str) -> bool:
+        """Whether NAME has a manifest in the store (a built-in is registered at first use)."""
+        return self._manifest_path(validate_model_name(name)).exists()
+
     def get(self, name: str) -> ModelManifest:
         """The manifest of a model; built-ins are registered on first use."""
         validate_model_name(name)

@@ -8,13 +8,11 @@ memory its own and one file's caches do not flatter the next.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import dataclass
 from importlib import resources
 
-from llmkit.errors import LlmkitError
+from llmkit.bench import in_fresh_process, measure_loaded, worker_main
 
 # Questions a user might ask first; the greedy answers of every candidate are compared with the
 # original file's, token by token.
@@ -51,9 +49,6 @@ def reference_text() -> str:
 
 def measure_file(path: str, *, threads: int | None = None, repetitions: int = 3) -> Measurement:
     """Measure one GGUF file in this process."""
-    import time
-
-    from llmkit.bench import measure_loaded
     from llmkit.generation.scoring import score
     from llmkit.model import load
 
@@ -89,18 +84,8 @@ def measure_in_process(
     path: str, *, threads: int | None = None, repetitions: int = 3
 ) -> Measurement:
     """Measure one file in a fresh Python process and return what it found."""
-    request = json.dumps({"path": path, "threads": threads, "repetitions": repetitions})
-    completed = subprocess.run(
-        [sys.executable, "-m", "llmkit.tuning.measure", request],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if completed.returncode != 0:
-        lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {completed.returncode}"
-        raise LlmkitError(f"Measuring {path} failed: {reason}")
-    return Measurement(**json.loads(completed.stdout.strip().splitlines()[-1]))
+    request = {"path": path, "threads": threads, "repetitions": repetitions}
+    return Measurement(**in_fresh_process("llmkit.tuning.measure", request, f"Measuring {path}"))
 
 
 def agreement(answers: list[list[int]], reference: list[list[int]]) -> float:
@@ -116,17 +101,5 @@ def agreement(answers: list[list[int]], reference: list[list[int]]) -> float:
     return same / total if total else 1.0
 
 
-def _main(request_json: str) -> None:
-    request = json.loads(request_json)
-    try:
-        result = measure_file(
-            request["path"], threads=request.get("threads"), repetitions=request["repetitions"]
-        )
-    except LlmkitError as error:
-        sys.stderr.write(f"{error}\n")
-        sys.exit(1)
-    sys.stdout.write(json.dumps(asdict(result)) + "\n")
-
-
 if __name__ == "__main__":
-    _main(sys.argv[1])
+    worker_main(lambda request: measure_file(**request))

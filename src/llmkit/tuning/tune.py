@@ -26,8 +26,10 @@ from llmkit.tuning.measure import Measurement, agreement, measure_in_process
 DEFAULT_FORMATS = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
 # A candidate must beat the original by more than run-to-run noise to replace it.
 MIN_SPEEDUP = 1.05
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20}
-_SIZE_UNITS |= {"gib": 2**30, "k": 1e3, "m": 1e6, "g": 1e9}
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30,
+}  # fmt: skip
 
 
 @dataclass
