@@ -77,3 +77,20 @@ def test_the_served_model_cannot_be_deleted(server: Server) -> None:
     with server.client() as http:
         response = http.request("DELETE", "/api/delete", json={"model": "smollm2"})
     assert response.status_code == 400 and "is being served" in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api/create", {"model": "e2e-foreign", "from": "smollm2", "stream": False}),
+        ("POST", "/api/copy", {"source": "smollm2", "destination": "e2e-foreign"}),
+        ("DELETE", "/api/delete", {"model": "e2e-foreign"}),
+    ],
+)
+def test_a_foreign_web_page_cannot_manage_models(
+    server: Server, session_home, method: str, path: str, body: dict
+) -> None:
+    with server.client() as http:
+        response = http.request(method, path, json=body, headers={"Origin": "https://evil.example"})
+    assert response.status_code == 403, response.text
+    assert not (session_home / "models" / "e2e-foreign").exists()
