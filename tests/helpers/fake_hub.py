@@ -1,8 +1,10 @@
-"""A local HTTP server that serves files the way the Hugging Face hub does (HEAD + ranged GET)."""
+"""A local HTTP server that serves files the way the Hugging Face hub does (HEAD + ranged GET), and
+lists a repository's files as the hub's tree API does (`/api/models/OWNER/REPO/tree/REVISION`)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -11,7 +13,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class HubServer:
-    """Serves {repo}/resolve/{revision}/{filename} for the files it is given; records requests."""
+    """Serves {repo}/resolve/{revision}/{filename} for the files it is given (keys are
+    'OWNER/REPO/PATH'), and their listing; records requests."""
 
     def __init__(self, files: dict[str, Path]) -> None:
         self.files = files
@@ -70,9 +73,35 @@ class HubServer:
                     return
                 self._headers(path, 200)
 
+            def _tree(self) -> bool:
+                """The hub's `list_repo_tree` answer: every file of the repository, one page."""
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[:2] != ["api", "models"] or len(parts) < 6 or parts[4] != "tree":
+                    return False
+                repo = f"{parts[2]}/{parts[3]}/"
+                entries = [
+                    {"type": "file", "path": key[len(repo) :], "size": path.stat().st_size,
+                     "oid": hashlib.sha1(key.encode()).hexdigest()}
+                    for key, path in sorted(hub.files.items()) if key.startswith(repo)
+                ]  # fmt: skip
+                if not entries:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.end_headers()
+                    return True
+                body = json.dumps(entries).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
+
             def do_GET(self) -> None:
                 range_header = self.headers.get("Range")
                 hub.requests.append(("GET", self.path, range_header))
+                if self._tree():
+                    return
                 path = self._target()
                 if path is None:
                     self._not_found()

@@ -101,3 +101,134 @@ def test_a_split_builtin_is_stored_once(
     assert Path(manifest.path).read_bytes() == data and not manifest.linked
     leftovers = list(fresh_home.rglob("*.part0*"))
     assert leftovers == []  # the installed parts are gone
+
+
+# ---- a repository without --file: its GGUF files listed, one quantization taken ----------------
+
+QUANTIZED_REPO = [
+    "README.md",
+    "Tiny-Llama-Q2_K.gguf",
+    "Tiny-Llama-Q4_K_M.gguf",
+    "Tiny-Llama-Q8_0.gguf",
+    "Tiny-Llama-F16-00001-of-00002.gguf",
+    "Tiny-Llama-F16-00002-of-00002.gguf",
+    "mmproj-Tiny-Llama-F16.gguf",
+]
+
+
+def _repo(tiny_gguf: Path, names: list[str], repo: str = "owner/Tiny-Llama-GGUF") -> dict:
+    # Every name serves the same small file: the listing and the choice are what is tested.
+    return {f"{repo}/{name}": tiny_gguf for name in names}
+
+
+def test_a_repository_is_listed_and_q4_k_m_taken(fresh_home: Path, tiny_gguf: Path) -> None:
+    from llmkit.store.hub import list_gguf_files
+
+    with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
+        files = list_gguf_files("owner/Tiny-Llama-GGUF", endpoint=hub.endpoint)
+        manifest = pull_from_hub("owner/Tiny-Llama-GGUF", endpoint=hub.endpoint)
+    # README and the vision projector are no models; a split file is listed as split.
+    assert [(f.quantization, f.split) for f in files] == [
+        ("F16", True), ("F16", True), ("Q2_K", False), ("Q4_K_M", False), ("Q8_0", False)
+    ]  # fmt: skip
+    assert all(f.size == tiny_gguf.stat().st_size for f in files)
+    assert manifest.name == "tiny-llama:q4_k_m"
+    assert manifest.source == "hf:owner/Tiny-Llama-GGUF/Tiny-Llama-Q4_K_M.gguf@main"
+    assert ModelStore().get("tiny-llama:q4_k_m").sha256 == sha256_of(tiny_gguf)
+    downloads = [
+        path for method, path, _ in hub.requests if method == "GET" and "/resolve/" in path
+    ]
+    assert downloads == ["/owner/Tiny-Llama-GGUF/resolve/main/Tiny-Llama-Q4_K_M.gguf"]
+
+
+def test_a_named_quantization_is_taken(fresh_home: Path, tiny_gguf: Path) -> None:
+    with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
+        manifest = pull_from_hub("owner/Tiny-Llama-GGUF", quant="q8_0", endpoint=hub.endpoint)
+        assert manifest.name == "tiny-llama:q8_0"
+        with pytest.raises(ModelNotFoundError, match="has no Q5_K_M GGUF file; it has: Q2_K"):
+            pull_from_hub("owner/Tiny-Llama-GGUF", quant="Q5_K_M", endpoint=hub.endpoint)
+        with pytest.raises(InvalidParameterError, match=r"F16 .* is split over 2 files"):
+            pull_from_hub("owner/Tiny-Llama-GGUF", quant="F16", endpoint=hub.endpoint)
+
+
+def test_without_q4_k_m_the_next_best_is_taken() -> None:
+    from llmkit.store.hub import HubFile, choose_gguf, quantization_of
+
+    def files(*names: str) -> list[HubFile]:
+        return [HubFile(name, None, quantization_of(name)) for name in names]
+
+    assert choose_gguf("o/r", files("m.Q8_0.gguf", "m.Q5_K_M.gguf", "m.F16.gguf")).path == (
+        "m.Q5_K_M.gguf"
+    )
+    assert choose_gguf("o/r", files("m-f16.gguf", "m-bf16.gguf")).path == "m-bf16.gguf"
+    assert choose_gguf("o/r", files("weights.gguf")).path == "weights.gguf"
+    with pytest.raises(ModelNotFoundError, match="no GGUF files"):
+        choose_gguf("o/r", [])
+    assert quantization_of("SmolLM2-135M-Instruct.Q4_1.gguf") == "Q4_1"
+    assert quantization_of("dir/qwen2.5-0.5b-instruct-iq4_xs.gguf") == "IQ4_XS"
+    assert quantization_of("UD-Q4_K_XL/model-UD-Q4_K_XL-00001-of-00003.gguf") == "Q4_K_XL"
+    assert quantization_of("model.gguf") is None
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("hf:owner/repo", ("owner/repo", None)),
+        ("hf:owner/repo:q4_k_m", ("owner/repo", "Q4_K_M")),
+        ("hf.co/owner/repo:Q8_0", ("owner/repo", "Q8_0")),
+        ("https://huggingface.co/owner/repo", ("owner/repo", None)),
+        ("smollm2", None),
+    ],
+)
+def test_hub_sources_are_parsed(source: str, expected: tuple | None) -> None:
+    from llmkit.store.hub import parse_hub_source
+
+    assert parse_hub_source(source) == expected
+
+
+@pytest.mark.parametrize("source", ["hf:no-slash", "hf:a/b:Q4/../x", "hf:../etc:Q4"])
+def test_bad_hub_sources_are_refused(source: str) -> None:
+    from llmkit.store.hub import parse_hub_source
+
+    with pytest.raises(InvalidParameterError):
+        parse_hub_source(source)
+
+
+def test_an_unknown_repository_is_said(fresh_home: Path, tiny_gguf: Path) -> None:
+    with (
+        HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub,
+        pytest.raises(ModelNotFoundError, match="'owner/other' was not found on the hub"),
+    ):
+        pull_from_hub("owner/other", endpoint=hub.endpoint)
+
+
+def test_offline_listing_says_the_hub_cannot_be_reached(fresh_home: Path) -> None:
+    import socket
+
+    from llmkit.errors import LlmkitError
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(LlmkitError, match="cannot be reached") as caught:
+        pull_from_hub("owner/repo", endpoint=f"http://127.0.0.1:{port}")
+    assert "not in the repository" not in str(caught.value)
+
+
+def test_pull_cli_lists_and_takes_a_quantization(fresh_home: Path, tiny_gguf: Path) -> None:
+    from tests.helpers.cli import run_cli
+
+    env = {"LLMKIT_HOME": str(fresh_home)}
+    with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
+        listed = run_cli(
+            "pull", "hf:owner/Tiny-Llama-GGUF", "--list", "--endpoint", hub.endpoint, env=env
+        )
+        assert ModelStore(fresh_home).names() == []  # --list downloads nothing
+        pulled = run_cli(
+            "pull", "hf.co/owner/Tiny-Llama-GGUF:Q2_K", "--endpoint", hub.endpoint, env=env
+        )
+    assert listed.returncode == 0, listed.stderr
+    assert "Tiny-Llama-Q8_0.gguf" in listed.stdout and "split" in listed.stdout
+    assert pulled.returncode == 0, pulled.stderr
+    assert "Tiny-Llama-Q2_K.gguf" in pulled.stdout and "tiny-llama:q2_k" in pulled.stdout
+    assert ModelStore(fresh_home).names() == ["tiny-llama:q2_k"]

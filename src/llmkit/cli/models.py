@@ -250,14 +250,23 @@ def remove(
 
 def pull(
     source: Annotated[
-        str, typer.Argument(help="A built-in name (smollm2, gemma3-base) or hf:OWNER/REPO.")
+        str,
+        typer.Argument(
+            help="A built-in name (smollm2, gemma3-base), or hf:OWNER/REPO[:QUANT] "
+            "(hf.co/OWNER/REPO:QUANT as in Ollama)."
+        ),
     ],
     file: Annotated[
-        str | None, typer.Option("--file", "-f", help="The GGUF file in the repository.")
+        str | None,
+        typer.Option("--file", "-f", help="The GGUF file in the repository (default: Q4_K_M…)."),
     ] = None,
     name: Annotated[
-        str | None, typer.Option("--name", "-n", help="Store name (default: from the file).")
+        str | None,
+        typer.Option("--name", "-n", help="Store name (default: REPO:QUANT, or from the file)."),
     ] = None,
+    list_files: Annotated[
+        bool, typer.Option("--list", help="List the repository's GGUF files; download nothing.")
+    ] = False,
     revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
     endpoint: Annotated[
         str | None, typer.Option(help="Hub address (default: $HF_ENDPOINT or huggingface.co).")
@@ -266,19 +275,41 @@ def pull(
         bool, typer.Option("--force", help="Replace a model with the same name.")
     ] = False,
 ) -> None:
-    """Download a model into the store, or install a built-in one."""
-    from llmkit.store.hub import pull_builtin, pull_from_hub
+    """Download a model into the store, or install a built-in one.
+
+    Without --file, a hub repository's GGUF files are listed and one is taken: the quantization
+    after the colon (hf:OWNER/REPO:Q8_0), else Q4_K_M, else the nearest to it."""
+    from llmkit.errors import InvalidParameterError
+    from llmkit.store.hub import (
+        choose_gguf,
+        list_gguf_files,
+        parse_hub_source,
+        pull_builtin,
+        pull_from_hub,
+    )
     from llmkit.store.store import ModelStore
 
+    hub_source = parse_hub_source(source)
+    if hub_source is None and (file or list_files):
+        raise InvalidParameterError(
+            f"--file and --list are for hub repositories (hf:OWNER/REPO), not '{source}'."
+        )
     store = ModelStore()
     try:
-        if source.startswith("hf:"):
-            if not file:
-                from llmkit.errors import InvalidParameterError
-
-                raise InvalidParameterError("Name the GGUF file to download with --file NAME.gguf.")
+        if hub_source is not None:
+            repo, quant = hub_source
+            if file is None:
+                files = list_gguf_files(repo, revision=revision, endpoint=endpoint)
+                if list_files:
+                    _print_hub_files(repo, files, choose_gguf(repo, files) if files else None)
+                    return
+                chosen = choose_gguf(repo, files, quant)
+                _say_choice(repo, files, chosen)
+                file = chosen.path
+            elif list_files or quant:
+                raise InvalidParameterError("--file names one file: leave out --list and :QUANT.")
             manifest = pull_from_hub(
-                source[3:], file, name=name, revision=revision, endpoint=endpoint, force=force,
+                repo, file, name=name, revision=revision, endpoint=endpoint, force=force,
                 store=store,
             )  # fmt: skip
         else:
@@ -292,6 +323,36 @@ def pull(
         manifest.sha256[:12],
         next_step(manifest),
     )
+
+
+def _say_choice(repo: str, files, chosen) -> None:
+    offered = sorted({f.quantization for f in files if f.quantization and not f.split})
+    say(
+        "{} has {} GGUF file{} ({}); taking {}{}.",
+        repo,
+        len(files),
+        "" if len(files) == 1 else "s",
+        ", ".join(offered) or "no quantization in their names",
+        chosen.path,
+        f" ({human_size(chosen.size)})" if chosen.size else "",
+    )
+
+
+def _print_hub_files(repo: str, files, default) -> None:
+    from rich.table import Table
+
+    table = Table("FILE", "QUANTIZATION", "SIZE", "", box=None)
+    for f in files:
+        mark = "split (not supported)" if f.split else "default" if f is default else ""
+        table.add_row(*(escape_markup(cell) for cell in
+                        (f.path, f.quantization or "-", human_size(f.size), mark)))  # fmt: skip
+    print_table(table)
+    if default is not None:
+        say(
+            "[dim]Pull one: llmkit pull hf:{}:QUANT (default: {}).[/]",
+            repo,
+            default.quantization or default.path,
+        )
 
 
 def register(app: typer.Typer) -> None:
