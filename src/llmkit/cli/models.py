@@ -148,7 +148,7 @@ def show(
         ("BOS token", info.bos_token),
         ("EOS token", info.eos_token),
         ("end-of-turn token", info.eot_token or _end_of_turn(manifest)),
-        ("license", manifest.license or info.license),
+        ("license", _first_line(manifest.license or info.license)),
         ("source", manifest.source),
         ("path", manifest.path),
     ]
@@ -166,6 +166,18 @@ def show(
     console.print(table)
     console.print("[bold]chat template[/]")
     console.print(info.chat_template or "none", markup=False)
+    if manifest.ollama_template:
+        # Go template text from an Ollama import: shown for reference, never rendered.
+        console.print("[bold]Ollama template[/] [dim](kept from Ollama, not run)[/]")
+        console.print(manifest.ollama_template, markup=False)
+
+
+def _first_line(text: str | None) -> str | None:
+    """A long license (Ollama carries the whole text) as its first line, in the table."""
+    if not text or "\n" not in text.strip():
+        return text
+    lines = text.strip().splitlines()
+    return f"{lines[0]} … ({len(lines) - 1} more lines: llmkit show --modelfile)"
 
 
 def _end_of_turn(manifest) -> str | None:
@@ -184,11 +196,38 @@ def _end_of_turn(manifest) -> str | None:
 
 
 def import_model(
-    path: Annotated[Path, typer.Argument(help="A .gguf file, or a Hugging Face model folder.")],
-    name: Annotated[str, typer.Option("--name", "-n", help="The name to store it under.")],
-    link: Annotated[
-        bool, typer.Option("--link", help="Point at the file instead of copying it.")
+    items: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="A .gguf file or Hugging Face model folder; with --from, the models to import "
+            "(their names in that tool; default: all).",
+            show_default=False,
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="The name to store it under (default: from the file)."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Import what another tool downloaded: ollama, hf-cache, lmstudio, or the folder "
+            "of one (its layout is recognised).",
+        ),
+    ] = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="With --from: list what can be imported; import nothing.")
     ] = False,
+    link: Annotated[
+        bool | None,
+        typer.Option(
+            "--link/--copy",
+            help="Point at the weights where they are, or copy them into the store (default: "
+            "copy a file, link what --from finds).",
+            show_default=False,
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model with the same name.")
     ] = False,
@@ -199,26 +238,175 @@ def import_model(
             help="Accept an HF folder whose only weights are pickles (they can run code).",
         ),
     ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="With --list: print JSON for scripts.")
+    ] = False,
 ) -> None:
-    """Add a local GGUF file (or HF folder) to the store; it is checked and hashed first."""
+    """Add a local GGUF file (or HF folder) to the store, checked and hashed first; or, with
+    --from, models Ollama, the Hugging Face cache or LM Studio already downloaded."""
+    from llmkit.errors import InvalidParameterError
     from llmkit.store.store import ModelStore
 
+    items = items or []
+    if source is not None:
+        _import_from(source, items, name, list_only, link is not False, force, allow_pickle,
+                     json_output)  # fmt: skip
+        return
+    if list_only or json_output:
+        raise InvalidParameterError("--list and --json show what --from finds; add --from.")
+    if len(items) != 1:
+        raise InvalidParameterError(
+            "Name one .gguf file or model folder to import (or use --from ollama|hf-cache|lmstudio)."
+        )
+    path = Path(items[0]).expanduser()
+    _hint_from(path)
     store = ModelStore()
+    name = name or _name_for_path(path)
     try:
         with byte_progress(f"Importing {path.name}") as progress:
             manifest = store.import_model(
-                path, name, link=link, force=force, progress=progress, allow_pickle=allow_pickle
-            )
+                path, name, link=bool(link), force=force, progress=progress,
+                allow_pickle=allow_pickle,
+            )  # fmt: skip
     finally:
         _print_notices(store)
+    _say_imported(manifest)
+
+
+def _name_for_path(path: Path) -> str:
+    from llmkit.store.hub import name_from_filename
+
+    return name_from_filename(path.resolve().name if path.exists() else path.name)
+
+
+def _hint_from(path: Path) -> None:
+    """A folder that is another tool's store, not a model: say how to import from it."""
+    from llmkit.errors import InvalidModelFileError
+    from llmkit.store.importers import SOURCE_NAMES, detect_kind
+
+    if not path.is_dir() or (path / "config.json").exists():
+        return
+    detected = detect_kind(path)
+    if detected is not None:
+        raise InvalidModelFileError(
+            f"{path} is not one model but a {SOURCE_NAMES[detected[0]]} folder; import from it "
+            f"with: llmkit import --from {path} [NAME...] (--list shows what it holds)."
+        )
+
+
+def _say_imported(manifest, note: str = "") -> None:
     say(
-        "Imported [bold]{}[/] ({}, sha256 {}…){}. {}",
+        "Imported [bold]{}[/] ({}, sha256 {}…){}{}. {}",
         manifest.name,
         human_size(manifest.size_bytes),
         manifest.sha256[:12],
-        " as a link" if link else "",
+        " as a link" if manifest.linked else "",
+        note,
         next_step(manifest),
     )
+
+
+def _import_from(
+    source: str,
+    wanted: list[str],
+    name: str | None,
+    list_only: bool,
+    link: bool,
+    force: bool,
+    allow_pickle: bool,
+    json_output: bool,
+) -> None:
+    from llmkit.errors import InvalidParameterError, LlmkitError
+    from llmkit.store import importers
+    from llmkit.store.store import ModelStore
+
+    kind, folder = importers.resolve_source(source)
+    found = importers.find_models(kind, folder)
+    store = ModelStore()
+    if list_only or json_output:
+        _print_found(kind, folder, found, store, json_output)
+        return
+    if name is not None and len(wanted) != 1:
+        raise InvalidParameterError("--name renames one model: name exactly one to import.")
+    chosen = importers.select(found, wanted) if wanted else found
+    if not chosen:
+        say("No models found in {} ({}).", folder, importers.SOURCE_NAMES[kind])
+        return
+    imported = 0
+    try:
+        for model in chosen:
+            target = name or model.name
+            if not wanted and model.problem is not None:
+                say("[dim]Skipped {}: {}.[/]", model.label, model.problem, err=True)
+                continue
+            if importers.already_imported(store, model, target) and not force:
+                say("[bold]{}[/] is already in the store (from {}).", target, model.label)
+                continue
+            if not wanted and store.has(target) and not force:
+                say(
+                    "[yellow]Skipped {}: the name {} is taken (import it with --name, or "
+                    "--force to replace).[/]",
+                    model.label, target, err=True,
+                )  # fmt: skip
+                continue
+            try:
+                with byte_progress(f"Importing {model.label}") as progress:
+                    manifest = importers.import_found(
+                        model, store=store, name=target, copy=not link, force=force,
+                        allow_pickle=allow_pickle, progress=progress,
+                    )  # fmt: skip
+            except LlmkitError as error:
+                if wanted:
+                    raise
+                say("[yellow]Skipped {}: {}[/]", model.label, error, err=True)
+                continue
+            imported += 1
+            note = f" from {importers.SOURCE_NAMES[kind]} ({model.label})"
+            _say_imported(manifest, note + (f"; {model.note}" if model.note else ""))
+    finally:
+        _print_notices(store)
+    if not wanted and not imported:
+        say("Nothing new to import from {}.", folder)
+
+
+def _found_summary(model, status: str) -> dict:
+    return {
+        "label": model.label,
+        "name": model.name,
+        "format": model.format,
+        "path": str(model.path),
+        "size_bytes": model.size_bytes,
+        "importable": model.problem is None,
+        "status": status,
+    }
+
+
+def _print_found(kind: str, folder: Path, found, store, json_output: bool) -> None:
+    from rich.table import Table
+
+    from llmkit.store.importers import SOURCE_NAMES, already_imported
+
+    def status(model) -> str:
+        if model.problem:
+            return f"cannot import: {model.problem}"
+        if already_imported(store, model):
+            return "in the store"
+        if store.has(model.name):
+            return "name taken (use --name)"
+        return model.note or "ready"
+
+    if json_output:
+        print_json([_found_summary(model, status(model)) for model in found])
+        return
+    say("{} models in {}:", SOURCE_NAMES[kind], folder)
+    table = Table("NAME", "FROM", "FORMAT", "SIZE", "STATUS", box=None)
+    for model in found:
+        table.add_row(*(escape_markup(cell) for cell in (
+            model.name, model.label, model.format, human_size(model.size_bytes), status(model)
+        )))  # fmt: skip
+    print_table(table)
+    if found:
+        say("[dim]Import: llmkit import --from {} [NAME...] (default: all, as links).[/]", kind)
 
 
 def remove(

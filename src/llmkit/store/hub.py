@@ -54,7 +54,8 @@ def name_from_filename(filename: str) -> str:
 
 
 def _store_word(text: str, limit: int) -> str:
-    return re.sub(r"[^a-z0-9._-]+", "-", text.lower())[:limit].strip("-._")
+    word = re.sub(r"[^a-z0-9._-]+", "-", text.lower())
+    return re.sub(r"\.{2,}", ".", word)[:limit].strip("-._")  # '..' is never in a store name
 
 
 def quantization_of(filename: str) -> str | None:

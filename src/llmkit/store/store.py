@@ -69,6 +69,9 @@ class ModelManifest:
     base: str | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
     license: str | None = None
+    # An Ollama model's Go template, kept from `llmkit import --from ollama` for `show`; never run
+    # (the GGUF's own Jinja template, or template_override, is what renders prompts).
+    ollama_template: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.info, dict):  # as read from JSON
@@ -307,6 +310,7 @@ class ModelStore:
         manifest_path = self._manifest_path(name)
         if manifest_path.exists():
             return self._read_manifest(manifest_path)
+        installed = parts is None  # the parts are in site-packages, where pip keeps them
         parts = parts or builtin.locate()
         if parts is None:
             # `pull` installs a split built-in so that its weights are stored once (store/hub.py).
@@ -332,6 +336,14 @@ class ModelStore:
                 if builtin.part_modules:
                     manifest.path = str(folder / weights.name)
                 self._commit(staging, folder, manifest)
+                if builtin.part_modules and installed:
+                    # Parts cannot be loaded in place, so the joined file is a second copy.
+                    self.notices.append(
+                        f"{name} is now in the store; the "
+                        f"{human_bytes(sum(part.stat().st_size for part in parts))} of its parts "
+                        f"in site-packages are not needed any more: "
+                        f"pip uninstall {' '.join(builtin.packages)}"
+                    )
                 return manifest
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -347,9 +359,14 @@ class ModelStore:
         progress: ProgressCallback | None = None,
         provenance: str | None = None,
         allow_pickle: bool = False,
+        sha256: str | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> ModelManifest:
         """Copy (or link, or move) a GGUF file or HF folder into the store under a validated name.
 
+        `sha256`, when the caller knows it (a file another tool stores under its digest), is
+        recorded instead of hashing the file again; `settings` are manifest fields to set (an
+        imported model's system prompt, defaults, ...), written in the same commit.
         The copy is made in a staging folder outside the lock; the name is checked again under
         the lock just before the staging folder is renamed into place, so of two imports of one
         name without `force`, exactly one wins.
@@ -385,7 +402,8 @@ class ModelStore:
                         error, self.models_root, needed, f"importing {source.name}"
                     ) from error
                 raise
-            manifest = self._manifest_for_path(weights, name=name)
+            manifest = self._manifest_for_path(weights, name=name, known_sha256=sha256)
+            manifest = replace(manifest, **(settings or {}))
             manifest.linked = link
             manifest.source = provenance or f"import:{source}"
             manifest.allow_pickle = weights_kind == "pickle"

@@ -2,7 +2,8 @@
 
 Pickled weights (`pytorch_model.bin`, `*.pt`, `*.ckpt`, `*.pth`) run code when they are loaded, so
 llmkit refuses them unless the user opts in with --allow-pickle. Safetensors files are data only;
-their header is read here so a folder with missing or broken weights is refused at import time.
+their header is read here, and a sharded model's index checked against the shards present, so a
+folder with missing, partial or broken weights is refused at import time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from llmkit.errors import InvalidModelFileError
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # A safetensors header is JSON describing the tensors; real ones are kilobytes to a few megabytes.
 MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+MAX_INDEX_BYTES = 64 * 1024 * 1024
 ALLOW_PICKLE_HINT = (
     "pickled weights can run code when loaded; convert them to safetensors, or pass "
     "--allow-pickle if you trust where they came from"
@@ -66,9 +69,35 @@ def read_safetensors_header(path: Path) -> dict[str, object]:
     return header
 
 
+def missing_shards(folder: Path) -> list[str]:
+    """The weight files `model.safetensors.index.json` lists that are not in the folder: a model
+    whose download stopped midway (common in a Hugging Face cache) has some shards and not all."""
+    index = folder / SAFETENSORS_INDEX
+    if not index.is_file():
+        return []
+    if index.stat().st_size > MAX_INDEX_BYTES:
+        raise InvalidModelFileError(f"{index} is larger than a weight index can be.")
+    try:
+        weight_map = json.loads(index.read_text(errors="replace")).get("weight_map")
+    except (json.JSONDecodeError, AttributeError, RecursionError) as error:
+        raise InvalidModelFileError(f"{index} is not a weight index (not JSON).") from error
+    if not isinstance(weight_map, dict):
+        raise InvalidModelFileError(f"{index} has no weight_map.")
+    shards = sorted({str(name) for name in weight_map.values()})
+    # A shard name is a file in this folder, never a path elsewhere.
+    return [name for name in shards if "/" in name or not (folder / name).is_file()]
+
+
 def check_hf_weights(folder: Path, *, allow_pickle: bool = False) -> str:
     """'safetensors' or 'pickle' for a usable folder; a clear error for missing or pickled weights."""
     tensors = safetensors_files(folder)
+    missing = missing_shards(folder)
+    if missing:
+        listed = len(set(missing) | {path.name for path in tensors})
+        raise InvalidModelFileError(
+            f"{folder} lacks {len(missing)} of the {listed} weight files its "
+            f"{SAFETENSORS_INDEX} lists ({missing[0]}…): an unfinished download?"
+        )
     if tensors:
         for path in tensors:
             read_safetensors_header(path)
