@@ -32,6 +32,7 @@ def write_tiny_llama_gguf(
     context: int = 256,
     seed: int = 0,
     chat_template: str | None = CHATML,
+    half: bool = False,  # F16 matrices (norms stay F32, as llama.cpp's converter keeps them)
 ) -> Path:
     import gguf
 
@@ -51,7 +52,7 @@ def write_tiny_llama_gguf(
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_vocab_size(vocab)
-    writer.add_file_type(0)
+    writer.add_file_type(1 if half else 0)
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
@@ -65,7 +66,8 @@ def write_tiny_llama_gguf(
         writer.add_chat_template(chat_template)
 
     def tensor(name: str, *shape: int, scale: float = 0.08) -> None:
-        writer.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        values = rng.standard_normal(shape) * scale
+        writer.add_tensor(name, values.astype(np.float16 if half else np.float32))
 
     head_dim = embedding // heads
     tensor("token_embd.weight", vocab, embedding, scale=0.5)

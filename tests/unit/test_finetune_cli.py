@@ -87,8 +87,8 @@ def test_cuda_on_a_cpu_only_machine_fails_before_any_work(
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        (["--threads", "0"], "--threads must be at least 1, not 0."),
-        (["--threads", "-3"], "--threads must be at least 1, not -3."),
+        (["--threads", "0"], "--threads must be at least 1 thread (got 0)."),
+        (["--threads", "-3"], "--threads must be at least 1 thread (got -3)."),
         (["--log-every", "0"], "--log-every must be at least 1 step (got 0)."),
     ],
 )
@@ -165,3 +165,44 @@ def test_a_log_file_gets_progress_lines_and_no_library_noise(
     # Which of them speaks depends on the run (the bar is off where tqdm finds no terminal
     # settings it likes); one of the two always does, and neither does without --verbose.
     assert "de-quantizing GGUF tensors" in loud.stderr or "Warning" in loud.stderr
+
+
+@pytest.mark.slow
+def test_a_quantized_gguf_export_and_an_hf_export_in_the_base_precision(
+    tmp_path: Path, train_file: Path, fresh_home: Path
+) -> None:
+    from tests.helpers.tiny_model import write_tiny_llama_gguf
+
+    from llmkit.store.gguf_meta import read_gguf_header
+
+    base = write_tiny_llama_gguf(tmp_path / "tiny-f16.gguf", half=True)
+    result = run_cli(
+        "finetune", str(base), "--data", str(train_file), "--max-steps", "1", "--threads", "1",
+        "--out", "tq", "--export", "gguf,hf", "--quant", "q4_k_m",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    store = ModelStore(fresh_home)
+    assert store.names() == ["tq", "tq-hf"]
+    quantized = store.get("tq")
+    assert quantized.info.quantization == "Q4_K_M"
+    assert read_gguf_header(quantized.weights_path).quantization == "Q4_K_M"
+    assert "Quantizing the merged model to Q4_K_M" in result.stderr
+    # The HF folder keeps the base's F16 (training ran in float32 on this CPU).
+    dtypes = set()
+    for weights in store.get("tq-hf").weights_path.glob("*.safetensors"):
+        with weights.open("rb") as handle:
+            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        dtypes |= {entry["dtype"] for key, entry in header.items() if key != "__metadata__"}
+    assert dtypes == {"F16"}
+    for command in printed_commands(result.stdout):
+        ran = run_cli(*command[1:], "-n", "2")
+        assert ran.returncode == 0, f"{shlex.join(command)}: {ran.stderr}"
+
+
+def test_quant_needs_the_gguf_export_and_a_known_format(tiny_gguf: Path) -> None:
+    args = ["finetune", str(tiny_gguf), "-d", "/nonexistent.jsonl", "-o", "x"]
+    unknown = run_cli(*args, "--quant", "Q3_X")
+    assert unknown.returncode == 2 and "Unknown quantization 'Q3_X'" in unknown.stderr
+    alone = run_cli(*args, "--export", "hf", "--quant", "Q4_K_M")
+    assert alone.returncode == 2
+    assert "--quant sets the format of --export gguf; add gguf" in alone.stderr

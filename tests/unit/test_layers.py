@@ -4,7 +4,7 @@ Read from the source with ast (imports inside functions and TYPE_CHECKING blocks
 a lazy import cannot hide an upward dependency.
 
     interfaces (cli, server, the Python API) -> train -> chat -> generation -> engines -> store
-    plan reads store beside them; params, errors, messages and system_memory are leaves.
+    plan reads store beside them; params, errors, messages, settings and system_memory are leaves.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ INTERFACES = {
     "model",
     "bench",
 }
-LEAVES = {"params", "errors", "system_memory", "messages"}
+LEAVES = {"params", "errors", "system_memory", "messages", "settings"}
 
 
 def package_of(module: str) -> str:

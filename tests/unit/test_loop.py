@@ -127,3 +127,16 @@ def test_a_constraint_shapes_the_answer_and_its_end_stops_it() -> None:
     chunks = list(stream)
     assert "".join(c.text for c in chunks) == stream.result.text == "ab"
     assert stream.result.finish_reason == "stop" and stream.result.stopped_by == "<eog>"
+
+
+def test_text_held_for_a_stop_string_is_kept_when_eos_is_ignored() -> None:
+    # "ld" might begin "ld!", so it is held back; the stop token under ignore_eos releases it.
+    _, chunks, result = run([1, 2, 3, EOT, 6], ignore_eos=True, stop=["ld!"], max_tokens=5)
+    assert result.text == "".join(c.text for c in chunks) == "Hello world again"
+    assert result.finish_reason == "length"
+
+
+def test_text_held_for_a_stop_string_is_kept_when_a_stop_token_ends_the_answer() -> None:
+    _, chunks, result = run([1, 2, 3, EOT], stop=["ld!"])
+    assert result.text == "".join(c.text for c in chunks) == "Hello world"
+    assert result.finish_reason == "stop" and result.stopped_by == "<|end|>"

@@ -25,8 +25,6 @@ CHECKED_ELSEWHERE = {
     "next --steps": "cli/next.py",
     "attention --layer": "cli/attention.py",
     "attention --head": "cli/attention.py",
-    # FinetuneConfig (train/prepare.py), before any work
-    "finetune": "train",
     "agent --max-steps": "agent",
     "logs": "store/history.py",
 }

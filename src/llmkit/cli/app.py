@@ -74,13 +74,56 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main() -> None:
-    try:
-        app()
-    except LlmkitError as error:
-        from llmkit.cli.output import print_error
+def _click_errors() -> tuple[type[Exception], type[Exception]]:
+    """(ClickException, UsageError) of the click that typer parses with."""
+    try:  # typer 0.29 carries its own copy of click
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions.ClickException, exceptions.UsageError
 
+
+def _message(error: Exception) -> str:
+    return str(getattr(error, "format_message", error.__str__)())
+
+
+def _command_path(args: list[str]) -> str:
+    """'llmkit logs rm' from the command line, for an error that lost track of its command."""
+    from typer._click.utils import _detect_program_name
+
+    command = typer.main.get_command(app)
+    path = [_detect_program_name()]
+    for arg in args:
+        children = getattr(command, "commands", {})
+        if arg not in children:
+            break
+        command = children[arg]
+        path.append(arg)
+    return " ".join(path)
+
+
+def main() -> None:
+    from llmkit.cli.output import print_error, print_usage_error
+
+    click_error, usage_error = _click_errors()
+    # Not standalone: the parser's errors come back here, to be printed like every other error
+    # (one plain line, not typer's box), and --help or typer.Exit comes back as an exit code.
+    try:
+        code = app(standalone_mode=False)
+    except LlmkitError as error:
         print_error(error)
         sys.exit(error.exit_code)
+    except usage_error as error:
+        if type(error).__name__ != "NoArgsIsHelpError":  # a bare verb has printed its help
+            context = getattr(error, "ctx", None)
+            command = context.command_path if context else _command_path(sys.argv[1:])
+            print_usage_error(_message(error), command)
+        sys.exit(getattr(error, "exit_code", 2))
+    except click_error as error:
+        print_error(_message(error))
+        sys.exit(getattr(error, "exit_code", 1))
     except KeyboardInterrupt:
         sys.exit(130)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

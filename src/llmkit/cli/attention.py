@@ -37,8 +37,14 @@ def attention(
     """
     from rich.table import Table
 
-    from llmkit.generation.attention import draw, select, strongest
+    from llmkit.generation.attention import check_indices, draw, select, strongest
+    from llmkit.store.store import ModelStore
 
+    # Refused from the counts the store recorded, before minutes of loading; select() checks
+    # again against the weights themselves, for a model whose counts are unknown.
+    if layer is not None or head is not None:
+        info = ModelStore().resolve(model).info
+        check_indices(info.layers, info.heads, layer, head)
     loaded = opt.load_model(model, "transformers", context, threads, None, verbose)
     try:
         tokens, weights = loaded.attention(text)

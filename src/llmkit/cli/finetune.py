@@ -6,128 +6,31 @@ from typing import Annotated, Any
 
 import typer
 
-from llmkit.cli.options import at_least
+from llmkit.cli.options import at_least, help_of, settings_options
 from llmkit.cli.output import console, error_console, escape, human_size, say
 from llmkit.errors import InvalidParameterError
+from llmkit.train.config import FinetuneConfig
 
 
+@settings_options(FinetuneConfig, skip=("base", "out"))
 def finetune(
     base: Annotated[
         str, typer.Argument(help="Base model: a store name (e.g. smollm2) or a GGUF path.")
     ],
-    data: Annotated[
-        str,
-        typer.Option(
-            "--data", "-d", help="Training data, JSONL (messages, prompt/completion or text rows)."
-        ),
-    ],
+    # Optional here, unlike in the config: --show-masks needs no name.
     out: Annotated[
-        str | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Store name of the result (with several exports, the others get -f16, -q8, -hf).",
-        ),
-    ] = None,
-    eval_data: Annotated[str | None, typer.Option("--eval", help="Evaluation data, JSONL.")] = None,
-    eval_split: Annotated[
-        float | None,
-        typer.Option("--eval-split", help="Hold out this fraction of --data for evaluation."),
-    ] = None,
-    method: Annotated[str, typer.Option("--method", help="lora (default) or full.")] = "lora",
-    epochs: Annotated[int, typer.Option("--epochs", help="Passes over the data.")] = 1,
-    max_steps: Annotated[
-        int | None,
-        typer.Option(
-            "--max-steps", help="Stop after this many optimizer steps (overrides --epochs)."
-        ),
-    ] = None,
-    lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (linear decay to 0).")
-    ] = 2e-4,
-    warmup_steps: Annotated[
-        int, typer.Option("--warmup-steps", help="Steps of linear warm-up.")
-    ] = 0,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Sequences per micro-batch (per process).")
-    ] = 4,
-    grad_accum: Annotated[
-        int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")
-    ] = 1,
-    max_length: Annotated[
-        int, typer.Option("--max-length", help="Longest sequence in tokens.")
-    ] = 512,
-    too_long: Annotated[
-        str,
-        typer.Option(
-            "--too-long", help="Rows over --max-length: truncate or drop (always reported)."
-        ),
-    ] = "truncate",
-    packing: Annotated[
-        bool,
-        typer.Option("--packing", help="Pack short rows into --max-length sequences (no padding)."),
-    ] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[
-        float, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / r).")
-    ] = 32.0,
-    lora_dropout: Annotated[
-        float, typer.Option("--lora-dropout", help="Dropout on the LoRA input.")
-    ] = 0.0,
-    lora_targets: Annotated[
-        str, typer.Option("--lora-targets", help="all, attention, qv, mlp or a list like q,v,down.")
-    ] = "all",
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed for data order and LoRA initialisation.")
-    ] = 0,
-    template: Annotated[
-        str | None,
-        typer.Option(
-            "--template", help="Chat template (built-in name or file) for a base without one."
-        ),
+        str | None, typer.Option("--out", "-o", help=help_of(FinetuneConfig, "out"))
     ] = None,
     export: Annotated[
         str | None,
         typer.Option(
             "--export",
-            help="Comma list of adapter, f16, q8_0, f32, hf (default: the adapter for LoRA, "
-            "one Q8_0 GGUF for full; hf for a base GGUF export does not support).",
+            help="Comma list of adapter, f16, q8_0, f32, hf, and gguf (quantized to --quant "
+            "by llama.cpp). Default: the adapter for LoRA, one Q8_0 GGUF for full, gguf when "
+            "--quant is given; hf for a base GGUF export does not support.",
         ),
     ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace store models with the same names.")
-    ] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")
-    ] = None,
-    gradient_checkpointing: Annotated[
-        bool, typer.Option("--gradient-checkpointing", help="Recompute activations to save memory.")
-    ] = False,
-    checkpoint_every: Annotated[
-        int,
-        typer.Option(
-            "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."
-        ),
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-    ] = False,
-    run_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--run-dir", help="Metrics, loss plot and checkpoints (default: LLMKIT_HOME/runs/OUT)."
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for training.")
-    ] = None,
-    allow_pickle: Annotated[
-        bool,
-        typer.Option(
-            "--allow-pickle",
-            help="Accept a base model whose only weights are pickles (loading them can run code).",
-        ),
-    ] = False,
+    *,
     log_every: Annotated[
         int,
         typer.Option(
@@ -136,33 +39,24 @@ def finetune(
             callback=at_least("--log-every", 1, "step"),
         ),
     ] = 10,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", help="Show the libraries' own progress bars and warnings."),
-    ] = False,
     show_masks: Annotated[
         int,
         typer.Option(
-            "--show-masks", help="Print N rows with the trained tokens highlighted, then stop."
+            "--show-masks",
+            help="Print N rows with the trained tokens highlighted, then stop.",
+            callback=at_least("--show-masks", 0, "rows"),
         ),
     ] = 0,
+    **settings: Any,
 ) -> None:
-    """Fine-tune BASE on your conversations (LoRA or full) and export the result into the store."""
-    from llmkit.train.config import FinetuneConfig
+    """Fine-tune BASE on your conversations (LoRA or full) and export the result into the store.
 
+    Options from --data to --verbose are llmkit.train.FinetuneConfig's, with its defaults.
+    """
     if out is None and not show_masks:
         raise InvalidParameterError("Name the result with --out NAME.")
-    config = FinetuneConfig(
-        base=base, data=data, out=out or "preview", eval_data=eval_data, eval_split=eval_split,
-        method=method, epochs=epochs, max_steps=max_steps, lr=lr, warmup_steps=warmup_steps,
-        batch_size=batch_size, grad_accum=grad_accum, max_length=max_length, too_long=too_long,
-        packing=packing, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-        lora_targets=lora_targets, seed=seed, template=template,
-        exports=tuple(part.strip() for part in export.split(",") if part.strip()) if export else (),
-        force=force, device=device, gradient_checkpointing=gradient_checkpointing,
-        checkpoint_every=checkpoint_every, resume=resume, run_dir=run_dir, threads=threads,
-        allow_pickle=allow_pickle, verbose=verbose,
-    )  # fmt: skip
+    exports = tuple(part.strip() for part in export.split(",") if part.strip()) if export else ()
+    config = FinetuneConfig(base=base, out=out or "preview", exports=exports, **settings)
     if show_masks:
         _show_masks(config, show_masks)
         return
@@ -213,7 +107,7 @@ def _run(config: Any, log_every: int) -> None:
         else:
             result = run_finetune(config)  # rank 0 speaks for every process
     if main:
-        _report(result, config.base)
+        _report(result, config)
 
 
 def _status(metrics: Any) -> str:
@@ -284,6 +178,7 @@ EXPORT_DESCRIPTIONS = {
     "q8_0": "merged model, Q8_0 GGUF",
     "f32": "merged model, F32 GGUF",
     "hf": "merged model, Hugging Face folder",
+    "gguf": "merged model, {quant} GGUF",
 }
 
 
@@ -296,7 +191,7 @@ def run_command(kind: str, name: str) -> str:
     return shlex.join(["llmkit", "run", name, *engine, EXAMPLE_PROMPT])
 
 
-def _report(result: Any, base: str) -> None:
+def _report(result: Any, config: FinetuneConfig) -> None:
     from rich.table import Table
 
     from llmkit.store.store import ModelStore
@@ -330,7 +225,7 @@ def _report(result: Any, base: str) -> None:
         say(
             "  [bold]{}[/]  {}, {}  →  {}",
             name,
-            EXPORT_DESCRIPTIONS[kind].format(base=base),
+            EXPORT_DESCRIPTIONS[kind].format(base=config.base, quant=config.gguf_quant),
             human_size(store.resolve(name).size_bytes),
             run_command(kind, name),
         )

@@ -9,6 +9,7 @@ import typer
 
 from llmkit.cli import options as opt
 from llmkit.cli.output import escape, print_json, print_table, print_text, say
+from llmkit.errors import InvalidParameterError
 
 NoLog = Annotated[
     bool, typer.Option("--no-log", help="Do not keep this exchange in `llmkit logs`.")
@@ -140,22 +141,50 @@ def show(
     say("[dim]{}{}, finish: {}[/]", tokens, seconds, exchange.finish_reason or "-")
 
 
-@logs_app.command("rm")
+def _exchange_ids(ids: list[int] | None) -> list[int] | None:
+    # Ids count up from 1; a negative number is no id (and no "last N" either: say so at once).
+    wrong = [value for value in ids or () if value < 1]
+    if wrong:
+        raise InvalidParameterError(
+            f"{wrong[0]} is not an exchange id: ids are the numbers `llmkit logs` lists, from 1 "
+            "(`llmkit logs rm --all` deletes every exchange)."
+        )
+    return ids
+
+
+# A negative number reaches the id check below instead of reading as an unknown option.
+@logs_app.command("rm", context_settings={"ignore_unknown_options": True})
 def remove(
     exchange_ids: Annotated[
-        list[int] | None, typer.Argument(help="Ids from `llmkit logs` to delete.")
+        list[int] | None,
+        typer.Argument(help="Ids from `llmkit logs` to delete.", callback=_exchange_ids),
     ] = None,
     everything: Annotated[
         bool, typer.Option("--all", help="Delete every logged exchange.")
     ] = False,
 ) -> None:
     """Delete logged exchanges."""
+    from llmkit.errors import LlmkitError
     from llmkit.store.history import History
 
     if not exchange_ids and not everything:
-        raise typer.BadParameter("name the ids to delete, or --all", param_hint="IDS")
-    gone = History().remove(exchange_ids or (), everything=everything)
-    say("Deleted {} exchange{}.", gone, "" if gone == 1 else "s")
+        raise InvalidParameterError(
+            "Name the ids to delete (from `llmkit logs`), or pass --all to delete every exchange."
+        )
+    history = History()
+    missing = []
+    for exchange_id in () if everything else dict.fromkeys(exchange_ids or ()):
+        try:
+            history.get(exchange_id)
+        except LlmkitError:
+            missing.append(exchange_id)
+    if missing and len(missing) == len(set(exchange_ids or ())):
+        raise InvalidParameterError(
+            f"There is no logged exchange {', '.join(map(str, missing))}; see `llmkit logs`."
+        )
+    gone = history.remove(exchange_ids or (), everything=everything)
+    absent = f" (there is no logged exchange {', '.join(map(str, missing))})" if missing else ""
+    say("Deleted {} exchange{}{}.", gone, "" if gone == 1 else "s", absent)
 
 
 @logs_app.command("on")

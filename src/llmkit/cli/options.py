@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from llmkit.engines import ENGINE_NAMES
 from llmkit.errors import InvalidParameterError
+from llmkit.settings import Option, option_of
 
 if TYPE_CHECKING:
     from llmkit.model import Model
@@ -27,6 +31,77 @@ def default_of(config: type, name: str) -> Any:
                 raise TypeError(f"{config.__name__}.{name} has no plain default")
             return setting.default
     raise TypeError(f"{config.__name__} has no field {name!r}")
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def settings_options(config: type, *, skip: Collection[str] = ()) -> Callable[[Command], Command]:
+    """Give a command one option per field of the settings dataclass `config` that declares one
+    (`llmkit.settings.setting`): flag, type, default, help and range check all come from the
+    field, so none of them is written twice. The command takes them as `**settings`, ready for
+    `config(**settings)`; its own positional-or-keyword parameters are listed before them in
+    `--help`, its keyword-only ones after. Fields in `skip`, or that the command names itself,
+    are left to the command.
+    """
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        taken = {p.name for p in own} | set(skip)
+        hints = typing.get_type_hints(config)
+        derived = [
+            inspect.Parameter(
+                field.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=(
+                    inspect.Parameter.empty
+                    if field.default is dataclasses.MISSING
+                    else field.default
+                ),
+                annotation=Annotated[hints[field.name], _typer_option(field.name, option)],
+            )
+            for field in dataclasses.fields(config)
+            if (option := option_of(field)) is not None and field.name not in taken
+        ]
+        names = {p.name for p in derived}
+        first = [p for p in own if p.kind is not p.KEYWORD_ONLY]
+        last = [p for p in own if p.kind is p.KEYWORD_ONLY]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in first]
+        params += derived + last
+
+        @functools.wraps(command)
+        def run(**values: Any) -> Any:
+            settings = {name: values.pop(name) for name in names}
+            return command(**values, **settings)
+
+        # Typer reads the options from the signature; the annotations of the derived ones are
+        # real objects here, so nothing has to be resolved from the command's own module.
+        run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        run.__annotations__ = {}
+        return typing.cast(Command, run)
+
+    return decorate
+
+
+def _typer_option(name: str, option: Option) -> Any:
+    flag = option.flag_of(name)
+    return typer.Option(
+        *(option.flags or (f"--{name.replace('_', '-')}",)),
+        help=option.help,
+        envvar=option.envvar,
+        show_envvar=option.envvar is not None,
+        callback=(lambda value: option.check(flag, value)) if option.bounded else None,
+    )
+
+
+def help_of(config: type, name: str) -> str:
+    """The help text a settings field declares, for a command that offers it its own way."""
+    for setting in dataclasses.fields(config):
+        option = option_of(setting)
+        if setting.name == name and option is not None:
+            return option.help
+    raise TypeError(f"{config.__name__}.{name} declares no option")
 
 
 def at_least(flag: str, minimum: int, unit: str = "") -> Callable[[int | None], int | None]:

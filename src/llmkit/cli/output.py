@@ -59,6 +59,13 @@ def print_error(error: object) -> None:
     error_console.print(f"[bold red]Error:[/] {escape(error)}")
 
 
+def print_usage_error(message: str, command: str | None) -> None:
+    """A mistyped command line: the error as one line, then where to read the options."""
+    print_error(message)
+    if command:
+        error_console.print(f"Try '{command} --help'.", markup=False, highlight=False)
+
+
 def print_json(data: Any) -> None:
     """JSON for scripts on stdout, exactly (indented, UTF-8 kept as text)."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -13,15 +13,26 @@ def select(weights: np.ndarray, layer: int | None, head: int | None) -> np.ndarr
     """The (tokens, tokens) map for a layer and head; the mean over heads when head is None,
     and over the last layer when layer is None (negative layers count from the end)."""
     layers, heads = weights.shape[:2]
-    index = layers - 1 if layer is None else layer
-    if not -layers <= index < layers:
-        raise InvalidParameterError(f"--layer must be between 0 and {layers - 1} (got {layer}).")
-    chosen = weights[index]
-    if head is None:
-        return chosen.mean(axis=0)
-    if not 0 <= head < heads:
-        raise InvalidParameterError(f"--head must be between 0 and {heads - 1} (got {head}).")
-    return chosen[head]
+    check_indices(layers, heads, layer, head)
+    chosen = weights[layers - 1 if layer is None else layer]
+    return chosen.mean(axis=0) if head is None else chosen[head]
+
+
+def check_indices(
+    layers: int | None, heads: int | None, layer: int | None, head: int | None
+) -> None:
+    """Refuse a layer or head the model does not have (a count of None is not checked), so the
+    CLI can ask before loading the model, from the counts its ModelInfo records."""
+    if layer is not None and layers is not None and not -layers <= layer < layers:
+        raise InvalidParameterError(
+            f"--layer must be between 0 and {layers - 1}, or -1 for the last (got {layer}): "
+            f"the model has {layers} layers."
+        )
+    if head is not None and heads is not None and not 0 <= head < heads:
+        raise InvalidParameterError(
+            f"--head must be between 0 and {heads - 1} (got {head}): the model has {heads} "
+            "attention heads per layer."
+        )
 
 
 def strongest(

@@ -111,7 +111,11 @@ class AnswerBuilder:
             if not self.params.ignore_eos:
                 self.finish_reason, self.stopped_by = "stop", marker
                 return None
-            chunk = GenerationChunk(self.matcher.flush(), token, would_stop_at=marker)
+            # Text held back as the start of a stop string is part of the answer after all.
+            released = self.matcher.flush()
+            if released:
+                self.pieces.append(released)
+            chunk = GenerationChunk(released, token, would_stop_at=marker)
             self.matcher = StopMatcher(self.params.stop)
         else:
             shown = self.matcher.feed(self.decoder.feed(self.token_bytes(token)))
@@ -126,10 +130,14 @@ class AnswerBuilder:
         return chunk
 
     def finish(self, reason: str | None = None) -> GenerationChunk:
-        """The last chunk: releases held-back text unless a stop ended the answer."""
+        """The last chunk: releases held-back text unless a stop string ended the answer.
+
+        Text held back because it might begin a stop string belongs to the answer whenever no
+        stop string completed: at a stop token, at the length limit, or on cancellation.
+        """
         self.finish_reason = reason or self.finish_reason or "length"
         tail = ""
-        if self.finish_reason != "stop":
+        if not self.matcher.stopped:
             tail = self.matcher.feed(self.decoder.flush()) + self.matcher.flush()
         if tail:
             self.pieces.append(tail)

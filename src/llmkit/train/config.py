@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 
 from llmkit.errors import InvalidParameterError
+from llmkit.settings import check_settings, setting
 from llmkit.store.paths import validate_model_name
 
 METHODS = ("lora", "full")
-EXPORT_KINDS = ("adapter", "f16", "q8_0", "hf", "f32")
+# "gguf" is the merged model quantized by llama.cpp's own quantizer to --quant (`llmkit quantize`).
+EXPORT_KINDS = ("adapter", "f16", "q8_0", "hf", "f32", "gguf")
 EXPORT_SUFFIXES = {"adapter": "adapter", "f16": "f16", "q8_0": "q8", "hf": "hf", "f32": "f32"}
+DEFAULT_QUANT = "Q4_K_M"  # llama.cpp's usual choice of size against quality
 
 
-def default_exports(method: str, gguf_base: bool) -> tuple[str, ...]:
+def default_exports(method: str, gguf_base: bool, quant: str | None = None) -> tuple[str, ...]:
     """What a run exports when --export is not given: one entry, the smallest that runs.
 
     LoRA gives the adapter (a few MB, applied by llama.cpp over the unchanged base file); full
     fine-tuning gives one Q8_0 GGUF (half the size of F16, at a quality llama.cpp measures as
-    nearly lossless). A base that GGUF export does not support gives the merged HF folder.
+    nearly lossless); --quant alone asks for that GGUF in its format. A base that GGUF export
+    does not support gives the merged HF folder.
     """
+    if quant:  # refused later, in one sentence, for a base GGUF export does not support
+        return ("gguf",)
     if not gguf_base:
         return ("hf",)
     return ("adapter",) if method == "lora" else ("q8_0",)
@@ -33,85 +38,77 @@ class FinetuneConfig:
     """What `llmkit finetune` was asked to do. Sizes are per process; see `global_batch`."""
 
     base: str
-    data: str
-    out: str
-    eval_data: str | None = None
-    eval_split: float | None = None
-    method: str = "lora"
-    epochs: int = 1
-    max_steps: int | None = None  # overrides epochs when given
-    lr: float = 2e-4
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    batch_size: int = 4  # sequences per micro-batch, per process
-    grad_accum: int = 1
-    max_length: int = 512
-    too_long: str = "truncate"  # or "drop"
-    packing: bool = False
-    lora_r: int = 16
-    lora_alpha: float = 32.0
-    lora_dropout: float = 0.0
-    lora_targets: str = "all"
-    seed: int = 0
-    template: str | None = None  # a built-in name or template text, for bases without one
+    data: str = setting(
+        flags=("--data", "-d"),
+        help="Training data, JSONL (messages, prompt/completion or text rows).",
+    )
+    out: str = setting(
+        flags=("--out", "-o"),
+        help="Store name of the result (with several exports, the others get -f16, -q8, -hf, "
+        "-q4_k_m...).",
+    )
+    eval_data: str | None = setting(None, flags=("--eval",), help="Evaluation data, JSONL.")
+    eval_split: float | None = setting(
+        None, help="Hold out this fraction of --data for evaluation.", above=0, below=1
+    )
+    method: str = setting("lora", help="lora (LoRA adapters) or full.", choices=METHODS)
+    epochs: int = setting(1, help="Passes over the data.", minimum=1, unit="epoch")
+    max_steps: int | None = setting(
+        None, help="Stop after this many optimizer steps (overrides --epochs).", minimum=1,
+        unit="step",
+    )  # fmt: skip
+    lr: float = setting(2e-4, help="Peak learning rate (linear decay to 0).", above=0, below=1)
+    warmup_steps: int = setting(0, help="Steps of linear warm-up.", minimum=0)
+    weight_decay: float = setting(0.0, help="AdamW weight decay.", minimum=0)
+    batch_size: int = setting(
+        4, flags=("--batch-size", "-b"), help="Sequences per micro-batch (per process).",
+        minimum=1, unit="sequence",
+    )  # fmt: skip
+    grad_accum: int = setting(1, help="Micro-batches per optimizer step.", minimum=1)
+    max_length: int = setting(512, help="Longest sequence in tokens.", minimum=8, unit="tokens")
+    too_long: str = setting(
+        "truncate", help="Rows over --max-length: truncate or drop (always reported).",
+        choices=("truncate", "drop"),
+    )  # fmt: skip
+    packing: bool = setting(False, help="Pack short rows into --max-length sequences (no padding).")
+    lora_r: int = setting(16, help="LoRA rank.", minimum=1)
+    lora_alpha: float = setting(32.0, help="LoRA alpha (scale = alpha / r).", above=0)
+    lora_dropout: float = setting(0.0, help="Dropout on the LoRA input.", minimum=0, below=1)
+    lora_targets: str = setting("all", help="all, attention, qv, mlp or a list like q,v,down.")
+    seed: int = setting(0, help="Seed for data order and LoRA initialisation.")
+    template: str | None = setting(
+        None, help="Chat template (built-in name or file) for a base without one."
+    )  # a built-in name or template text
     exports: tuple[str, ...] = ()  # empty: default_exports(), chosen once the base is known
-    force: bool = False
-    device: str | None = None  # "cpu", "cuda", or None for automatic
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 0  # steps; 0 saves no checkpoints
-    resume: bool = False
-    run_dir: str | None = None  # metrics, plot and checkpoints; default LLMKIT_HOME/runs/<out>
-    threads: int | None = None
-    allow_pickle: bool = False  # accept an HF base whose only weights are pickles
-    verbose: bool = False  # let transformers, peft and torch print their progress bars and warnings
+    quant: str | None = setting(
+        None,
+        help="The format of --export gguf, by llama.cpp's quantizer: Q4_K_M (default), Q5_K_M, "
+        "Q6_K, Q8_0, Q4_0, ... (as `llmkit quantize --to`); alone, it asks for that export.",
+    )
+    force: bool = setting(False, help="Replace store models with the same names.")
+    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when present).")
+    gradient_checkpointing: bool = setting(False, help="Recompute activations to save memory.")
+    checkpoint_every: int = setting(
+        0, help="Save a resumable checkpoint every N steps (0: never).", minimum=0
+    )
+    resume: bool = setting(False, help="Continue from the run's last checkpoint.")
+    run_dir: str | None = setting(
+        None, help="Metrics, loss plot and checkpoints (default: LLMKIT_HOME/runs/OUT)."
+    )
+    threads: int | None = setting(None, help="CPU threads for training.", minimum=1, unit="thread")
+    allow_pickle: bool = setting(
+        False,
+        help="Accept a base model whose only weights are pickles (loading them can run code).",
+    )
+    verbose: bool = setting(False, help="Show the libraries' own progress bars and warnings.")
     extra: dict[str, str] = field(default_factory=dict)
 
     def validated(self) -> FinetuneConfig:
         """Raise InvalidParameterError (one sentence) for any impossible setting."""
         validate_model_name(self.out)
-        if self.method not in METHODS:
-            raise InvalidParameterError(
-                f"--method must be one of {', '.join(METHODS)}, not {self.method!r}."
-            )
-        positive = {
-            "--epochs": self.epochs,
-            "--batch-size": self.batch_size,
-            "--grad-accum": self.grad_accum,
-            "--lora-r": self.lora_r,
-        }
-        for option, value in positive.items():
-            if value < 1:
-                raise InvalidParameterError(f"{option} must be at least 1, not {value}.")
-        if self.max_length < 8:
-            raise InvalidParameterError(
-                f"--max-length must be at least 8 tokens, not {self.max_length}."
-            )
-        if self.threads is not None and self.threads < 1:
-            raise InvalidParameterError(f"--threads must be at least 1, not {self.threads}.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise InvalidParameterError(f"--max-steps must be at least 1, not {self.max_steps}.")
-        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
-            raise InvalidParameterError(f"--lr must be between 0 and 1, not {self.lr}.")
-        if not (math.isfinite(self.lora_alpha) and self.lora_alpha > 0):
-            raise InvalidParameterError(f"--lora-alpha must be positive, not {self.lora_alpha}.")
-        if not 0 <= self.lora_dropout < 1:
-            raise InvalidParameterError(
-                f"--lora-dropout must be in [0, 1), not {self.lora_dropout}."
-            )
-        if self.warmup_steps < 0 or self.checkpoint_every < 0 or self.weight_decay < 0:
-            raise InvalidParameterError(
-                "--warmup-steps, --checkpoint-every and --weight-decay cannot be negative."
-            )
-        if self.too_long not in ("truncate", "drop"):
-            raise InvalidParameterError(
-                f"--too-long must be 'truncate' or 'drop', not {self.too_long!r}."
-            )
+        check_settings(self)  # every range and choice declared with the fields above
         if self.eval_data and self.eval_split:
             raise InvalidParameterError("Give either --eval or --eval-split, not both.")
-        if self.eval_split is not None and not 0 < self.eval_split < 1:
-            raise InvalidParameterError(
-                f"--eval-split must be between 0 and 1, not {self.eval_split}."
-            )
         if self.device not in (None, "cpu", "cuda") and not re.fullmatch(
             r"cuda:\d+", str(self.device)
         ):
@@ -126,6 +123,15 @@ class FinetuneConfig:
             )
         if "adapter" in exports and self.method != "lora":
             raise InvalidParameterError("Only --method lora produces an adapter to export.")
+        if self.quant is not None:
+            from llmkit.engines.llamacpp_quantize import check_format
+
+            self.quant = check_format(self.quant)
+            if exports and "gguf" not in exports:
+                raise InvalidParameterError(
+                    "--quant sets the format of --export gguf; add gguf to --export "
+                    f"(e.g. --export {','.join((*exports, 'gguf'))})."
+                )
         if self.method == "lora":
             from llmkit.plan.memory import lora_modules
 
@@ -143,8 +149,16 @@ class FinetuneConfig:
         """Store name per export: the first export gets --out itself, the others a suffix."""
         names = {}
         for index, kind in enumerate(self.exports):
-            names[kind] = self.out if index == 0 else f"{self.out}-{EXPORT_SUFFIXES[kind]}"
+            names[kind] = self.out if index == 0 else f"{self.out}-{self.export_suffix(kind)}"
         return names
+
+    @property
+    def gguf_quant(self) -> str:
+        """The format of the quantized GGUF export."""
+        return self.quant or DEFAULT_QUANT
+
+    def export_suffix(self, kind: str) -> str:
+        return self.gguf_quant.lower() if kind == "gguf" else EXPORT_SUFFIXES[kind]
 
     def fingerprint(self) -> str:
         """What must match for --resume to continue a run (not the step count or output options)."""
@@ -153,6 +167,7 @@ class FinetuneConfig:
             "resume",
             "force",
             "exports",
+            "quant",
             "run_dir",
             "threads",
             "extra",

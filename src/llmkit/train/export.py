@@ -1,4 +1,5 @@
-"""Put a fine-tuned model into the store: LoRA adapter, merged GGUF (F16/Q8_0) and merged HF folder.
+"""Put a fine-tuned model into the store: LoRA adapter, merged GGUF (F16/Q8_0, or any format of
+llama.cpp's quantizer) and merged HF folder.
 
 Every file is written into a staging folder first; only when all of them are complete are they
 moved into the store, each with one rename, so a failure leaves nothing half-written behind.
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from llmkit.engines.llamacpp_quantize import quantize
 from llmkit.store.gguf_meta import read_gguf_header
 from llmkit.store.locking import OWNER_FILE
 from llmkit.store.paths import model_directory
@@ -23,6 +25,27 @@ from llmkit.train.gguf_export import write_lora_gguf, write_merged_gguf
 from llmkit.train.prepare import PreparedRun, check_export_names
 
 GGUF_TYPES = {"f16": "F16", "q8_0": "Q8_0", "f32": "F32"}
+
+
+# A base's weight format (ModelInfo.quantization: a GGUF type, or an HF folder's torch_dtype)
+# -> the torch dtype of its Hugging Face export.
+HF_DTYPES = {
+    "F32": "float32", "float32": "float32", "F16": "float16", "float16": "float16",
+    "BF16": "bfloat16", "bfloat16": "bfloat16",
+}  # fmt: skip
+
+
+def hf_dtype(manifest: ModelManifest) -> Any:
+    """The torch dtype a merged HF export is saved in: the base's own float type; float16 for a
+    quantized GGUF (whose scales llama.cpp stores in F16); float32 when the base says nothing."""
+    import torch
+
+    quantization = manifest.info.quantization or ""
+    if quantization in HF_DTYPES:
+        name = HF_DTYPES[quantization]
+    else:
+        name = "float16" if manifest.format == "gguf" and quantization else "float32"
+    return getattr(torch, name)
 
 
 def lora_matrices(model: Any) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -83,6 +106,11 @@ def forget_gguf_origin(model: Any) -> None:
         quantizer.remove_quantization_config(model)
 
 
+def _gguf_file(names: dict[str, str], kind: str) -> str:
+    # The F16 file the quantizer starts from, when F16 itself is not exported, is named apart.
+    return f"{names[kind]}.gguf" if kind in names else f"{names['gguf']}.f16.gguf"
+
+
 def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) -> dict[str, str]:
     """Write every requested export and move them into the store; return kind -> store name."""
     config, store = prepared.config, prepared.store
@@ -102,21 +130,38 @@ def export_run(prepared: PreparedRun, model: Any, log: Callable[[str], None]) ->
                 alpha=config.lora_alpha, heads=heads, kv_heads=kv_heads,
             )  # fmt: skip
         merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        # The quantized export starts from an F16 file, as llama.cpp's own converter gives it.
         wanted_gguf = [kind for kind in names if kind in GGUF_TYPES]
+        if "gguf" in names and "f16" not in names:
+            wanted_gguf.append("f16")
         if wanted_gguf:
             state = {k: v.detach().float().cpu().numpy() for k, v in merged.state_dict().items()}
             for kind in wanted_gguf:
                 log(f"Writing the merged model as {GGUF_TYPES[kind]} GGUF…")
                 staged[kind] = write_merged_gguf(
-                    base_gguf, state, staging / f"{names[kind]}.gguf",
+                    base_gguf, state, staging / _gguf_file(names, kind),
                     tensor_type=GGUF_TYPES[kind], heads=heads, kv_heads=kv_heads,
-                    chat_template=template if config.template else None, name=names[kind],
+                    chat_template=template if config.template else None,
+                    name=names.get(kind, names.get("gguf")),
                 )  # fmt: skip
+            parameters = sum(int(values.size) for values in state.values())
             del state
+            if "gguf" in names:
+                log(f"Quantizing the merged model to {config.gguf_quant} (llama.cpp)…")
+                source = staged["f16"] if "f16" in names else staged.pop("f16")
+                staged["gguf"] = quantize(
+                    source, staging / f"{names['gguf']}.gguf", config.gguf_quant,
+                    parameters=parameters, threads=config.threads,
+                )  # fmt: skip
+                if "f16" not in names:
+                    source.unlink()
         if "hf" in names:
             log("Writing the merged model as Hugging Face safetensors…")
             folder = staging / "hf"
             forget_gguf_origin(merged)
+            # Training ran in float32 (on a CPU) or bfloat16; the export keeps the base's own
+            # precision, so it is no larger than the model it came from.
+            merged.to(hf_dtype(prepared.manifest))
             merged.save_pretrained(folder, safe_serialization=True)
             if template is not None:
                 prepared.tokenizer.chat_template = template

@@ -155,7 +155,7 @@ def prepare_run(
         )
     architecture = manifest.info.architecture
     gguf_base = manifest.format == "gguf" and architecture in GGUF_EXPORT_ARCHITECTURES
-    config.exports = config.exports or default_exports(config.method, gguf_base)
+    config.exports = config.exports or default_exports(config.method, gguf_base, config.quant)
     if not gguf_base and any(kind != "hf" for kind in config.exports):
         raise InvalidParameterError(
             f"GGUF export supports {', '.join(GGUF_EXPORT_ARCHITECTURES)} GGUF base models and "
