@@ -57,6 +57,8 @@ def test_logs_rm_refuses_ids_that_cannot_exist_and_counts_truly(fresh_home: Path
     assert "Deleted" not in negative.stdout
     after_dashes = run_cli("logs", "rm", "--", "-3")
     assert after_dashes.stderr == negative.stderr
+    shown = run_cli("logs", "show", "-3")
+    assert shown.returncode == 2 and shown.stderr == negative.stderr
     unknown = run_cli("logs", "rm", "999")
     assert unknown.returncode == 2
     assert unknown.stderr == "Error: There is no logged exchange 999; see `llmkit logs`.\n"

@@ -114,9 +114,30 @@ def logs(
     print_table(table)
 
 
-@logs_app.command("show")
+def _exchange_ids(ids: list[int] | None) -> list[int] | None:
+    # Ids count up from 1; a negative number is no id (and no "last N" either: say so at once).
+    wrong = [value for value in ids or () if value < 1]
+    if wrong:
+        raise InvalidParameterError(
+            f"{wrong[0]} is not an exchange id: ids are the numbers `llmkit logs` lists, from 1."
+        )
+    return ids
+
+
+def _exchange_id(value: int) -> int:
+    _exchange_ids([value])
+    return value
+
+
+# A negative number reaches the id check instead of reading as an unknown option.
+ACCEPT_NEGATIVE = {"ignore_unknown_options": True}
+
+
+@logs_app.command("show", context_settings=ACCEPT_NEGATIVE)
 def show(
-    exchange_id: Annotated[int, typer.Argument(help="The id from `llmkit logs`.")],
+    exchange_id: Annotated[
+        int, typer.Argument(help="The id from `llmkit logs`.", callback=_exchange_id)
+    ],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """One exchange in full: prompt, answer, parameters, tokens and timing."""
@@ -141,19 +162,7 @@ def show(
     say("[dim]{}{}, finish: {}[/]", tokens, seconds, exchange.finish_reason or "-")
 
 
-def _exchange_ids(ids: list[int] | None) -> list[int] | None:
-    # Ids count up from 1; a negative number is no id (and no "last N" either: say so at once).
-    wrong = [value for value in ids or () if value < 1]
-    if wrong:
-        raise InvalidParameterError(
-            f"{wrong[0]} is not an exchange id: ids are the numbers `llmkit logs` lists, from 1 "
-            "(`llmkit logs rm --all` deletes every exchange)."
-        )
-    return ids
-
-
-# A negative number reaches the id check below instead of reading as an unknown option.
-@logs_app.command("rm", context_settings={"ignore_unknown_options": True})
+@logs_app.command("rm", context_settings=ACCEPT_NEGATIVE)
 def remove(
     exchange_ids: Annotated[
         list[int] | None,
