@@ -201,8 +201,8 @@ def test_errors_come_back_as_openai_errors(client, server: Server) -> None:
         client.chat.completions.create(
             model="smollm2", messages=[{"role": "user", "content": "word " * 2000}]
         )
-    with pytest.raises(openai.BadRequestError, match="n=1"):
-        client.chat.completions.create(model="smollm2", messages=QUESTION, n=2)
+    with pytest.raises(openai.BadRequestError, match="between 1 and 2, not 3"):
+        client.chat.completions.create(model="smollm2", messages=QUESTION, n=3)
     with pytest.raises(openai.BadRequestError, match="schema"):
         client.chat.completions.create(
             model="smollm2", messages=QUESTION, response_format={"type": "json_schema"}

@@ -9,11 +9,15 @@ server can be tested exactly:
 
 - `script` is a list of ids, or a function from a request's prompt ids to its list of ids (so
   concurrent requests in a batch can answer differently). Past its end a script repeats its last id.
+  `seeded_script`, when given, is a function from a sampler's seed (None without one) to its ids
+  instead, so n choices of one prompt (seeds seed, seed+1, ...) can answer differently.
 - Text: `tokenize` turns each character into its code point; `token_bytes` gives `pieces[id]`, or
   the character with that code point, so prompts round-trip.
 - With a TokenConstraint, a sampler emits its scripted id when the constraint allows it, otherwise
   the lowest allowed id, and then advances the constraint.
-- Every context records its decode calls (`context.calls`) and cached tokens (`context.cached`).
+- Every context records its decode calls (`context.calls`), cached tokens (`context.cached`) and
+  sequence copies (`context.copies`, (source, target) pairs); the engine records every sampler's
+  parameters (`engine.sampler_params`).
   Set `engine.fail_decodes = n` to make the next n decode calls raise ContextOverflowError, and
   `engine.decode_delay` (seconds) to slow each decode down (for cancellation and queueing tests).
 """
@@ -59,6 +63,7 @@ class FakeContext:
         self.engine, self.sequences, self.sequence_length = engine, sequences, sequence_length
         self._cached: list[list[int]] = [[] for _ in range(sequences)]
         self.calls: list[list[BatchItem]] = []  # every decode call's items, in order
+        self.copies: list[tuple[int, int]] = []  # every copy_sequence call, in order
         self.outputs = 0  # output rows of the latest decode
         self.closed = False
 
@@ -92,6 +97,13 @@ class FakeContext:
     def keep_prefix(self, sequence: int, length: int) -> None:
         del self._cached[sequence][length:]
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        for sequence in (source, target):
+            if not 0 <= sequence < self.sequences:
+                raise ValueError(f"There is no sequence {sequence}.")
+        self.copies.append((source, target))
+        self._cached[target] = list(self._cached[source])
+
     def logits(self, output: int = -1) -> np.ndarray:
         if not -self.outputs <= output < self.outputs:
             raise IndexError(f"There is no output row {output} in the latest decode.")
@@ -103,8 +115,13 @@ class FakeContext:
         history: Sequence[int],
         constraint: TokenConstraint | None = None,
     ) -> ScriptedSampler:
-        script = self.engine.script
-        ids = script(list(history)) if callable(script) else script
+        engine = self.engine
+        engine.sampler_params.append(params)
+        script = engine.script
+        if engine.seeded_script is not None:
+            ids = engine.seeded_script(params.seed)
+        else:
+            ids = script(list(history)) if callable(script) else script
         return ScriptedSampler(self, ids, constraint)
 
     def close(self) -> None:
@@ -125,9 +142,12 @@ class FakeEngine:
         end_of_generation: Collection[int] = (),
         vocab_size: int = 256,
         embedding_size: int = 8,
+        seeded_script: Callable[[int | None], Sequence[int]] | None = None,
     ) -> None:
         self.pieces = pieces
         self.script = script
+        self.seeded_script = seeded_script
+        self.sampler_params: list[SamplingParams] = []
         self.context_length = context_length
         self.embedding_size = embedding_size
         self.fail_decodes = 0

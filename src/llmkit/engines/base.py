@@ -132,6 +132,12 @@ class Context(Protocol):
         """Forget every cached token of the sequence from position `length` on (0 clears it)."""
         ...
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        """Make `target` hold what `source` holds (its own cache is dropped first), so both
+        can go on from there: n choices of one prompt read it once and fork. Takes effect by
+        the next decode call, which may carry both sequences."""
+        ...
+
     def logits(self, output: int = -1) -> np.ndarray:
         """The float32 logits of one output row of the latest decode (a view: copy to keep)."""
         ...

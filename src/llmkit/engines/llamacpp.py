@@ -197,6 +197,18 @@ class LlamaCppContext:
             self.llama.llama_memory_seq_rm(self.memory, sequence, length, -1)
         del self._tokens[sequence][length:]
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        for sequence in (source, target):
+            if not 0 <= sequence < self.sequences:
+                raise InvalidParameterError(f"This context has no sequence {sequence}.")
+        if source == target:
+            return
+        # Each sequence has a stream of its own (kv_unified is off), so llama.cpp copies the
+        # whole stream's buffers, which it allows only for the full range (-1, -1). The copy is
+        # queued and done at the start of the next llama_decode, before that batch is read.
+        self.llama.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+        self._tokens[target] = list(self._tokens[source])
+
     # ---- outputs -----------------------------------------------------------------------
     def logits(self, output: int = -1) -> np.ndarray:
         index = output if output < 0 else self.batch_index(output)

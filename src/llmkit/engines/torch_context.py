@@ -98,6 +98,18 @@ class TorchContext:
         self._stored[sequence] = [(k[:, :, :length], v[:, :, :length]) for k, v in stored]
         del self._tokens[sequence][length:]
 
+    def copy_sequence(self, source: int, target: int) -> None:
+        source, target = self._index(source), self._index(target)
+        if source == target:
+            return
+        self._unpack()
+        # The target shares the source's tensors rather than cloning them: a cache only ever
+        # grows by concatenation into new tensors (and is cut back by slicing), never in place,
+        # so neither sequence's later tokens can reach the other's keys and values.
+        stored = self._stored[source]
+        self._stored[target] = None if stored is None else list(stored)
+        self._tokens[target] = list(self._tokens[source])
+
     def logits(self, output: int = -1) -> np.ndarray:
         return self._logits[output]
 

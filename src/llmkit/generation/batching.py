@@ -4,6 +4,11 @@ One background thread owns a multi-sequence context of any engine. Each step it 
 requests into free slots, puts every running slot's next token (and chunks of new prompts) into one
 decode call and samples each slot from its own output row. A finished or cancelled request frees
 its slot at once. Results reach callers through thread-safe or asyncio-friendly handles.
+
+A request for n choices (`submit_choices`) takes n slots at once: one reads the prompt, its cache
+is copied to the others (`Context.copy_sequence`), and all n sample their first token from the
+prompt's last row, each with its own sampler (seeds seed, seed+1, ... when a seed is given), then
+decode side by side as independent sequences.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -24,7 +30,7 @@ from llmkit.engines.base import BatchItem, Context, Sampler, TokenConstraint, re
 from llmkit.errors import ContextOverflowError, InvalidParameterError, LlmkitError
 from llmkit.generation.logprobs import TokenLogprob, token_logprob, unscored
 from llmkit.generation.loop import AnswerBuilder, GenerationChunk, GenerationResult, Timing, Usage
-from llmkit.params import SamplingParams
+from llmkit.params import MAX_SEED, SamplingParams
 
 
 class QueueFullError(LlmkitError):
@@ -134,6 +140,9 @@ class _Slot:
         self.handle: RequestHandle | None = None
         self.sampler: Sampler | None = None
         self.constraint: TokenConstraint | None = None
+        # n choices of one prompt: the leader reads it; followers wait for a copy of its cache.
+        self.leader: _Slot | None = None
+        self.followers: list[_Slot] = []
 
     def start(
         self,
@@ -158,6 +167,16 @@ class _Slot:
         self.unsent = 0  # how many of them no chunk has carried yet
         self.prompt_logprobs: list[TokenLogprob] = []  # the prompt's tokens after the first
         self.prompt_rows: list[tuple[int, int]] = []  # (output row, the token it predicts)
+
+    def follow(self, leader: _Slot) -> None:
+        """Wait for `leader` to read the shared prompt; its cache is then copied here."""
+        self.leader, self.pending = leader, []
+        self.reused = len(leader.handle.request.prompt_ids) if leader.handle else 0
+        leader.followers.append(self)
+
+    def release(self) -> None:
+        self.handle = self.sampler = self.constraint = self.leader = None
+        self.followers = []
 
     @property
     def busy(self) -> bool:
@@ -197,7 +216,8 @@ class BatchScheduler:
         self.stop_token_ids = frozenset(model.stop_token_ids)
         self.slots = [_Slot(index) for index in range(parallel)]
         self.stats = SchedulerStats()
-        self._waiting: collections.deque[RequestHandle] = collections.deque()
+        # Each entry is one request: its choices' handles, admitted together.
+        self._waiting: collections.deque[list[RequestHandle]] = collections.deque()
         # A request taken off the queue but not yet in its slot (its grammar may be compiling)
         # still counts against the bound, or a burst could slip past it in that window.
         self._admitting = 0
@@ -221,6 +241,22 @@ class BatchScheduler:
 
     def submit(self, request: BatchRequest) -> RequestHandle:
         """Queue a request; raises QueueFullError past the bound, ContextOverflowError when too long."""
+        return self.submit_choices(request, 1)[0]
+
+    def submit_choices(self, request: BatchRequest, n: int) -> list[RequestHandle]:
+        """Queue one request for n independent answers to the same prompt, one handle each.
+
+        The prompt is read once and its cache copied to n slots. Choice i samples with
+        `seed + i` when the request has a seed, so a seeded request answers the same each time;
+        each handle can be cancelled on its own. Raises InvalidParameterError when n is not
+        1 to `parallel` (n slots must be free together), and what submit() raises.
+        """
+        if not 1 <= n <= self.parallel:
+            raise InvalidParameterError(
+                f"n must be between 1 and {self.parallel}, not {n}: the choices of one request "
+                f"are decoded side by side, and this server decodes at most {self.parallel} "
+                f"sequences at once (llmkit serve --parallel {self.parallel})."
+            )
         if not request.prompt_ids:
             raise ContextOverflowError("The prompt is empty; there is nothing to continue.")
         if self.room_for(request.prompt_ids) <= 0:
@@ -232,7 +268,7 @@ class BatchScheduler:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        handle = RequestHandle(request, loop)
+        handles = [RequestHandle(choice, loop) for choice in _choice_requests(request, n)]
         with self._wakeup:
             if self._closed:
                 raise SchedulerClosedError("The server is shutting down.")
@@ -242,10 +278,10 @@ class BatchScheduler:
                     f"All {self.parallel} slots are busy and {len(self._waiting)} requests are "
                     "waiting; try again shortly."
                 )
-            self._waiting.append(handle)
-            self.stats.requests_total += 1
+            self._waiting.append(handles)
+            self.stats.requests_total += n
             self._wakeup.notify()
-        return handle
+        return handles
 
     def close(self) -> None:
         """Stop the thread, fail what is still queued or running, and free the context."""
@@ -255,7 +291,8 @@ class BatchScheduler:
         self._thread.join(timeout=30)
         if self._thread.is_alive():
             return  # a decode is stuck; leaking the context beats freeing it under the engine's feet
-        for handle in [*self._waiting, *(slot.handle for slot in self.slots if slot.handle)]:
+        waiting = [handle for group in self._waiting for handle in group]
+        for handle in [*waiting, *(slot.handle for slot in self.slots if slot.handle)]:
             handle._push(SchedulerClosedError("The server shut down before the answer finished."))
         self._waiting.clear()
         if self.context is not None:
@@ -284,22 +321,28 @@ class BatchScheduler:
             if not free:
                 return
             with self._wakeup:
-                if not self._waiting:
+                # First come, first served: a request for more choices than there are free
+                # slots waits at the head, rather than being overtaken until it starves.
+                if not self._waiting or len(self._waiting[0]) > len(free):
                     return
-                handle = self._waiting.popleft()
+                group = self._waiting.popleft()
                 self._admitting += 1
             try:
-                self._start(handle, free)
+                self._start(group, free)
             finally:
                 with self._wakeup:
                     self._admitting -= 1
 
-    def _start(self, handle: RequestHandle, free: list[_Slot]) -> None:
-        """Put one request into the free slot that has most of its prompt cached."""
-        request = handle.request
-        if request.cancel.is_set():
-            self._finish_unstarted(handle, "cancelled")
+    def _start(self, group: list[RequestHandle], free: list[_Slot]) -> None:
+        """Put one request into the free slot that has most of its prompt cached; its other
+        choices into the free slots holding least, to follow it once it has read the prompt."""
+        for handle in group:
+            if handle.request.cancel.is_set():
+                self._finish_unstarted(handle, "cancelled")
+        group = [handle for handle in group if not handle.request.cancel.is_set()]
+        if not group:
             return
+        handle, request = group[0], group[0].request
         context = self.context
         assert context is not None
         room = self.room_for(request.prompt_ids)
@@ -311,27 +354,44 @@ class BatchScheduler:
         reused = reusable_prefix(context.cached(slot.seq_id), request.prompt_ids)
         if request.prompt_logprobs:
             reused = 0
-        try:
-            constraint = request.constraint() if request.constraint is not None else None
-            sampler = context.new_sampler(request.params, request.prompt_ids, constraint)
-        except LlmkitError as error:
-            handle._push(error)
-            return
-        except Exception as error:  # a faulty constraint must not stop the scheduler thread
-            handle._push(LlmkitError(f"The request could not start: {error}"))
-            return
-        context.keep_prefix(slot.seq_id, reused)
-        slot.start(
-            handle,
-            sampler,
-            constraint,
-            max_new,
-            self.engine.token_bytes,
-            self.stop_token_ids,
-            reused,
+        others = sorted(
+            (s for s in free if s is not slot), key=lambda s: len(context.cached(s.seq_id))
         )
+        slots = [slot, *others[: len(group) - 1]]
+        try:
+            made = [self._sampler_for(choice.request) for choice in group]
+        except LlmkitError as error:
+            for choice in group:
+                choice._push(error)
+            return
+        for index, (choice, each, (sampler, constraint)) in enumerate(zip(group, slots, made)):
+            each.start(
+                choice,
+                sampler,
+                constraint,
+                max_new,
+                self.engine.token_bytes,
+                self.stop_token_ids,
+                reused,
+            )
+            if index == 0:
+                context.keep_prefix(each.seq_id, reused)
+            else:
+                each.follow(slot)
         if request.prompt_logprobs and request.prompt_ids:
             slot.prompt_logprobs.append(unscored(request.prompt_ids[0], self.engine.token_bytes))
+
+    def _sampler_for(self, request: BatchRequest) -> tuple[Sampler, TokenConstraint | None]:
+        assert self.context is not None
+        try:
+            constraint = request.constraint() if request.constraint is not None else None
+            return self.context.new_sampler(
+                request.params, request.prompt_ids, constraint
+            ), constraint
+        except LlmkitError:
+            raise
+        except Exception as error:  # a faulty constraint must not stop the scheduler thread
+            raise LlmkitError(f"The request could not start: {error}") from error
 
     def _drop_cancelled(self) -> None:
         for slot in self.slots:
@@ -381,16 +441,51 @@ class BatchScheduler:
             if slot.prompt_rows:
                 self._score_prompt(slot, vocab)
         for slot in active:
+            if slot.followers and slot.output_row >= 0 and not slot.pending:
+                self._fork(slot)
+        rows_read: dict[int, np.ndarray] = {}  # choices of one prompt share its last row
+        for slot in active:
             if slot.output_row >= 0 and slot.sampler is not None:
                 top = slot.handle.request.logprobs if slot.handle is not None else None
                 # Read before sampling: a constraint masks the row in place.
-                row = None if top is None else np.array(context.logits(slot.output_row)[:vocab])
+                row = None
+                if top is not None:
+                    row = rows_read.get(slot.output_row)
+                    if row is None:
+                        row = np.array(context.logits(slot.output_row)[:vocab])
+                        rows_read[slot.output_row] = row
                 token = slot.sampler.sample(slot.output_row)
                 if row is not None and top is not None:
                     slot.logprobs.append(token_logprob(row, token, top, self.engine.token_bytes))
                 self._accept(slot, token)
                 generated += 1
         self.stats.recent_steps.append((time.perf_counter(), generated))
+
+    def _fork(self, leader: _Slot) -> None:
+        """The leader has read the prompt: its followers get its cache and its last row."""
+        assert self.context is not None
+        for follower in leader.followers:
+            self.context.copy_sequence(leader.seq_id, follower.seq_id)
+            follower.output_row, follower.leader = leader.output_row, None
+            follower.prompt_logprobs = list(leader.prompt_logprobs)
+        leader.followers = []
+
+    def _hand_over(self, leader: _Slot) -> None:
+        """A leader ends before it has read the prompt (cancelled): its first follower takes
+        over what it has read and the rest, and leads the others."""
+        assert self.context is not None
+        followers = leader.followers
+        # Cancelled ones end in this same pass; one that goes on should carry the prompt.
+        live = [f for f in followers if f.handle and not f.handle.request.cancel.is_set()]
+        heir = (live or followers)[0]
+        others = [f for f in followers if f is not heir]
+        self.context.copy_sequence(leader.seq_id, heir.seq_id)
+        heir.pending, heir.leader, heir.reused = list(leader.pending), None, leader.reused
+        heir.prompt_logprobs = list(leader.prompt_logprobs)
+        heir.followers = others
+        for follower in others:
+            follower.leader = heir
+        leader.followers = []
 
     def _accept(self, slot: _Slot, token: int) -> None:
         """Handle one sampled token: stop tokens, stop strings, UTF-8 pieces, limits, cancellation."""
@@ -425,6 +520,10 @@ class BatchScheduler:
     def _finish(self, slot: _Slot, reason: str) -> None:
         handle = slot.handle
         assert handle is not None
+        if slot.leader is not None:  # a follower that never started
+            slot.leader.followers.remove(slot)
+        if slot.followers:
+            self._hand_over(slot)
         answer = slot.answer
         last = answer.finish(reason)
         now = time.perf_counter()
@@ -448,7 +547,7 @@ class BatchScheduler:
         self.stats.requests_finished[reason] += 1
         # Free the slot before telling the caller, so a follow-up request finds it free. Its cache
         # stays, for a next request that begins the same way.
-        slot.handle = slot.sampler = slot.constraint = None
+        slot.release()
         handle._push(last)
 
     def _score_prompt(self, slot: _Slot, vocab: int) -> None:
@@ -487,7 +586,7 @@ class BatchScheduler:
         for slot in self.slots:
             handle = slot.handle
             if handle is not None:
-                slot.handle = slot.sampler = slot.constraint = None
+                slot.release()
                 self.stats.requests_finished["error"] += 1
                 handle._push(message)
         if self.context is not None:
@@ -499,3 +598,16 @@ class BatchScheduler:
         if context is not None and not self._thread.is_alive():
             context.close()
             self.context = None
+
+
+def _choice_requests(request: BatchRequest, n: int) -> list[BatchRequest]:
+    """The request once per choice: each its own cancel switch and, with a seed, seed + i."""
+    if n == 1:
+        return [request]
+    choices = []
+    for index in range(n):
+        params = request.params
+        if params.seed is not None:
+            params = dataclasses.replace(params, seed=(params.seed + index) % (MAX_SEED + 1))
+        choices.append(dataclasses.replace(request, params=params, cancel=threading.Event()))
+    return choices

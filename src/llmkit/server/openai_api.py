@@ -22,7 +22,7 @@ from llmkit.generation.loop import Usage
 from llmkit.server import service
 from llmkit.server.grammar import response_format_schema
 from llmkit.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
+from llmkit.server.service import Choices, Error, Final, GenerationRequest, TextDelta, ToolCalls
 
 router = APIRouter(prefix="/v1")
 FINGERPRINT = f"llmkit-{__version__}"
@@ -44,8 +44,6 @@ def openai_error(
 def _params(
     body: ChatCompletionRequest | CompletionRequest, max_tokens: int | None
 ) -> dict[str, Any]:
-    if body.n != 1:
-        raise InvalidParameterError("Only n=1 is supported.")
     return {
         "max_tokens": max_tokens,
         "temperature": body.temperature,
@@ -161,7 +159,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         tool_choice=body.tool_choice,
         logprobs=_chat_logprobs(body),
     )
-    run = await service.start(state, ask)
+    run = await service.start_choices(state, ask, body.n)
     ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
@@ -169,25 +167,28 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         return service.stream(
             state, run, lines, "text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    reply = await run.collect(request.is_disconnected)
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
-    if reply.calls:
-        message["tool_calls"] = _tool_calls_json(reply.calls)
+    replies = await run.collect(request.is_disconnected)
+    choices = []
+    for index, reply in enumerate(replies):
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if reply.calls:
+            message["tool_calls"] = _tool_calls_json(reply.calls)
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": _content_logprobs(reply.final.logprobs),
+                "finish_reason": _finish_reason(reply.final),
+            }
+        )
     return {
         "id": ident,
         "object": "chat.completion",
         "created": created,
         "model": run.model_name,
         "system_fingerprint": FINGERPRINT,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": _content_logprobs(reply.final.logprobs),
-                "finish_reason": _finish_reason(reply.final),
-            }
-        ],
-        "usage": _usage(reply.final.usage),
+        "choices": choices,
+        "usage": _usage(service.combined_usage([reply.final for reply in replies])),
     }
 
 
@@ -196,7 +197,7 @@ def _content_logprobs(entries: list[TokenLogprob] | None) -> dict[str, Any] | No
 
 
 async def _chat_stream(
-    run: Run, ident: str, created: int, include_usage: bool
+    run: Choices, ident: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     base = {
         "id": ident,
@@ -205,28 +206,36 @@ async def _chat_stream(
         "model": run.model_name,
     }
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, logprobs: Any = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+    def chunk(
+        index: int, delta: dict[str, Any], finish: str | None = None, logprobs: Any = None
+    ) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         return _sse({**base, "system_fingerprint": FINGERPRINT, "choices": [choice]})
 
     wanted = run.job.request.logprobs is not None
-    yield chunk({"role": "assistant", "content": ""})
-    async for event in run.events():
+    for index in range(len(run.runs)):
+        yield chunk(index, {"role": "assistant", "content": ""})
+    finals: list[Final] = []
+    async for index, event in run.events():
         if isinstance(event, TextDelta):
             logprobs = _content_logprobs(list(event.logprobs)) if wanted else None
-            yield chunk({"content": event.text}, logprobs=logprobs)
+            yield chunk(index, {"content": event.text}, logprobs=logprobs)
         elif isinstance(event, ToolCalls):
             calls = _tool_calls_json(event.calls)
-            yield chunk({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+            yield chunk(
+                index, {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+            )
             if event.content:
-                yield chunk({"content": event.content})
+                yield chunk(index, {"content": event.content})
         elif isinstance(event, Final):
-            yield chunk({}, _finish_reason(event))
-            if include_usage:
-                yield _sse({**base, "choices": [], "usage": _usage(event.usage)})
-            yield _sse("[DONE]")
+            yield chunk(index, {}, _finish_reason(event))
+            finals.append(event)
         elif isinstance(event, Error):
             yield _sse(openai_error(500, event.message, kind="server_error"))
+    if len(finals) == len(run.runs):  # every choice finished: the usage, then the end
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": _usage(service.combined_usage(finals))})
+        yield _sse("[DONE]")
 
 
 @router.post("/completions")
@@ -250,7 +259,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     )
     if ask.prompt_logprobs and body.stream:
         raise InvalidParameterError("echo with logprobs needs stream: false.")
-    run = await service.start(state, ask)
+    run = await service.start_choices(state, ask, body.n)
     ident, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     echo = prompts[0] if body.echo else ""
     base = {"id": ident, "object": "text_completion", "created": created, "model": run.model_name}
@@ -258,46 +267,59 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     wanted = ask.logprobs is not None
 
     def choice(
-        text: str, finish: str | None, entries: list[TokenLogprob] | None = None, offset: int = 0
+        index: int,
+        text: str,
+        finish: str | None,
+        entries: list[TokenLogprob] | None = None,
+        offset: int = 0,
     ) -> dict[str, Any]:
         logprobs = _legacy_logprobs(entries or [], offset) if wanted else None
-        return {"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}
+        return {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
 
     if body.stream:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[bytes]:
+            count = len(run.runs)
             if echo:
-                yield _sse({**base, "choices": [choice(echo, None)]})
-            offset = 0
-            async for event in run.events():
+                for index in range(count):
+                    yield _sse({**base, "choices": [choice(index, echo, None)]})
+            offsets = [0] * count
+            finals: list[Final] = []
+            async for index, event in run.events():
                 if isinstance(event, TextDelta):
                     entries = list(event.logprobs)
-                    yield _sse({**base, "choices": [choice(event.text, None, entries, offset)]})
-                    offset += len(event.text)
+                    piece = choice(index, event.text, None, entries, offsets[index])
+                    yield _sse({**base, "choices": [piece]})
+                    offsets[index] += len(event.text)
                 elif isinstance(event, Final):
-                    yield _sse({**base, "choices": [choice("", _finish_reason(event))]})
-                    if include_usage:
-                        yield _sse({**base, "choices": [], "usage": _usage(event.usage)})
-                    yield _sse("[DONE]")
+                    yield _sse({**base, "choices": [choice(index, "", _finish_reason(event))]})
+                    finals.append(event)
                 elif isinstance(event, Error):
                     yield _sse(openai_error(500, event.message, kind="server_error"))
+            if len(finals) == count:  # every choice finished: the usage, then the end
+                if include_usage:
+                    usage = _usage(service.combined_usage(finals))
+                    yield _sse({**base, "choices": [], "usage": usage})
+                yield _sse("[DONE]")
 
         return service.stream(
             state, run, events(), "text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    reply = await run.collect(request.is_disconnected)
+    replies = await run.collect(request.is_disconnected)
     return {
         **base,
         "system_fingerprint": FINGERPRINT,
         "choices": [
             choice(
+                index,
                 echo + (reply.content or ""),
                 _finish_reason(reply.final),
                 [*(reply.final.prompt_logprobs or []), *(reply.final.logprobs or [])],
             )
+            for index, reply in enumerate(replies)
         ],
-        "usage": _usage(reply.final.usage),
+        "usage": _usage(service.combined_usage([reply.final for reply in replies])),
     }
 
 
