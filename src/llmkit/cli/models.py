@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -324,7 +325,7 @@ def _import_from(
     found = importers.find_models(kind, folder)
     store = ModelStore()
     if list_only or json_output:
-        _print_found(kind, folder, found, store, json_output)
+        _print_found(source, kind, folder, found, store, json_output)
         return
     if name is not None and len(wanted) != 1:
         raise InvalidParameterError("--name renames one model: name exactly one to import.")
@@ -381,7 +382,7 @@ def _found_summary(model, status: str) -> dict:
     }
 
 
-def _print_found(kind: str, folder: Path, found, store, json_output: bool) -> None:
+def _print_found(source: str, kind: str, folder: Path, found, store, json_output: bool) -> None:
     from rich.table import Table
 
     from llmkit.store.importers import SOURCE_NAMES, already_imported
@@ -406,7 +407,10 @@ def _print_found(kind: str, folder: Path, found, store, json_output: bool) -> No
         )))  # fmt: skip
     print_table(table)
     if found:
-        say("[dim]Import: llmkit import --from {} [NAME...] (default: all, as links).[/]", kind)
+        say(
+            "[dim]Import: llmkit import --from {} [NAME...] (default: all, as links).[/]",
+            shlex.quote(source),
+        )
 
 
 def remove(

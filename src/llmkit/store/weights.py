@@ -96,7 +96,7 @@ def check_hf_weights(folder: Path, *, allow_pickle: bool = False) -> str:
         listed = len(set(missing) | {path.name for path in tensors})
         raise InvalidModelFileError(
             f"{folder} lacks {len(missing)} of the {listed} weight files its "
-            f"{SAFETENSORS_INDEX} lists ({missing[0]}…): an unfinished download?"
+            f"{SAFETENSORS_INDEX} lists ({missing[0]}…), as after an unfinished download."
         )
     if tensors:
         for path in tensors:
