@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,6 +12,9 @@ from llmkit.cli.output import say
 from llmkit.engines import ENGINE_NAMES, check_engine_name
 from llmkit.errors import InvalidParameterError, require_module
 from llmkit.server.state import ServerSettings
+
+if TYPE_CHECKING:
+    from llmkit.server.ray_replicas import ReplicaOptions
 
 ENGINE_HELP = (
     "llamacpp (default): GGUF files on llama.cpp; use it for quantized models and on CPU. "
@@ -129,6 +132,36 @@ def register(app: typer.Typer) -> None:
                 callback=at_least("--pipeline-parallel", 1, "stage"),
             ),
         ] = default_of(ServerSettings, "pipeline_parallel"),
+        replicas: Annotated[
+            int | None,
+            typer.Option(
+                help="Serve with N Ray Serve replicas, each with its own engine and slots; Ray "
+                "routes requests among them (needs the ray extra). Without --ray-address, a "
+                "local Ray on loopback.",
+                callback=at_least("--replicas", 1, "replica"),
+            ),
+        ] = None,
+        min_replicas: Annotated[
+            int | None,
+            typer.Option(
+                help="With --replicas: autoscale, never below this many.",
+                callback=at_least("--min-replicas", 1, "replica"),
+            ),
+        ] = None,
+        max_replicas: Annotated[
+            int | None,
+            typer.Option(
+                help="With --replicas: autoscale, never above this many.",
+                callback=at_least("--max-replicas", 1, "replica"),
+            ),
+        ] = None,
+        ray_address: Annotated[
+            str | None,
+            typer.Option(
+                help="Run the replicas on this Ray cluster (e.g. 10.0.0.5:6379, or 'auto' for "
+                "the one `ray start` made here) instead of a local Ray."
+            ),
+        ] = None,
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
@@ -157,6 +190,12 @@ def register(app: typer.Typer) -> None:
             pipeline_parallel=pipeline_parallel,
         )
         check_exposure(settings)  # before loading anything: a refusal should be instant
+        from llmkit.server.ray_replicas import replica_options
+
+        wanted = replica_options(replicas, min_replicas, max_replicas, ray_address)
+        if wanted:
+            _serve_replicas(models or ["smollm2"], settings, wanted)
+            return
 
         def ready(state: object) -> None:
             shown = f"[{host}]" if ":" in host else host
@@ -183,3 +222,36 @@ def register(app: typer.Typer) -> None:
                 say("Web origins allowed: {}", ", ".join(origins), err=True)
 
         run_server(models or ["smollm2"], settings, on_ready=ready)
+
+
+def _serve_replicas(models: list[str], settings: ServerSettings, wanted: ReplicaOptions) -> None:
+    from llmkit.server.ray_replicas import ReplicaDeployment, run_replicas
+
+    def ready(deployment: ReplicaDeployment) -> None:
+        scaling = (
+            f", autoscaling {deployment.min_replicas} to {deployment.max_replicas}"
+            if deployment.max_replicas is not None
+            else ""
+        )
+        threads = (
+            f", {deployment.threads} thread{'s' if deployment.threads > 1 else ''} each"
+            if deployment.threads
+            else ""
+        )
+        say(
+            "Serving [bold]{}[/] with {} Ray replicas{} on {} node(s) ({} Ray) at [bold]{}[/] "
+            "({} slots{}). OpenAI: /v1, Ollama: /api, chat page: /",
+            ", ".join(deployment.models),
+            deployment.replicas,
+            scaling,
+            deployment.nodes,
+            deployment.cluster,
+            deployment.url,
+            settings.parallel,
+            threads,
+            err=True,
+        )
+        if settings.api_key:
+            say("API key required: send 'Authorization: Bearer <key>'.", err=True)
+
+    run_replicas(models, settings, wanted, on_ready=ready)

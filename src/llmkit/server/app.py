@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
 
@@ -210,7 +210,10 @@ def _validation_message(error: RequestValidationError) -> str:
     )
 
 
-def create_app(state: ServerState) -> FastAPI:
+def create_app(
+    state: ServerState, *, metrics_text: Callable[[ServerState], str] = render_metrics
+) -> FastAPI:
+    """The app around `state`; `metrics_text` renders /metrics (Ray replicas show every replica's)."""
     from llmkit.server import anthropic_api, ollama_api, ollama_models, openai_api, responses_api
 
     @contextlib.asynccontextmanager
@@ -289,7 +292,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(render_metrics(state), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics_text(state), media_type="text/plain; version=0.0.4")
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
