@@ -72,7 +72,10 @@ def test_replica_options_and_autoscaling_bounds() -> None:
     ("arguments", "message"),
     [
         ((5, 1, 3, None), "--replicas 5 must lie between --min-replicas 1 and --max-replicas 3."),
-        ((None, 4, 2, None), "--replicas 4 must lie between --min-replicas 4 and --max-replicas 2."),
+        (
+            (None, 4, 2, None),
+            "--replicas 4 must lie between --min-replicas 4 and --max-replicas 2.",
+        ),
         ((0, None, None, None), "--replicas must be at least 1, not 0."),
     ],
 )
