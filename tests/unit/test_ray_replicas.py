@@ -107,3 +107,24 @@ def test_cli_refuses_bad_replica_counts_in_one_sentence() -> None:
     assert result.returncode == 2
     assert "must lie between --min-replicas 3 and --max-replicas 2" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_deployment_carries_slots_queue_cpus_and_autoscaling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    pytest.importorskip("ray.serve")
+    from llmkit.server.ray_replicas import _deployment
+
+    settings = ServerSettings(parallel=3, max_queue=7)
+    fixed = _deployment(settings, ReplicaOptions(replicas=2), threads=1)
+    assert fixed.num_replicas == 2
+    assert fixed.max_ongoing_requests == 3 + 2  # the slots, and room for /health and /metrics
+    assert fixed.max_queued_requests == 7
+    assert fixed.ray_actor_options["num_cpus"] == 1
+    scaled = _deployment(settings, ReplicaOptions(2, 1, 4), threads=2)
+    autoscaling = scaled._deployment_config.autoscaling_config
+    assert (autoscaling.min_replicas, autoscaling.max_replicas) == (1, 4)
+    assert autoscaling.initial_replicas == 2
+    assert autoscaling.target_ongoing_requests == 3
+    assert scaled.ray_actor_options["num_cpus"] == 2
