@@ -330,3 +330,25 @@ def _invoke(*args: str) -> Result:
     from llmkit.cli.app import app
 
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+
+
+@pytest.mark.parametrize(
+    ("parts", "label", "name"),
+    [
+        (("registry.ollama.ai", ["library", "llama3.2"], "1b"), "llama3.2:1b", "llama3.2:1b"),
+        (("registry.ollama.ai", ["library", "qwen2.5"], "latest"), "qwen2.5:latest", "qwen2.5"),
+        (("registry.ollama.ai", ["me", "Bot"], "v2"), "me/Bot:v2", "bot:v2"),
+        (
+            ("hf.co", ["bartowski", "Llama-3.2-1B-Instruct-GGUF"], "Q4_K_M"),
+            "hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M",
+            "llama-3.2-1b-instruct:q4_k_m",
+        ),
+        (("registry.ollama.ai", ["library", "a..b"], "x..y"), "a..b:x..y", "a.b:x.y"),
+    ],
+)
+def test_ollama_names(parts: tuple, label: str, name: str) -> None:
+    from llmkit.store.importers import _ollama_name, ollama_label
+
+    registry, repository, tag = parts
+    assert ollama_label(registry, repository, tag) == label
+    assert _ollama_name(repository, tag) == name

@@ -203,6 +203,7 @@ def import_model(
             help="A .gguf file or Hugging Face model folder; with --from, the models to import "
             "(their names in that tool; default: all).",
             show_default=False,
+            metavar="FILE|NAME",
         ),
     ] = None,
     name: Annotated[
