@@ -19,8 +19,11 @@ import httpx
 import uvicorn
 from tests.helpers.fake_engine import FakeEngine
 
+from llmkit.errors import InvalidParameterError
 from llmkit.generation.batching import BatchScheduler
 from llmkit.model import Model
+from llmkit.server import service
+from llmkit.server.remote_backend import EngineServer, RemoteBackend
 from llmkit.server.state import ServedModel, ServerSettings, ServerState
 from llmkit.store.store import ModelManifest
 
@@ -34,15 +37,12 @@ PARALLEL = 3
 
 
 def _by_seed(seed: int | None) -> list[int]:
-    """Seed 7 answers "seven is 7" one character a token; no seed answers "any"."""
+    """Seed 7 answers "seed 7 here", a character a token; without a seed, "any"."""
     text = "any" if seed is None else f"seed {seed} here"
     return [*(ord(c) for c in text), END]
 
 
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    from llmkit.server.app import create_app
-
+def _fake_model() -> Model:
     engine = FakeEngine(
         {END: b"<|im_end|>"},
         script=[END],
@@ -55,7 +55,14 @@ def url() -> Iterator[str]:
         "fake", "/nowhere.gguf", "gguf", "0" * 64, 1, "test",
         info={"chat_template": CHATML, "eos_token": "<|im_end|>"},
     )  # fmt: skip
-    model = Model(manifest, engine)
+    return Model(manifest, engine)
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    from llmkit.server.app import create_app
+
+    model = _fake_model()
     scheduler = BatchScheduler(model, parallel=PARALLEL, max_queue=4, slot_context=512)
     state = ServerState([ServedModel("fake", model, scheduler)], ServerSettings())
     server = uvicorn.Server(
@@ -162,3 +169,14 @@ def test_n_above_the_slots_is_a_400_naming_the_limit(url) -> None:
     assert _post(url, "completions", {"prompt": "x", "n": 0}).status_code == 400
     # ... and the server goes on serving.
     assert _post(url, "chat/completions", {"messages": HELLO, "n": PARALLEL}).status_code == 200
+
+
+def test_an_engine_server_behind_the_model_takes_one_choice_per_request() -> None:
+    import asyncio
+
+    model = _fake_model()
+    remote = RemoteBackend(model, EngineServer("http://127.0.0.1:1", "m", None, None), 512)
+    state = ServerState([ServedModel("fake", model, remote)], ServerSettings())
+    ask = service.GenerationRequest("fake", messages=HELLO)
+    with pytest.raises(InvalidParameterError, match="n above 1 needs a local engine"):
+        asyncio.run(service.start_choices(state, ask, 2))
