@@ -111,6 +111,25 @@ def test_a_request_for_choices_waits_for_enough_free_slots_and_is_not_overtaken(
         scheduler.close()
 
 
+def test_a_waiting_request_for_choices_that_is_cancelled_holds_no_one_back() -> None:
+    engine = FakeEngine({END: b"<end>"}, script=[ord("x")], context_length=256)
+    engine.decode_delay = 0.01
+    scheduler = _fake_scheduler(engine, parallel=2, max_queue=4)
+    try:
+        long = scheduler.submit(BatchRequest([1], SamplingParams(max_tokens=200)))
+        pair = scheduler.submit_choices(BatchRequest([2], SamplingParams(max_tokens=60)), 2)
+        for handle in pair:
+            handle.cancel()
+        short = scheduler.submit(BatchRequest([3], SamplingParams(max_tokens=2)))
+        assert _text(short) == "xx"
+        assert long.result is None  # the short one ran beside it, not after it
+        assert [_text(h) for h in pair] == ["", ""]
+        assert {h.result.finish_reason for h in pair} == {"cancelled"}
+        assert _text(long) == "x" * 200
+    finally:
+        scheduler.close()
+
+
 def test_cancelling_the_choice_that_reads_the_prompt_hands_it_on() -> None:
     engine = FakeEngine({END: b"<end>"}, script=[END], seeded_script=_by_seed, context_length=256)
     engine.decode_delay = 0.02

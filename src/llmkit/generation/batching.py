@@ -278,7 +278,7 @@ class BatchScheduler:
                     f"All {self.parallel} slots are busy and {len(self._waiting)} requests are "
                     "waiting; try again shortly."
                 )
-            self._waiting.append(handles)
+            self._waiting.append(list(handles))  # the scheduler's own list: it prunes it
             self.stats.requests_total += n
             self._wakeup.notify()
         return handles
@@ -322,7 +322,10 @@ class BatchScheduler:
                 return
             with self._wakeup:
                 # First come, first served: a request for more choices than there are free
-                # slots waits at the head, rather than being overtaken until it starves.
+                # slots waits at the head, rather than being overtaken until it starves (its
+                # cancelled choices leave at once, so a request given up holds no one back).
+                while self._waiting and self._prune_cancelled(self._waiting[0]):
+                    self._waiting.popleft()
                 if not self._waiting or len(self._waiting[0]) > len(free):
                     return
                 group = self._waiting.popleft()
@@ -333,16 +336,19 @@ class BatchScheduler:
                 with self._wakeup:
                     self._admitting -= 1
 
+    def _prune_cancelled(self, group: list[RequestHandle]) -> bool:
+        """End the group's cancelled choices (in place); True when none is left."""
+        for handle in [h for h in group if h.request.cancel.is_set()]:
+            group.remove(handle)
+            self._finish_unstarted(handle, "cancelled")
+        return not group
+
     def _start(self, group: list[RequestHandle], free: list[_Slot]) -> None:
         """Put one request into the free slot that has most of its prompt cached; its other
         choices into the free slots holding least, to follow it once it has read the prompt."""
-        for handle in group:
-            if handle.request.cancel.is_set():
-                self._finish_unstarted(handle, "cancelled")
-        group = [handle for handle in group if not handle.request.cancel.is_set()]
-        if not group:
+        if self._prune_cancelled(group):
             return
-        handle, request = group[0], group[0].request
+        request = group[0].request
         context = self.context
         assert context is not None
         room = self.room_for(request.prompt_ids)
