@@ -53,6 +53,7 @@ VERB_MODULES = (
     "llmkit.cli.eval",
     "llmkit.cli.serve",
     "llmkit.cli.finetune",
+    "llmkit.cli.pretrain",
     "llmkit.cli.agent",
     "llmkit.cli.quantize",
     "llmkit.cli.tune",

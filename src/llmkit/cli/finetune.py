@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 
 from llmkit.cli.options import at_least, help_of, settings_options
 from llmkit.cli.output import console, error_console, escape, human_size, say
+from llmkit.cli.train_progress import ProgressBar, ProgressLines, duration
 from llmkit.errors import InvalidParameterError
 from llmkit.train.config import FinetuneConfig
 
@@ -97,77 +99,31 @@ def _run(config: Any, log_every: int) -> None:
 
     main = int(os.environ.get("RANK", "0")) == 0
     if main and error_console.is_terminal:
-        with _ProgressBar() as bar:
-            result = run_finetune(config, progress=bar.show, log=bar.log)
+        with ProgressBar("fine-tuning", "loading the model…") as bar:
+            result = run_finetune(config, progress=_shown_on(bar), log=bar.log)
     else:
         # A log file gets whole lines: a bar there is either nothing or pages of redraws.
-        lines = _ProgressLines(log_every)
+        lines = ProgressLines(log_every)
         if main:
-            result = run_finetune(config, progress=lines.show, log=lines.log)
+            result = run_finetune(config, progress=_shown_on(lines), log=lines.log)
         else:
             result = run_finetune(config)  # rank 0 speaks for every process
     if main:
         _report(result, config)
 
 
+def _shown_on(target: ProgressBar | ProgressLines) -> Callable[[Any], None]:
+    def show(metrics: Any) -> None:
+        target.show(metrics.step, metrics.total_steps, _status(metrics))
+
+    return show
+
+
 def _status(metrics: Any) -> str:
     return (
         f"loss {metrics.loss:.4f}  lr {metrics.lr:.2e}  "
-        f"{metrics.tokens_per_second:,.0f} tok/s  ETA {_duration(metrics.eta)}"
+        f"{metrics.tokens_per_second:,.0f} tok/s  ETA {duration(metrics.eta)}"
     )
-
-
-class _ProgressBar:
-    """The terminal's bar, which appears with the first message (errors found up front print
-    without one)."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]fine-tuning"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("{task.fields[status]}"),
-            console=error_console,
-        )
-        self.task = self.bar.add_task("train", total=None, status="loading the model…")
-
-    def __enter__(self) -> _ProgressBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def show(self, metrics: Any) -> None:
-        self.bar.start()
-        self.bar.update(
-            self.task, completed=metrics.step, total=metrics.total_steps, status=_status(metrics)
-        )
-
-    def log(self, message: str) -> None:
-        self.bar.start()
-        self.bar.console.print(escape(message))
-
-
-class _ProgressLines:
-    """One plain line for the first step, every EVERY steps and the last, for logs and pipes."""
-
-    def __init__(self, every: int) -> None:
-        self.every = every
-
-    def show(self, metrics: Any) -> None:
-        step, total = metrics.step, metrics.total_steps
-        if step == 1 or step % self.every == 0 or step == total:
-            self.log(f"step {step}/{total}  {_status(metrics)}")
-
-    def log(self, message: str) -> None:
-        error_console.print(message, markup=False)
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}:{seconds:02d}"
 
 
 # The prompt in the commands printed after a run; any text would do, this one shows a persona.

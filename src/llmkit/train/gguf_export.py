@@ -50,13 +50,20 @@ def to_gguf_layout(hf_name: str, weights: np.ndarray, heads: int, kv_heads: int)
     return weights
 
 
-def _copy_metadata(
-    reader: Any, writer: Any, chat_template: str | None, skip: tuple[str, ...] = ()
+def copy_metadata(
+    reader: Any,
+    writer: Any,
+    chat_template: str | None,
+    skip: tuple[str, ...] = (),
+    prefix: str = "",
 ) -> None:
+    """Copy the reader's keys (those starting with PREFIX) except the writer's own and SKIP."""
     gguf = require_module("gguf", feature="GGUF export", extra="torch")
     for field in reader.fields.values():
         name = field.name
         if name.startswith("GGUF.") or name in _NOT_COPIED or name in skip:
+            continue
+        if not name.startswith(prefix):
             continue
         if name == "tokenizer.chat_template" and chat_template is not None:
             continue
@@ -67,7 +74,7 @@ def _copy_metadata(
         writer.add_chat_template(chat_template)
 
 
-def _encode(weights: np.ndarray, tensor_type: str) -> tuple[np.ndarray, Any]:
+def encode_tensor(weights: np.ndarray, tensor_type: str) -> tuple[np.ndarray, Any]:
     gguf = require_module("gguf", feature="GGUF export", extra="torch")
     types = gguf.GGMLQuantizationType
     # Norms and other vectors stay F32, as llama.cpp's converter keeps them.
@@ -99,7 +106,7 @@ def write_merged_gguf(
     blocks = int(reader.fields["llama.block_count"].contents())
     base_tensors = {tensor.name: tensor for tensor in reader.tensors}
     writer = gguf.GGUFWriter(str(target), "llama")
-    _copy_metadata(reader, writer, chat_template, skip=("general.name",))
+    copy_metadata(reader, writer, chat_template, skip=("general.name",))
     writer.add_name(name or "fine-tuned model")
     writer.add_file_type(FILE_TYPES[tensor_type])
     if tensor_type == "Q8_0":
@@ -110,7 +117,9 @@ def write_merged_gguf(
         # Tied embeddings: the base has no output.weight, so neither does the export.
         if gguf_name is None or gguf_name not in base_tensors or gguf_name in written:
             continue
-        data, data_type = _encode(to_gguf_layout(hf_name, weights, heads, kv_heads), tensor_type)
+        data, data_type = encode_tensor(
+            to_gguf_layout(hf_name, weights, heads, kv_heads), tensor_type
+        )
         writer.add_tensor(gguf_name, data, raw_dtype=data_type)
         written.add(gguf_name)
     for gguf_name, tensor in base_tensors.items():
@@ -121,7 +130,7 @@ def write_merged_gguf(
         writer.add_tensor(
             gguf_name, values.astype(np.float32), raw_dtype=gguf.GGMLQuantizationType.F32
         )
-    _finish(writer)
+    finish_gguf(writer)
     return target
 
 
@@ -151,11 +160,11 @@ def write_lora_gguf(
         writer.add_tensor(
             f"{gguf_name}.lora_b", to_gguf_layout(module, b, heads, kv_heads).astype(np.float32)
         )
-    _finish(writer)
+    finish_gguf(writer)
     return target
 
 
-def _finish(writer: Any) -> None:
+def finish_gguf(writer: Any) -> None:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -49,8 +49,17 @@ class MetricsLog:
         return [record for record in records if record.get("event") == "step"]
 
 
-def plot_loss(log: MetricsLog, path: Path, evals: dict[str, float] | None = None) -> Path | None:
-    """The training loss by step as a PNG (and the eval loss before/after as dots); None without matplotlib."""
+def plot_loss(
+    log: MetricsLog,
+    path: Path,
+    evals: dict[str, float] | None = None,
+    curves: dict[str, list[tuple[int, float]]] | None = None,
+    levels: dict[str, float] | None = None,
+) -> Path | None:
+    """The training loss by step as a PNG (and the eval loss before/after as dots); None without matplotlib.
+
+    CURVES are further (step, loss) series (held-out loss during pretraining), LEVELS horizontal
+    lines to compare against (a unigram model's loss)."""
     try:
         import matplotlib
     except ImportError:
@@ -68,6 +77,10 @@ def plot_loss(log: MetricsLog, path: Path, evals: dict[str, float] | None = None
             axes.scatter(
                 [steps[-1]["step"]], [evals["after"]], color="tab:green", label="eval loss (after)"
             )
+    for label, points in (curves or {}).items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    for label, value in (levels or {}).items():
+        axes.axhline(value, linestyle="--", color="gray", label=label)
     axes.set_xlabel("step")
     axes.set_ylabel("loss (nats per token)")
     axes.grid(alpha=0.3)
