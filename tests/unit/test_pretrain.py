@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
@@ -13,43 +12,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
 
+from tests.helpers.stories import TEST_SHAPE, story_corpus
+
 from llmkit.errors import InvalidParameterError
 from llmkit.train.corpus import encode_corpus, read_corpus
 from llmkit.train.data import DataError
 from llmkit.train.model_config import SIZES, model_shape
 from llmkit.train.pretrain import pretrain, split_stream, unigram_loss
 from llmkit.train.pretrain_config import PretrainConfig
-
-NOUNS = ["cat", "dog", "bird", "fox", "child", "teacher", "farmer", "king"]
-VERBS = ["sees", "likes", "follows", "helps", "finds", "calls"]
-PLACES = ["in the garden", "by the river", "at the market", "under the tree", "on the hill"]
-ENDINGS = ["and smiles.", "every morning.", "after the rain.", "before dinner."]
-# Small enough to train in a few seconds, big enough to hold a little grammar.
-TEST_SHAPE = {
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "vocab_size": 400,
-    "max_position_embeddings": 64,
-}
-
-
-def story_corpus(path: Path, sentences: int = 3000, seed: int = 0) -> Path:
-    """Sentences from a little grammar: what follows what is learnable, token counts alone are not."""
-    rng = random.Random(seed)
-    lines = []
-    for index in range(sentences):
-        subject, other = rng.choice(NOUNS), rng.choice(NOUNS)
-        lines.append(
-            f"The {subject} {rng.choice(VERBS)} the {other} {rng.choice(PLACES)} "
-            f"{rng.choice(ENDINGS)}"
-        )
-        if index % 40 == 39:
-            lines.append("<|endoftext|>")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -200,9 +170,7 @@ def test_the_gguf_export_matches_the_pytorch_model(trained) -> None:
         context.decode([BatchItem(0, ids, all_logits=True)])
         rows = np.stack([np.array(context.logits(row)) for row in range(len(ids))])
         np.testing.assert_allclose(rows, reference, rtol=0, atol=2e-3)
-        stream = loaded.stream_completion(
-                text, max_tokens=12, temperature=0.0, repeat_penalty=1.0
-            )
+        stream = loaded.stream_completion(text, max_tokens=12, temperature=0.0, repeat_penalty=1.0)
         for _ in stream:
             pass
     end = model.config.eos_token_id

@@ -49,7 +49,7 @@ def pretrain(
     ] = None,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", help="Optimizer steps (default: 300 for tiny, 2000 for small)."),
+        typer.Option("--steps", help="Optimizer steps (default: 250 for tiny, 2000 for small)."),
     ] = None,
     batch_size: Annotated[
         int, typer.Option("--batch-size", "-b", help="Sequences per step (per process).")

@@ -171,6 +171,17 @@ def sample_text(
     return str(tokenizer.decode(ids[len(prompt_ids) :]))
 
 
+def default_prompt(heldout: np.ndarray, end: int | None, length: int = 6) -> list[int]:
+    """The first tokens of the first held-out document that starts within it (else of the
+    held-out text): text the model never trained on, from where a text begins."""
+    ids = [int(t) for t in heldout]
+    if end in ids:
+        after = ids[ids.index(end) + 1 :]
+        if len(after) >= length and end not in after[:length]:
+            return after[:length]
+    return [t for t in ids[:length] if t != end]
+
+
 def _learning_rate(config: PretrainConfig, total: int) -> Callable[[int], float]:
     """Linear warm-up, then a cosine decay to a tenth of the peak (the usual pretraining shape)."""
     warmup = config.warmup_steps if config.warmup_steps is not None else max(total // 20, 1)
@@ -258,15 +269,15 @@ def pretrain(
     """Train a model from nothing on the corpus and export it into the store (see PretrainConfig)."""
     config.validated()
     shape = model_shape(config.size)
-    torch = require_module("torch", feature="Pretraining", extra="torch")
-    require_module("transformers", feature="Pretraining", extra="torch")
-    distributed = Distributed.from_environment(torch)
-    device = training_device(config.device, torch, distributed.local_rank, distributed.world_size)
     store = ModelStore(home)
     from llmkit.train.prepare import check_export_names
 
     check_export_names(store, {"gguf": config.out}, config.force)
-    corpus = read_corpus(corpus_files(config, store))
+    corpus = read_corpus(corpus_files(config, store))  # bad input fails before torch loads
+    torch = require_module("torch", feature="Pretraining", extra="torch")
+    require_module("transformers", feature="Pretraining", extra="torch")
+    distributed = Distributed.from_environment(torch)
+    device = training_device(config.device, torch, distributed.local_rank, distributed.world_size)
     run_dir = Path(config.run_dir or store.home / "runs" / config.out).expanduser()
     if distributed.rank == 0:
         _prepare_run_dir(run_dir)
@@ -387,8 +398,12 @@ def _train(
     prompt_ids = (
         list(tokenizer(config.sample_prompt, add_special_tokens=False)["input_ids"])
         if config.sample_prompt
-        else [int(t) for t in stream.heldout[:8] if int(t) != end]
+        else default_prompt(stream.heldout, end)
     ) or [end if end is not None else 0]
+    if every:
+        log(
+            f"Every {every} steps: the held-out loss, and a sample after {tokenizer.decode(prompt_ids)!r}."
+        )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if device.startswith("cuda") and torch.cuda.is_bf16_supported()

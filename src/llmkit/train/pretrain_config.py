@@ -15,7 +15,7 @@ EXPORT_TYPES = {"f16": "F16", "q8_0": "Q8_0", "f32": "F32"}
 TRAINED_TOKENIZER = "train"
 # Steps when neither --steps nor --tokens is given: about two minutes of the tiny model on two
 # CPU cores, enough to leave a unigram model far behind (see docs/pretraining.md).
-DEFAULT_STEPS = {"tiny": 300, "small": 2000}
+DEFAULT_STEPS = {"tiny": 250, "small": 2000}
 FALLBACK_STEPS = 1000  # a model from a JSON config
 
 
@@ -32,7 +32,7 @@ class PretrainConfig:
     steps: int | None = None
     batch_size: int = 16
     context: int | None = None  # tokens per training sequence; default: the model's context
-    lr: float = 2e-3
+    lr: float = 4e-3
     warmup_steps: int | None = None  # default: 5% of the steps
     weight_decay: float = 0.1
     eval_split: float = 0.05  # the corpus's last tokens, never trained on
