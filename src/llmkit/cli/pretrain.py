@@ -6,18 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from llmkit.cli.options import at_least, default_of
+from llmkit.cli.options import at_least, settings_options
 from llmkit.cli.output import console, error_console, human_size, say
 from llmkit.cli.train_progress import ProgressBar, ProgressLines, duration
 from llmkit.train.pretrain_config import PretrainConfig
 
 
-def _default(name: str) -> Any:
-    return default_of(PretrainConfig, name)
-
-
+@settings_options(PretrainConfig)
 def pretrain(
-    out: Annotated[str, typer.Option("--out", "-o", help="Store name of the trained model.")],
+    *,
     data: Annotated[
         list[str] | None,
         typer.Option(
@@ -27,93 +24,6 @@ def pretrain(
             "separates documents).",
         ),
     ] = None,
-    demo: Annotated[
-        bool,
-        typer.Option(
-            "--demo", help="Train on the demo corpus: the docstrings of Python's standard library."
-        ),
-    ] = False,
-    size: Annotated[
-        str, typer.Option("--size", help="tiny (~1.4M parameters), small (~14M) or a CONFIG.json.")
-    ] = _default("size"),
-    tokenizer: Annotated[
-        str,
-        typer.Option(
-            "--tokenizer",
-            help="train (a byte-level BPE learnt from the corpus) or a store model to reuse.",
-        ),
-    ] = _default("tokenizer"),
-    tokens: Annotated[
-        int | None,
-        typer.Option("--tokens", help="Train on this many tokens (sets the number of steps)."),
-    ] = None,
-    steps: Annotated[
-        int | None,
-        typer.Option("--steps", help="Optimizer steps (default: 250 for tiny, 2000 for small)."),
-    ] = None,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", "-b", help="Sequences per step (per process).")
-    ] = _default("batch_size"),
-    context: Annotated[
-        int | None,
-        typer.Option("--context", help="Tokens per sequence (default: the model's context)."),
-    ] = None,
-    lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (cosine decay to a tenth).")
-    ] = _default("lr"),
-    warmup_steps: Annotated[
-        int | None, typer.Option("--warmup-steps", help="Warm-up steps (default: 5% of them).")
-    ] = None,
-    eval_split: Annotated[
-        float,
-        typer.Option("--eval-split", help="The corpus's last fraction, held out for evaluation."),
-    ] = _default("eval_split"),
-    sample_every: Annotated[
-        int | None,
-        typer.Option(
-            "--sample-every",
-            help="Every N steps, print a sample continuation and the held-out loss "
-            "(default: five times a run; 0: never).",
-        ),
-    ] = None,
-    sample_prompt: Annotated[
-        str | None,
-        typer.Option(
-            "--sample-prompt",
-            help="Text the samples continue (default: the held-out text's start).",
-        ),
-    ] = None,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed for the weights and the data order.")
-    ] = _default("seed"),
-    export: Annotated[
-        str, typer.Option("--export", help="GGUF tensor type: f16, q8_0 or f32.")
-    ] = _default("export"),
-    force: Annotated[
-        bool, typer.Option("--force", help="Replace a store model with the same name.")
-    ] = False,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or cuda (default: cuda when present).")
-    ] = None,
-    checkpoint_every: Annotated[
-        int,
-        typer.Option(
-            "--checkpoint-every", help="Save a resumable checkpoint every N steps (0: never)."
-        ),
-    ] = 0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
-    ] = False,
-    run_dir: Annotated[
-        str | None,
-        typer.Option(
-            "--run-dir",
-            help="Metrics, loss plot, tokenizer, checkpoints (default: LLMKIT_HOME/runs/OUT).",
-        ),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for training.")
-    ] = None,
     log_every: Annotated[
         int,
         typer.Option(
@@ -122,20 +32,13 @@ def pretrain(
             callback=at_least("--log-every", 1, "step"),
         ),
     ] = 10,
-    verbose: Annotated[
-        bool,
-        typer.Option("--verbose", help="Show the libraries' own progress bars and warnings."),
-    ] = False,
+    **settings: Any,
 ) -> None:
-    """Train a small llama model from nothing on next-word prediction and export it as GGUF."""
-    config = PretrainConfig(
-        out=out, data=tuple(data or ()), demo=demo, size=size, tokenizer=tokenizer, tokens=tokens,
-        steps=steps, batch_size=batch_size, context=context, lr=lr, warmup_steps=warmup_steps,
-        eval_split=eval_split, sample_every=sample_every, sample_prompt=sample_prompt, seed=seed,
-        export=export, force=force, device=device, checkpoint_every=checkpoint_every,
-        resume=resume, run_dir=run_dir, threads=threads, verbose=verbose,
-    )  # fmt: skip
-    _run(config, log_every)
+    """Train a small llama model from nothing on next-word prediction and export it as GGUF.
+
+    Options other than --data and --log-every are llmkit.train.PretrainConfig's, with its defaults.
+    """
+    _run(PretrainConfig(data=tuple(data or ()), **settings), log_every)
 
 
 def _run(config: PretrainConfig, log_every: int) -> None:

@@ -1,14 +1,17 @@
-"""Fine-tuning: data -> masks -> SFT (LoRA or full) -> export into the store.
+"""Training: fine-tuning (data -> masks -> SFT, LoRA or full) and pretraining from nothing, each
+exported into the store.
 
-`finetune(FinetuneConfig(...))` is the Python form of `llmkit finetune`; heavy libraries (torch,
-transformers, peft) are imported only when a run starts.
+`finetune(FinetuneConfig(...))` and `pretrain(PretrainConfig(...))` are the Python forms of
+`llmkit finetune` and `llmkit pretrain`; heavy libraries (torch, transformers, peft) are imported
+only when a run starts.
 """
 
 from __future__ import annotations
 
 from llmkit.train.config import FinetuneConfig
+from llmkit.train.pretrain_config import PretrainConfig
 
-__all__ = ["FinetuneConfig", "finetune"]
+__all__ = ["FinetuneConfig", "PretrainConfig", "finetune", "pretrain"]
 
 
 def __getattr__(name: str):
@@ -16,4 +19,8 @@ def __getattr__(name: str):
         from llmkit.train.sft import finetune
 
         return finetune
+    if name == "pretrain":
+        from llmkit.train.pretrain import pretrain
+
+        return pretrain
     raise AttributeError(name)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 
 from llmkit.errors import InvalidParameterError
 from llmkit.settings import check_settings, setting
 from llmkit.store.paths import validate_model_name
+from llmkit.train.device import check_device_option
 
 METHODS = ("lora", "full")
 # "gguf" is the merged model quantized by llama.cpp's own quantizer to --quant (`llmkit quantize`).
@@ -109,12 +109,7 @@ class FinetuneConfig:
         check_settings(self)  # every range and choice declared with the fields above
         if self.eval_data and self.eval_split:
             raise InvalidParameterError("Give either --eval or --eval-split, not both.")
-        if self.device not in (None, "cpu", "cuda") and not re.fullmatch(
-            r"cuda:\d+", str(self.device)
-        ):
-            raise InvalidParameterError(
-                f"--device must be cpu, cuda or cuda:N, not {self.device!r}."
-            )
+        check_device_option(self.device)
         exports = self.exports
         unknown = [kind for kind in exports if kind not in EXPORT_KINDS]
         if unknown:

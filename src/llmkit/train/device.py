@@ -9,9 +9,16 @@ estimates for other trainers, see plan/feasibility.py).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from llmkit.errors import InvalidParameterError
+
+
+def check_device_option(device: str | None) -> None:
+    """Refuse a --device that is none of cpu, cuda, cuda:N, before anything else is done."""
+    if device not in (None, "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", str(device)):
+        raise InvalidParameterError(f"--device must be cpu, cuda or cuda:N, not {device!r}.")
 
 
 def _index(requested: str) -> int | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
 from dataclasses import asdict, dataclass
 
 from llmkit.errors import InvalidParameterError
+from llmkit.settings import check_settings, setting
 from llmkit.store.paths import validate_model_name
+from llmkit.train.device import check_device_option
 
 EXPORT_TYPES = {"f16": "F16", "q8_0": "Q8_0", "f32": "F32"}
 TRAINED_TOKENIZER = "train"
@@ -23,78 +23,79 @@ FALLBACK_STEPS = 1000  # a model from a JSON config
 class PretrainConfig:
     """What `llmkit pretrain` was asked to do. --batch-size is per process."""
 
-    out: str
-    data: tuple[str, ...] = ()
-    demo: bool = False  # add the demo corpus (Python's docstrings) to the data
-    size: str = "tiny"  # tiny, small or a JSON config path
-    tokenizer: str = TRAINED_TOKENIZER  # or a store model whose tokenizer is reused
-    tokens: int | None = None  # training tokens (all processes); sets the step count
-    steps: int | None = None
-    batch_size: int = 16
-    context: int | None = None  # tokens per training sequence; default: the model's context
-    lr: float = 4e-3
-    warmup_steps: int | None = None  # default: 5% of the steps
-    weight_decay: float = 0.1
-    eval_split: float = 0.05  # the corpus's last tokens, never trained on
-    sample_every: int | None = None  # steps; default: five samples over the run; 0: none
-    sample_prompt: str | None = None  # default: the start of the held-out text
-    sample_tokens: int = 40
-    seed: int = 0
-    export: str = "f16"
-    force: bool = False
-    device: str | None = None
-    checkpoint_every: int = 0
-    resume: bool = False
-    run_dir: str | None = None
-    threads: int | None = None
-    verbose: bool = False
+    out: str = setting(flags=("--out", "-o"), help="Store name of the trained model.")
+    data: tuple[str, ...] = ()  # text files; the CLI's repeatable --data
+    demo: bool = setting(
+        False, help="Train on the demo corpus: the docstrings of Python's standard library."
+    )
+    size: str = setting("tiny", help="tiny (~1.4M parameters), small (~14M) or a CONFIG.json.")
+    tokenizer: str = setting(
+        TRAINED_TOKENIZER,
+        help="train (a byte-level BPE learnt from the corpus) or a store model whose tokenizer "
+        "is reused.",
+    )
+    tokens: int | None = setting(
+        None, help="Train on this many tokens (sets the number of steps).", minimum=1
+    )
+    steps: int | None = setting(
+        None, help="Optimizer steps (default: 250 for tiny, 2000 for small).", minimum=1,
+        unit="step",
+    )  # fmt: skip
+    batch_size: int = setting(
+        16, flags=("--batch-size", "-b"), help="Sequences per step (per process).", minimum=1,
+        unit="sequence",
+    )  # fmt: skip
+    context: int | None = setting(
+        None, help="Tokens per sequence (default: the model's context).", minimum=8,
+        unit="tokens",
+    )  # fmt: skip
+    lr: float = setting(
+        4e-3, help="Peak learning rate (cosine decay to a tenth).", above=0, below=1
+    )
+    warmup_steps: int | None = setting(
+        None, help="Steps of linear warm-up (default: 5% of them).", minimum=0
+    )
+    weight_decay: float = setting(0.1, help="AdamW weight decay (matrices only).", minimum=0)
+    eval_split: float = setting(
+        0.05, help="The corpus's last fraction, held out for evaluation.", above=0, below=0.5
+    )
+    sample_every: int | None = setting(
+        None,
+        help="Every N steps, print a sample continuation and the held-out loss (default: five "
+        "times a run; 0: never).",
+        minimum=0,
+    )
+    sample_prompt: str | None = setting(
+        None, help="Text the samples continue (default: a held-out document's start)."
+    )
+    sample_tokens: int = setting(40, help="Tokens per sample.", minimum=1, unit="token")
+    seed: int = setting(0, help="Seed for the weights and the data order.")
+    export: str = setting(
+        "f16", help="GGUF tensor type: f16, q8_0 or f32.", choices=tuple(EXPORT_TYPES)
+    )
+    force: bool = setting(False, help="Replace a store model with the same name.")
+    device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when present).")
+    checkpoint_every: int = setting(
+        0, help="Save a resumable checkpoint every N steps (0: never).", minimum=0
+    )
+    resume: bool = setting(False, help="Continue from the run's last checkpoint.")
+    run_dir: str | None = setting(
+        None, help="Metrics, loss plot, tokenizer and checkpoints (default: LLMKIT_HOME/runs/OUT)."
+    )
+    threads: int | None = setting(None, help="CPU threads for training.", minimum=1, unit="thread")
+    verbose: bool = setting(False, help="Show the libraries' own progress bars and warnings.")
 
     def validated(self) -> PretrainConfig:
         """Raise InvalidParameterError (one sentence) for any impossible setting."""
         validate_model_name(self.out)
+        check_settings(self)  # every range and choice declared with the fields above
+        check_device_option(self.device)
         if not self.data and not self.demo:
             raise InvalidParameterError(
                 "Give the training text with --data FILE, or --demo for the demo corpus."
             )
         if self.tokens is not None and self.steps is not None:
             raise InvalidParameterError("Give either --tokens or --steps, not both.")
-        positive = {
-            "--tokens": self.tokens,
-            "--steps": self.steps,
-            "--batch-size": self.batch_size,
-            "--threads": self.threads,
-            "--sample-tokens": self.sample_tokens,
-        }
-        for option, value in positive.items():
-            if value is not None and value < 1:
-                raise InvalidParameterError(f"{option} must be at least 1, not {value}.")
-        if self.context is not None and self.context < 8:
-            raise InvalidParameterError(f"--context must be at least 8 tokens, not {self.context}.")
-        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
-            raise InvalidParameterError(f"--lr must be between 0 and 1, not {self.lr}.")
-        if not 0 < self.eval_split < 0.5:
-            raise InvalidParameterError(
-                f"--eval-split must be between 0 and 0.5, not {self.eval_split}."
-            )
-        for option, count in (
-            ("--warmup-steps", self.warmup_steps),
-            ("--sample-every", self.sample_every),
-            ("--checkpoint-every", self.checkpoint_every),
-        ):
-            if count is not None and count < 0:
-                raise InvalidParameterError(f"{option} cannot be negative.")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise InvalidParameterError("--weight-decay cannot be negative.")
-        if self.export not in EXPORT_TYPES:
-            raise InvalidParameterError(
-                f"--export must be one of {', '.join(EXPORT_TYPES)}, not {self.export!r}."
-            )
-        if self.device not in (None, "cpu", "cuda") and not re.fullmatch(
-            r"cuda:\d+", str(self.device)
-        ):
-            raise InvalidParameterError(
-                f"--device must be cpu, cuda or cuda:N, not {self.device!r}."
-            )
         return self
 
     def default_steps(self) -> int:
