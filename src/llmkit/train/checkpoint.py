@@ -19,6 +19,20 @@ KEEP_LAST = 2
 STATE_FILE = "state.pt"
 
 
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run folder now, so an unwritable --run-dir fails before the model loads."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InvalidParameterError(
+            f"Cannot write the run folder {run_dir} ({error.strerror or error}); "
+            "choose another --run-dir."
+        ) from error
+
+
 def checkpoint_folder(run_dir: Path, step: int) -> Path:
     return run_dir / "checkpoints" / f"step-{step:06d}"
 

@@ -21,7 +21,12 @@ import numpy as np
 
 from llmkit.errors import InvalidModelFileError, InvalidParameterError, require_module
 from llmkit.store.store import ModelStore
-from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
+from llmkit.train.checkpoint import (
+    clear_checkpoints,
+    load_checkpoint,
+    make_run_dir,
+    save_checkpoint,
+)
 from llmkit.train.corpus import Corpus, encode_corpus, read_corpus, separator_id
 from llmkit.train.data import DataError
 from llmkit.train.device import training_device
@@ -171,6 +176,15 @@ def sample_text(
     return str(tokenizer.decode(ids[len(prompt_ids) :]))
 
 
+def _adamw(torch: Any, groups: list[dict[str, Any]], lr: float) -> Any:
+    """AdamW with the fused kernel, which updates every tensor in one pass (on CPU the default
+    loops over them); torch before 2.4 has none for the CPU and gets the default."""
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
 def default_prompt(heldout: np.ndarray, end: int | None, length: int = 6) -> list[int]:
     """The first tokens of the first held-out document that starts within it (else of the
     held-out text): text the model never trained on, from where a text begins."""
@@ -193,19 +207,6 @@ def _learning_rate(config: PretrainConfig, total: int) -> Callable[[int], float]
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
     return factor
-
-
-def _prepare_run_dir(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".writable"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise InvalidParameterError(
-            f"Cannot write the run folder {run_dir} ({error.strerror or error}); "
-            "choose another --run-dir."
-        ) from error
 
 
 @dataclass
@@ -280,7 +281,7 @@ def pretrain(
     device = training_device(config.device, torch, distributed.local_rank, distributed.world_size)
     run_dir = Path(config.run_dir or store.home / "runs" / config.out).expanduser()
     if distributed.rank == 0:
-        _prepare_run_dir(run_dir)
+        make_run_dir(run_dir)
     with quiet_libraries(config.verbose):
         reused = (
             None
@@ -328,17 +329,15 @@ def _train(
         )
     stream = split_stream(encode_corpus(corpus, tokenizer, chosen.name), config.eval_split, context)
     parameters = shape.parameters()
-    notes: list[str] = []
     per_parameter = len(stream.train) / parameters
     if per_parameter < FEW_TOKENS_PER_PARAMETER:
-        notes.append(
+        log(
             f"The corpus is small for this model: {len(stream.train):,} training tokens for "
             f"{parameters / 1e6:.1f}M parameters, {per_parameter:.2f} tokens per parameter "
             f"(compute-optimal training sees about {CHINCHILLA_TOKENS_PER_PARAMETER}); it will "
-            "learn the corpus by heart rather than the language. Give more text or a smaller --size."
+            "learn the corpus by heart rather than the language. Give more text or a smaller "
+            "--size."
         )
-    for note in notes:
-        log(note)
     global_rows = config.batch_size * distributed.world_size
     tokens_per_step = global_rows * context
     total_steps = (
@@ -366,16 +365,10 @@ def _train(
     )
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.lr,
-        betas=(0.9, 0.95),
-        # The fused kernel updates all tensors in one pass; on CPU the default loops over them.
-        fused=True,
-    )
+    optimizer = _adamw(torch, [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ], config.lr)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate(config, total_steps))
     parameter_list = list(model.parameters())
     start_step = 0
@@ -486,13 +479,13 @@ def _train(
     assert metrics is not None
     metrics.write({"event": "final", "eval_loss": final_eval, "unigram_loss": unigram})
     result = PretrainResult(run_dir, total_steps, parameters, loss, final_eval, unigram,
-                            tokens_before + tokens_done, speed, notes=notes)  # fmt: skip
+                            tokens_before + tokens_done, speed)  # fmt: skip
     result.plot = plot_loss(
         metrics, run_dir / PLOT_FILE, curves={"held-out loss": evals or [(total_steps, final_eval)]},
         levels={"unigram model (held-out)": unigram},
     )  # fmt: skip
     if result.plot is None:
-        notes.append("matplotlib is not installed, so no loss-curve PNG was drawn.")
+        result.notes.append("matplotlib is not installed, so no loss-curve PNG was drawn.")
     folder = run_dir / MODEL_FOLDER
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

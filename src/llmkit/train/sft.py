@@ -17,9 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmkit.errors import InvalidModelFileError, InvalidParameterError, require_module
+from llmkit.errors import InvalidModelFileError, require_module
 from llmkit.train.batches import IGNORE, BatchPlan, Row, collate, make_rows, trained_targets
-from llmkit.train.checkpoint import clear_checkpoints, load_checkpoint, save_checkpoint
+from llmkit.train.checkpoint import (
+    clear_checkpoints,
+    load_checkpoint,
+    make_run_dir,
+    save_checkpoint,
+)
 from llmkit.train.config import FinetuneConfig
 from llmkit.train.device import training_device
 from llmkit.train.distributed import Distributed
@@ -134,20 +139,6 @@ def _schedule(config: FinetuneConfig, total_steps: int) -> Callable[[int], float
     return factor
 
 
-def _make_run_dir(run_dir: Path) -> None:
-    """Create the run folder now, so an unwritable --run-dir fails before the model loads."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".writable"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise InvalidParameterError(
-            f"Cannot write the run folder {run_dir} ({error.strerror or error}); "
-            "choose another --run-dir."
-        ) from error
-
-
 def finetune(
     config: FinetuneConfig,
     *,
@@ -194,7 +185,7 @@ def _train(
     run_dir = Path(config.run_dir or prepared.store.home / "runs" / config.out).expanduser()
     main = distributed.rank == 0
     if main:
-        _make_run_dir(run_dir)
+        make_run_dir(run_dir)
     state = load_checkpoint(run_dir, prepared.fingerprint, torch) if config.resume else None
     if config.resume and state is None:
         log(f"No checkpoint in {run_dir}; starting from step 0.")
