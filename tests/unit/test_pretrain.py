@@ -202,3 +202,12 @@ def test_resume_continues_to_the_same_loss(
     resumed = pretrain(broken, progress=seen.append, home=tmp_path)
     assert seen[0].metrics.step == 11
     assert resumed.final_loss == pytest.approx(whole.final_loss, rel=1e-5)
+
+
+def test_tokens_set_the_number_of_steps(
+    tmp_path: Path, corpus_file: Path, shape_file: Path
+) -> None:
+    # 8 sequences of 64 tokens a step: 1,000 tokens take two steps.
+    config = _config(corpus_file, shape_file, tmp_path, steps=None, tokens=1000, sample_every=0)
+    result = pretrain(config, home=tmp_path)
+    assert result.steps == 2 and result.tokens == 2 * 8 * 64
