@@ -34,10 +34,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRO = ROOT / "examples" / "agents" / "astro"
-SYSTEM = (
-    "You are an astronomer's assistant. Answer with the tools: call the one tool that gives the "
-    "answer, then give the number it returned, with its unit."
-)
 MAX_STEPS = 4
 _NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
@@ -67,6 +63,9 @@ def load_tools() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+SYSTEM: str = load_tools().SYSTEM  # the prompt make_train.py's rows were written with
 
 
 def load_tasks(split: str) -> list[dict[str, Any]]:

@@ -21,6 +21,13 @@ LY_KM = 9_460_730_472_580.8  # the Julian year times c
 KM = {"km": 1.0, "AU": AU_KM, "ly": LY_KM, "pc": PC_AU * AU_KM}
 SUN_RADIUS_KM = 695_700.0  # IAU 2015 nominal
 
+# The system prompt the agent runs with, in benchmarks/agent_eval.py and in the training rows
+# make_train.py writes: a fine-tune sees exactly the prompt it is later run with.
+SYSTEM = (
+    "You are an astronomer's assistant. Answer with the tools: call the one tool that gives the "
+    "answer, then give the number it returned, with its unit."
+)
+
 # name: (distance, its unit, mean radius in km). Stars from the Sun; planets as semi-major axes.
 BODIES: dict[str, tuple[float, str, float]] = {
     "sun": (1.0, "AU", SUN_RADIUS_KM),
