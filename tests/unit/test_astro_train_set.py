@@ -67,3 +67,18 @@ def test_a_training_row_renders_the_prompts_the_agent_sends() -> None:
     # Each prompt the agent sent is the training text up to that assistant turn, exactly.
     full, spans = assistant_spans(TemplateTokens(TEMPLATE), row["messages"], tools=row["tools"])
     assert [full[:start] for start, _ in spans] == prompts
+
+
+def test_chained_rows_ask_several_questions_under_one_system_prompt() -> None:
+    make_train, tools = load("make_train"), load("tools")
+    pairs = make_train.generate(5, seed=2)
+    rows = pairs_to_conversations(pairs, tools.TOOLS, system=tools.SYSTEM)
+    first, second = make_train.chained(rows, 3)
+    roles = [message["role"] for message in first["messages"]]
+    assert roles.count("system") == 1 and roles.count("user") == 3 and roles[0] == "system"
+    assert first["messages"][:5] == rows[0]["messages"]  # the first question: the agent's own
+    assert [m["content"] for m in second["messages"] if m["role"] == "user"] == [
+        pair["question"] for pair in pairs[3:]
+    ]
+    full, spans = assistant_spans(TemplateTokens(TEMPLATE), first["messages"], tools=first["tools"])
+    assert len(spans) == 6 and full.count("You can call these functions") == 1

@@ -202,12 +202,34 @@ def generate(count: int, seed: int) -> list[Pair]:
     return pairs
 
 
+def chained(rows: list[dict[str, Any]], per_row: int) -> list[dict[str, Any]]:
+    """Rows of `per_row` questions each, asked one after another in one chat.
+
+    A row's first question is exactly the conversation the agent has; the later ones add the
+    earlier questions as history. Every row pays for the ~700-token system prompt (the tools'
+    schemas) once, so on a slow CPU this teaches several calls for the price of about two.
+    """
+    if per_row <= 1:
+        return rows
+    joined = []
+    for start in range(0, len(rows), per_row):
+        group = rows[start : start + per_row]
+        messages = [*group[0]["messages"]]
+        for row in group[1:]:
+            messages.extend(row["messages"][1:])  # the same system message is not repeated
+        joined.append({"messages": messages, "tools": group[0]["tools"]})
+    return joined
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100, help="generated rows (besides train)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("astro_train.jsonl"))
     parser.add_argument("--no-train-split", action="store_true", help="generated rows only")
+    parser.add_argument(
+        "--per-row", type=int, default=1, help="questions in one conversation (1: as the agent)"
+    )
     args = parser.parse_args()
     from llmkit.agent.training import pairs_to_conversations
 
@@ -217,11 +239,13 @@ def main() -> None:
     rows = pairs_to_conversations(pairs, tools.TOOLS, system=tools.SYSTEM, answer=answer)
     # Shuffled, so that every epoch's batches mix the tools (the train split is sorted by tool).
     random.Random(args.seed).shuffle(rows)
+    rows = chained(rows, args.per_row)
     with args.out.open("w") as out:
         for row in rows:
             out.write(json.dumps(row) + "\n")
     print(
-        f"{len(rows)} conversations ({len(train)} from the train split) -> {args.out}",
+        f"{len(pairs)} questions ({len(train)} from the train split) in {len(rows)} rows "
+        f"-> {args.out}",
         file=sys.stderr,
     )
 
