@@ -1,7 +1,9 @@
-"""Training conversations for the astronomer's agent, made from the tools themselves.
+r"""Training conversations for the astronomer's agent, made from the tools themselves.
 
-    python examples/agents/astro/make_train.py --count 100 --out astro_train.jsonl
-    llmkit finetune smollm2 --data astro_train.jsonl --out smollm2-astro
+    python examples/agents/astro/make_train.py --count 17 --per-row 6 --out astro_train.jsonl
+    llmkit finetune smollm2 --data astro_train.jsonl --out smollm2-astro --max-length 2048 \
+        --batch-size 1 --lr 8e-4 --warmup-steps 1
+    python benchmarks/agent_eval.py --setups llmkit --model smollm2-astro
 
 The 25 train rows of tasks.jsonl are too few to teach a 135M model which arguments a question
 asks for, so this writes more the way a user would: sample arguments, run the real tool for its
