@@ -46,7 +46,8 @@ def test_serve_option_defaults_are_the_server_settings_defaults() -> None:
     }
     settings = ServerSettings()
     assert defaults["engine"] == settings.engine == "llamacpp"
-    assert defaults["max_body"] == settings.max_body_bytes
+    # The other options are ServerSettings' own fields (cli/options.py settings_options).
+    assert defaults["max_body_bytes"] == settings.max_body_bytes
     assert defaults["parallel"] == settings.parallel
-    assert defaults["queue"] == settings.max_queue
+    assert defaults["max_queue"] == settings.max_queue
     assert defaults["port"] == settings.port

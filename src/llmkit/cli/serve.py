@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from llmkit.cli.options import at_least, default_of
+from llmkit.cli.options import at_least, default_of, settings_options
 from llmkit.cli.output import say
 from llmkit.engines import ENGINE_NAMES, check_engine_name
 from llmkit.errors import InvalidParameterError, require_module
@@ -40,17 +40,12 @@ def _engine_name(name: str) -> str:
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @settings_options(ServerSettings)
     def serve(
         models: Annotated[
             list[str] | None,
             typer.Argument(help="Models to serve (default: the built-in smollm2)."),
         ] = None,
-        host: Annotated[
-            str, typer.Option(help="Address to listen on; anything but loopback needs an API key.")
-        ] = default_of(ServerSettings, "host"),
-        port: Annotated[int, typer.Option(help="Port to listen on.")] = default_of(
-            ServerSettings, "port"
-        ),
         engine: Annotated[
             str,
             typer.Option(
@@ -60,45 +55,8 @@ def register(app: typer.Typer) -> None:
                 callback=_engine_name,  # refused before anything loads or binds
             ),
         ] = default_of(ServerSettings, "engine"),
-        api_key: Annotated[
-            str | None,
-            typer.Option(
-                "--api-key",
-                envvar="LLMKIT_API_KEY",
-                show_envvar=True,
-                help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
-            ),
-        ] = None,
-        parallel: Annotated[
-            int, typer.Option(help="Requests decoded together (slots); more wait in a queue.")
-        ] = default_of(ServerSettings, "parallel"),
-        queue: Annotated[
-            int, typer.Option(help="Requests that may wait for a slot; past it: HTTP 503.")
-        ] = default_of(ServerSettings, "max_queue"),
-        context: Annotated[
-            int | None,
-            typer.Option(
-                help="Context length of each slot (default: the model's, at most 4096).",
-                callback=at_least("--context", 1, "token"),
-            ),
-        ] = default_of(ServerSettings, "context_length"),
-        threads: Annotated[
-            int | None,
-            typer.Option(
-                help="CPU threads (default: all cores).",
-                callback=at_least("--threads", 1, "thread"),
-            ),
-        ] = default_of(ServerSettings, "threads"),
-        max_body: Annotated[
-            int,
-            typer.Option(
-                help="Largest request body accepted, in bytes.",
-                callback=at_least("--max-body", 1, "byte"),
-            ),
-        ] = default_of(ServerSettings, "max_body_bytes"),
-        log_prompts: Annotated[
-            bool, typer.Option(help="Write prompts to the server log (off: they stay private).")
-        ] = default_of(ServerSettings, "log_prompts"),
+        # Keyword-only options come after ServerSettings' own in --help.
+        *,
         allow_origin: Annotated[
             list[str] | None,
             typer.Option(
@@ -108,30 +66,6 @@ def register(app: typer.Typer) -> None:
                 "comma-separated list. The page at / needs none.",
             ),
         ] = None,
-        engine_url: Annotated[
-            str | None,
-            typer.Option(
-                help="Generate on a running OpenAI-compatible engine server (vLLM, llama-server, "
-                "SGLang, another llmkit), e.g. http://127.0.0.1:8000; llmkit sends it templated "
-                "prompts. LLMKIT_ENGINE_API_KEY is sent as its key."
-            ),
-        ] = None,
-        tensor_parallel: Annotated[
-            int,
-            typer.Option(
-                help="With --engine vllm: GPUs each layer is split over (vLLM's "
-                "--tensor-parallel-size).",
-                callback=at_least("--tensor-parallel", 1, "GPU"),
-            ),
-        ] = default_of(ServerSettings, "tensor_parallel"),
-        pipeline_parallel: Annotated[
-            int,
-            typer.Option(
-                help="With --engine vllm: pipeline stages the layers are cut into (vLLM's "
-                "--pipeline-parallel-size).",
-                callback=at_least("--pipeline-parallel", 1, "stage"),
-            ),
-        ] = default_of(ServerSettings, "pipeline_parallel"),
         replicas: Annotated[
             int | None,
             typer.Option(
@@ -162,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 "the one `ray start` made here) instead of a local Ray."
             ),
         ] = None,
+        **options: Any,
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
@@ -170,25 +105,11 @@ def register(app: typer.Typer) -> None:
         from llmkit.server.security import ORIGINS_ENV, parse_origins
         from llmkit.server.state import check_exposure
 
-        check_port(port)
+        check_port(options["port"])
         origins = parse_origins([*(allow_origin or []), os.environ.get(ORIGINS_ENV, "")])
-
-        settings = ServerSettings(
-            host=host,
-            port=port,
-            api_key=api_key or None,
-            parallel=parallel,
-            max_queue=queue,
-            context_length=context,
-            threads=threads,
-            max_body_bytes=max_body,
-            log_prompts=log_prompts,
-            engine=engine,
-            allowed_origins=origins,
-            engine_url=engine_url,
-            tensor_parallel=tensor_parallel,
-            pipeline_parallel=pipeline_parallel,
-        )
+        options["api_key"] = options["api_key"] or None  # an empty LLMKIT_API_KEY is no key
+        settings = ServerSettings(engine=engine, allowed_origins=origins, **options)
+        host, port, api_key = settings.host, settings.port, settings.api_key
         check_exposure(settings)  # before loading anything: a refusal should be instant
         from llmkit.server.ray_replicas import replica_options
 
@@ -213,7 +134,7 @@ def register(app: typer.Typer) -> None:
                 ", ".join(served),
                 ", ".join(engines),
                 f"http://{shown}:{port}",
-                parallel,
+                settings.parallel,
                 err=True,
             )
             if api_key:

@@ -9,30 +9,76 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmkit.errors import InvalidParameterError, ModelNotFoundError
+from llmkit.settings import setting
 
 DEFAULT_PORT = 11435
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    api_key: str | None = None
-    parallel: int = 4
-    max_queue: int = 32
-    context_length: int | None = None  # per slot; None: the model's loaded context
-    threads: int | None = None
-    max_body_bytes: int = 4 * 1024 * 1024
-    log_prompts: bool = False
-    engine: str = "llamacpp"  # which engine loads the served models
+    """How `llmkit serve` runs. A field declared with `setting` is also its command-line option
+    (cli/options.py derives flag, default, help and range from it)."""
+
+    host: str = setting(
+        "127.0.0.1", help="Address to listen on; anything but loopback needs an API key."
+    )
+    port: int = setting(DEFAULT_PORT, help="Port to listen on.")  # check_port() bounds it
+    api_key: str | None = setting(
+        None,
+        envvar="LLMKIT_API_KEY",
+        help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
+    )
+    parallel: int = setting(4, help="Requests decoded together (slots); more wait in a queue.")
+    max_queue: int = setting(
+        32, flags=("--queue",), help="Requests that may wait for a slot; past it: HTTP 503."
+    )
+    context_length: int | None = setting(
+        None,
+        flags=("--context",),
+        help="Context length of each slot (default: the model's, at most 4096).",
+        minimum=1,
+        unit="token",
+    )  # None: the model's loaded context
+    threads: int | None = setting(
+        None, help="CPU threads (default: all cores).", minimum=1, unit="thread"
+    )
+    max_body_bytes: int = setting(
+        4 * 1024 * 1024,
+        flags=("--max-body",),
+        help="Largest request body accepted, in bytes.",
+        minimum=1,
+        unit="byte",
+    )
+    log_prompts: bool = setting(
+        False,
+        flags=("--log-prompts/--no-log-prompts",),
+        help="Write prompts to the server log (off: they stay private).",
+    )
+    engine: str = "llamacpp"  # which engine loads the served models (the CLI's --engine)
     allowed_origins: tuple[str, ...] = ()  # web origins besides the server's own (CORS)
     # A streamed reply whose client reads nothing for this long is cancelled, freeing its slot.
     stall_seconds: float = 30.0
     # An OpenAI-compatible engine server that generates (server/remote_backend.py); with
     # engine "vllm" and no URL, llmkit starts vLLM with these parallel settings.
-    engine_url: str | None = None
-    tensor_parallel: int = 1
-    pipeline_parallel: int = 1
+    engine_url: str | None = setting(
+        None,
+        help="Generate on a running OpenAI-compatible engine server (vLLM, llama-server, "
+        "SGLang, another llmkit), e.g. http://127.0.0.1:8000; llmkit sends it templated "
+        "prompts. LLMKIT_ENGINE_API_KEY is sent as its key.",
+    )
+    tensor_parallel: int = setting(
+        1,
+        help="With --engine vllm: GPUs each layer is split over (vLLM's --tensor-parallel-size).",
+        minimum=1,
+        unit="GPU",
+    )
+    pipeline_parallel: int = setting(
+        1,
+        help="With --engine vllm: pipeline stages the layers are cut into (vLLM's "
+        "--pipeline-parallel-size).",
+        minimum=1,
+        unit="stage",
+    )
 
 
 def is_loopback(host: str) -> bool:
