@@ -1,6 +1,7 @@
-"""Ray Serve replicas against one process with batched slots: `llmkit serve` set up four ways.
+"""Ray Serve replicas against one process with batched slots: `llmkit serve` set up five ways.
 
-- parallel:     `llmkit serve --parallel 2` (one process, 2 slots, all threads): the baseline.
+- parallel2:    `llmkit serve --parallel 2 --threads 2` (one process, 2 slots): the baseline.
+- parallel4:    `--parallel 4 --threads 2`: one process with the 4 slots replicas2x2 has in all.
 - replicas1:    `--replicas 1 --parallel 2`: the same engine behind Ray Serve (Ray's overhead).
 - replicas2x1:  `--replicas 2 --parallel 1`: two engines of one slot each (the same 2 slots).
 - replicas2x2:  `--replicas 2 --parallel 2`: two engines of two slots each (4 slots in all).
@@ -9,7 +10,8 @@ Every replica set-up starts its own local Ray on loopback. Each round sends the 
 concurrent streaming chat requests of a fixed length (`ignore_eos`) with the official `openai`
 client; throughput is completion tokens over the round's wall time. Rounds of the set-ups are
 interleaved (all servers stay up), after an unmeasured warm-up round each, and every round has its
-own prompts. Start-up is timed from launch to the ready line (all replicas loaded). Prints JSON.
+own prompts. Start-up is timed from launch to the ready line (all replicas loaded); memory is the
+resident size of the server and every process it started, Ray's included. Prints JSON.
 
     chrt -f 10 python benchmarks/ray_replicas.py --requests 8 --tokens 64 --rounds 3
 """
@@ -26,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import openai
@@ -34,7 +36,8 @@ import openai
 from llmkit.server.launch import serve_in_subprocess
 
 SETUPS = {
-    "parallel": ["--parallel", "2", "--threads", "2"],
+    "parallel2": ["--parallel", "2", "--threads", "2"],
+    "parallel4": ["--parallel", "4", "--threads", "2"],
     "replicas1": ["--replicas", "1", "--parallel", "2", "--threads", "2"],
     "replicas2x1": ["--replicas", "2", "--parallel", "1", "--threads", "1"],
     "replicas2x2": ["--replicas", "2", "--parallel", "2", "--threads", "1"],
@@ -43,8 +46,8 @@ TOPICS = ["a lighthouse", "rain", "a market", "gardening", "bicycles", "autumn",
 
 
 @contextmanager
-def server(args: list[str]) -> Iterator[tuple[str, float]]:
-    """A running server and the seconds from launch until it said it was ready."""
+def server(args: list[str]) -> Iterator[tuple[str, float, int]]:
+    """A running server, the seconds from launch until it said it was ready, and its pid."""
     log_path = Path(tempfile.mkstemp(prefix="llmkit-ray-bench-", suffix=".log")[1])
     started = time.monotonic()
     with serve_in_subprocess(
@@ -55,7 +58,19 @@ def server(args: list[str]) -> Iterator[tuple[str, float]]:
             if time.monotonic() - started > 600:
                 raise SystemExit(f"no ready line:\n{log_path.read_text()}")
             time.sleep(0.2)
-        yield running.url, time.monotonic() - started
+        yield running.url, time.monotonic() - started, running.process.pid
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and everything it started (a local Ray's processes too)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        with suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total / 2**20
 
 
 def one_round(url: str, number: int, requests: int, tokens: int) -> float:
@@ -101,11 +116,12 @@ def main() -> None:
     names = [name for name in args.setups.split(",") if name]
 
     results: dict[str, dict] = {}
+    load_before = os.getloadavg()
     with ExitStack() as stack:
-        urls = {}
+        urls, pids = {}, {}
         for name in names:  # one at a time, so start-up times do not overlap
-            url, seconds = stack.enter_context(server(SETUPS[name]))
-            urls[name] = url
+            url, seconds, pid = stack.enter_context(server(SETUPS[name]))
+            urls[name], pids[name] = url, pid
             results[name] = {
                 "args": SETUPS[name],
                 "startup_seconds": round(seconds, 1),
@@ -114,6 +130,7 @@ def main() -> None:
             print(f"{name}: ready in {seconds:.1f} s", file=sys.stderr)
         for name in names:
             one_round(urls[name], 0, args.requests, args.tokens)  # warm-up
+            results[name]["rss_mib_after_warmup"] = round(tree_rss_mib(pids[name]))
         for number in range(1, args.rounds + 1):
             for name in names if number % 2 else reversed(names):
                 rate = one_round(urls[name], number, args.requests, args.tokens)
@@ -125,6 +142,8 @@ def main() -> None:
         json.dumps(
             {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "load_average_before": load_before,
+                "load_average_after": os.getloadavg(),
                 "requests": args.requests,
                 "tokens": args.tokens,
                 "rounds": args.rounds,

@@ -293,6 +293,8 @@ def run_replicas(
         store.resolve(name)  # an unknown model fails here, before Ray starts
     if local:
         bind_socket(settings.host, settings.port).close()  # a port in use fails at once
+    else:
+        _check_reachable(str(options.ray_address))
     threads = replica_threads(settings, options)
     settings = _replica_settings(settings, threads)
 
@@ -300,24 +302,23 @@ def run_replicas(
     from ray import serve
 
     started = time.monotonic()
-    if local:
-        ray.init(
-            address="local",  # never join another cluster by accident
-            num_cpus=max(os.cpu_count() or 1, (threads or 1) * options.most),
-            _node_ip_address=LOOPBACK,
-            include_dashboard=False,
-            namespace=NAMESPACE,
-            logging_level=logging.WARNING,
-        )
-    else:
-        try:
+    try:
+        if local:
+            ray.init(
+                address="local",  # never join another cluster by accident
+                num_cpus=max(os.cpu_count() or 1, (threads or 1) * options.most),
+                _node_ip_address=LOOPBACK,
+                include_dashboard=False,
+                namespace=NAMESPACE,
+                logging_level=logging.WARNING,
+            )
+        else:
             ray.init(
                 address=options.ray_address, namespace=NAMESPACE, logging_level=logging.WARNING
             )
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            raise LlmkitError(
-                f"Cannot join the Ray cluster at {options.ray_address}: {_first_line(error)}"
-            ) from None
+    except Exception as error:  # Ray raises many kinds here; the user needs one sentence
+        where = "start a local Ray" if local else f"join the Ray cluster at {options.ray_address}"
+        raise LlmkitError(f"Could not {where}: {_first_line(error)}") from None
     serve_was_running = _serve_running()
     try:
         serve.start(
@@ -400,6 +401,22 @@ def _is_loopback_address(address: str | None) -> bool:
 
     host = (address or "").removeprefix("ray://").rsplit(":", 1)[0]
     return bool(host) and is_loopback(host)
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    # Ray retries an unreachable cluster for minutes before giving up; a closed port is known now.
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # 'auto', or a form Ray resolves itself
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise LlmkitError(
+            f"Cannot reach the Ray cluster at {address}: {error.strerror or error}. Start it with "
+            "`ray start --head`, or check --ray-address."
+        ) from None
 
 
 def _private_ray_environment(*, on_loopback: bool) -> None:
