@@ -52,6 +52,7 @@ VERB_MODULES = (
     "llmkit.cli.bench",
     "llmkit.cli.eval",
     "llmkit.cli.serve",
+    "llmkit.cli.ps",
     "llmkit.cli.finetune",
     "llmkit.cli.pretrain",
     "llmkit.cli.agent",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -38,13 +39,26 @@ def _engine_name(name: str) -> str:
         ) from None
 
 
+def _option(parse: Callable[[str], Any], value: str | None, flag: str) -> Any:
+    """An option's value parsed, or its one-sentence refusal naming the option."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except InvalidParameterError as error:
+        raise InvalidParameterError(f"{flag}: {error}") from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     @settings_options(ServerSettings)
     def serve(
         models: Annotated[
             list[str] | None,
-            typer.Argument(help="Models to serve (default: the built-in smollm2)."),
+            typer.Argument(
+                help="Models to serve, loaded now and kept loaded (default: every model in the "
+                "store, each loaded when first asked for)."
+            ),
         ] = None,
         engine: Annotated[
             str,
@@ -96,19 +110,41 @@ def register(app: typer.Typer) -> None:
                 "the one `ray start` made here) instead of a local Ray."
             ),
         ] = None,
+        keep_alive: Annotated[
+            str,
+            typer.Option(
+                help="How long a model loaded on demand stays loaded after its last request: "
+                "'5m', '30s', '1h', 0 (unload at once) or -1 (for good); a request's keep_alive "
+                "overrides it."
+            ),
+        ] = "5m",
+        memory_budget: Annotated[
+            str | None,
+            typer.Option(
+                help="Memory the loaded models may take together, e.g. 8GB (default: 90% of the "
+                "memory free at start). Past it the least recently used idle model is unloaded."
+            ),
+        ] = None,
         **options: Any,
     ) -> None:
         """Serve models over an OpenAI- and Ollama-compatible HTTP API, with a web chat page at /."""
         require_module("fastapi", feature="llmkit serve", extra="serve")
         require_module("uvicorn", feature="llmkit serve", extra="serve")
         from llmkit.server.app import check_port, run_server
+        from llmkit.server.model_pool import parse_keep_alive, parse_size
         from llmkit.server.security import ORIGINS_ENV, parse_origins
         from llmkit.server.state import check_exposure
 
         check_port(options["port"])
         origins = parse_origins([*(allow_origin or []), os.environ.get(ORIGINS_ENV, "")])
         options["api_key"] = options["api_key"] or None  # an empty LLMKIT_API_KEY is no key
-        settings = ServerSettings(engine=engine, allowed_origins=origins, **options)
+        settings = ServerSettings(
+            engine=engine,
+            allowed_origins=origins,
+            keep_alive=_option(parse_keep_alive, keep_alive, "--keep-alive"),
+            memory_budget=_option(parse_size, memory_budget, "--memory-budget"),
+            **options,
+        )
         host, port, api_key = settings.host, settings.port, settings.api_key
         check_exposure(settings)  # before loading anything: a refusal should be instant
         from llmkit.server.ray_replicas import replica_options
@@ -128,11 +164,15 @@ def register(app: typer.Typer) -> None:
                     for item in served.values()
                 }
             )
+            what = (
+                f"{', '.join(served)} ({', '.join(engines)})"
+                if served
+                else "the store's models on demand"
+            )
             say(
-                "Serving [bold]{}[/] ({}) at [bold]{}[/] ({} slots). "
+                "Serving [bold]{}[/] at [bold]{}[/] ({} slots). "
                 "OpenAI: /v1, Ollama: /api, chat page: /",
-                ", ".join(served),
-                ", ".join(engines),
+                what,
                 f"http://{shown}:{port}",
                 settings.parallel,
                 err=True,
@@ -141,8 +181,10 @@ def register(app: typer.Typer) -> None:
                 say("API key required: send 'Authorization: Bearer <key>'.", err=True)
             if origins:
                 say("Web origins allowed: {}", ", ".join(origins), err=True)
+            if settings.log_exchanges:
+                say("Exchanges are kept in `llmkit logs`.", err=True)
 
-        run_server(models or ["smollm2"], settings, on_ready=ready)
+        run_server(models or [], settings, on_ready=ready)
 
 
 def _serve_replicas(models: list[str], settings: ServerSettings, wanted: ReplicaOptions) -> None:

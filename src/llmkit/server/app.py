@@ -31,6 +31,7 @@ from llmkit.errors import (
 )
 from llmkit.generation.batching import QueueFullError, SchedulerClosedError
 from llmkit.server.metrics import render_metrics
+from llmkit.server.model_pool import ModelBusyError, ModelTooLargeError, parse_keep_alive
 from llmkit.server.security import SecurityMiddleware, check_json_body, needs_json_check
 from llmkit.server.state import ServerSettings, ServerState, load_state
 
@@ -74,9 +75,24 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
 def _status_for(error: LlmkitError) -> int:
     if isinstance(error, ModelNotFoundError):
         return 404
-    if isinstance(error, (QueueFullError, SchedulerClosedError)):
+    if isinstance(error, (QueueFullError, SchedulerClosedError, ModelBusyError)):
         return 503
+    if isinstance(error, ModelTooLargeError):
+        return 507  # Insufficient Storage: the server's memory, not the request, is short
     return 400  # invalid parameters, context overflow, templates: all the caller's to fix
+
+
+def _keep_alive_of(body: bytes) -> float | None:
+    """A request's keep_alive (Ollama's field; an extra field in any other API), in seconds."""
+    if b'"keep_alive"' not in body:  # most requests: no parsing
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None  # the route refuses the body in its own words
+    if not isinstance(data, dict) or data.get("keep_alive") is None:
+        return None
+    return parse_keep_alive(data["keep_alive"])
 
 
 def _route_label(path: str, known: frozenset[str]) -> str:
@@ -154,7 +170,14 @@ class GuardMiddleware:
                 if problem:
                     await self._reply(counting_send, path, 400, problem)
                     return
-            await self.app(scope, replay, counting_send)
+            try:
+                keep_alive = _keep_alive_of(body)
+            except InvalidParameterError as error:
+                await self._reply(counting_send, path, 400, str(error))
+                return
+            # The models this request acquires stay in use until its response is over.
+            with self.state.pool.request_scope(keep_alive):
+                await self.app(scope, replay, counting_send)
         finally:
             route = _route_label(path, self.paths)
             counts = self.state.http_requests
@@ -359,7 +382,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_server(
     models: list[str], settings: ServerSettings, *, home: str | None = None, on_ready: Any = None
 ) -> None:
-    """Bind the address, load the models, then serve until interrupted."""
+    """Bind the address, load the models (none: the store's, on demand), then serve until interrupted."""
     import uvicorn
 
     sock = bind_socket(settings.host, settings.port)

@@ -1,4 +1,8 @@
-"""The Ollama-compatible API: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/embed."""
+"""The Ollama-compatible API: /api/chat, /api/generate, /api/tags, /api/show, /api/ps, /api/embed.
+
+A request's `keep_alive` is read by the server's middleware for every API (server/model_pool.py);
+an empty /api/generate or /api/chat loads the model, or with keep_alive 0 unloads it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,6 +21,7 @@ from llmkit.errors import InvalidParameterError
 from llmkit.params import params_from_ollama
 from llmkit.server import service
 from llmkit.server.grammar import ollama_format_schema
+from llmkit.server.model_pool import FOREVER, current_scope
 from llmkit.server.schemas import (
     OllamaChatRequest,
     OllamaEmbedRequest,
@@ -24,7 +29,6 @@ from llmkit.server.schemas import (
     OllamaShowRequest,
 )
 from llmkit.server.service import Error, Final, GenerationRequest, Run, TextDelta, ToolCalls
-from llmkit.server.state import ServedModel
 
 router = APIRouter(prefix="/api")
 
@@ -51,14 +55,14 @@ def _stats(final: Final, started: float) -> dict[str, Any]:
     }
 
 
-def _details(served: ServedModel) -> dict[str, Any]:
-    info = served.model.manifest.info
+def _details(manifest: Any) -> dict[str, Any]:
+    info = manifest.info
     parameters = info.parameters or 0
     size = f"{parameters / 1e9:.1f}B" if parameters >= 1e9 else f"{parameters / 1e6:.0f}M"
     family = info.architecture or ""
     return {
         "parent_model": "",
-        "format": served.model.manifest.format,
+        "format": manifest.format,
         "family": family,
         "families": [family] if family else None,
         "parameter_size": size,
@@ -66,16 +70,32 @@ def _details(served: ServedModel) -> dict[str, Any]:
     }
 
 
-def _entry(served: ServedModel) -> dict[str, Any]:
-    manifest = served.model.manifest
+def _entry(name: str, manifest: Any) -> dict[str, Any]:
     return {
-        "name": served.name,
-        "model": served.name,
+        "name": name,
+        "model": name,
         "modified_at": datetime.fromtimestamp(manifest.created, timezone.utc).isoformat(),
         "size": manifest.size_bytes,
         "digest": manifest.sha256,
-        "details": _details(served),
+        "details": _details(manifest),
     }
+
+
+def _expires_at(seconds: float) -> str:
+    if seconds == FOREVER:
+        return "9999-12-31T23:59:59Z"  # a pinned model, or keep_alive < 0: it does not expire
+    return (
+        (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    )
+
+
+async def _unload_or_load(state: Any, model: str) -> tuple[str, str]:
+    """Ollama's empty request: keep_alive 0 unloads the model, anything else loads it."""
+    scope = current_scope()
+    if scope is not None and scope.keep_alive == 0:
+        await asyncio.to_thread(state.pool.unload, model)
+        return state.pool.key(model), "unload"
+    return (await asyncio.to_thread(state.get, model)).name, "load"
 
 
 def _ndjson(data: dict[str, Any]) -> bytes:
@@ -89,7 +109,8 @@ async def version() -> dict[str, str]:
 
 @router.get("/tags")
 async def tags(request: Request) -> dict[str, Any]:
-    return {"models": [_entry(served) for served in request.app.state.llmkit.models.values()]}
+    listing = await asyncio.to_thread(request.app.state.llmkit.listing)
+    return {"models": [_entry(name, manifest) for name, manifest in listing]}
 
 
 @router.get("/ps")
@@ -97,19 +118,20 @@ async def running(request: Request) -> dict[str, Any]:
     return {
         "models": [
             {
-                **_entry(served),
-                "expires_at": "0001-01-01T00:00:00Z",
+                **_entry(loaded.name, loaded.served.model.manifest),
+                "size": loaded.size,  # the planner's estimate of its memory
                 "size_vram": 0,
-                "context_length": served.scheduler.slot_context,
+                "expires_at": _expires_at(loaded.expires_in),
+                "context_length": loaded.served.scheduler.slot_context,
             }
-            for served in request.app.state.llmkit.models.values()
+            for loaded in request.app.state.llmkit.pool.loaded()
         ]
     }
 
 
 @router.post("/show")
 async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
-    served = request.app.state.llmkit.get(body.model or body.name or "")
+    served = await asyncio.to_thread(request.app.state.llmkit.get, body.model or body.name or "")
     model = served.model
     info = {
         key: value
@@ -130,10 +152,10 @@ async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
         "parameters": parameters,
         "template": template,
         "system": model.system_prompt or "",
-        "details": _details(served),
+        "details": _details(model.manifest),
         "model_info": info,
         "capabilities": capabilities,
-        "modified_at": _entry(served)["modified_at"],
+        "modified_at": _entry(served.name, model.manifest)["modified_at"],
     }
 
 
@@ -144,13 +166,15 @@ async def chat(body: OllamaChatRequest, request: Request) -> Any:
         raise InvalidParameterError("Images are not supported by the served models.")
     started = time.perf_counter()
     if not body.messages:
-        # Ollama answers an empty conversation by loading the model and saying it is ready.
+        # Ollama answers an empty conversation by loading the model and saying it is ready
+        # (or, with keep_alive 0, by unloading it).
+        name, reason = await _unload_or_load(state, body.model)
         return {
-            "model": state.get(body.model).name,
+            "model": name,
             "created_at": _now(),
             "message": {"role": "assistant", "content": ""},
             "done": True,
-            "done_reason": "load",
+            "done_reason": reason,
         }
     messages = [
         message.model_dump(exclude_none=True, exclude={"images", "tool_name"})
@@ -239,12 +263,13 @@ async def generate(body: OllamaGenerateRequest, request: Request) -> Any:
     started = time.perf_counter()
     schema = ollama_format_schema(body.format)
     if not body.prompt:
+        name, reason = await _unload_or_load(state, body.model)
         return {
-            "model": state.get(body.model).name,
+            "model": name,
             "created_at": _now(),
             "response": "",
             "done": True,
-            "done_reason": "load",
+            "done_reason": reason,
         }
     logprobs = _logprobs(body)
     if body.raw:

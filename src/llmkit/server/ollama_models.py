@@ -1,21 +1,29 @@
-"""Ollama's model-management API over the store: /api/create, /api/copy, /api/delete.
+"""Ollama's model-management API over the store: /api/create, /api/copy, /api/delete, /api/pull.
 
 Recipes made here are the same as `llmkit create` makes (store/recipes.py). A model name from a
-request is only ever a store name: `from` may not be a path, so no request reaches a file.
+request is only ever a store name: `from` may not be a path, so no request reaches a file. A pull
+fetches a built-in model or a hub file as `llmkit pull` does, streaming Ollama's progress lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import StrictBool
 
-from llmkit.errors import InvalidParameterError
-from llmkit.server.schemas import OllamaCopyRequest, OllamaCreateRequest, OllamaDeleteRequest
+from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
+from llmkit.server.schemas import (
+    OllamaCopyRequest,
+    OllamaCreateRequest,
+    OllamaDeleteRequest,
+    _Lenient,
+)
 from llmkit.store.paths import validate_model_name
 
 router = APIRouter(prefix="/api")
@@ -73,13 +81,147 @@ async def copy(body: OllamaCopyRequest) -> Response:
 async def delete(body: OllamaDeleteRequest, request: Request) -> Response:
     name = body.model or body.name or ""
     validate_model_name(name)
-    served = request.app.state.llmkit.models
-    if name in served or name.removesuffix(":latest") in served:
-        raise InvalidParameterError(f"'{name}' is being served; stop the server to remove it.")
+    state = request.app.state.llmkit
+    if not state.on_demand:
+        served = state.pool.names or []
+        if name in served or name.removesuffix(":latest") in served:
+            raise InvalidParameterError(f"'{name}' is being served; stop the server to remove it.")
     store = _store()
     if name not in await asyncio.to_thread(store.names):
-        from llmkit.errors import ModelNotFoundError
-
         raise ModelNotFoundError(f"model '{name}' not found")
+    # Served on demand: unloaded first, unless requests are using it now.
+    if await asyncio.to_thread(state.pool.unload, name) == "unloading":
+        raise InvalidParameterError(
+            f"'{name}' is answering requests; it unloads once they finish, then delete it."
+        )
     await asyncio.to_thread(store.remove, name)
     return Response(status_code=200)
+
+
+# ---- /api/pull -------------------------------------------------------------------------------
+class OllamaPullRequest(_Lenient):
+    model: str | None = None
+    name: str | None = None  # older clients send "name"
+    stream: StrictBool = True
+    insecure: StrictBool = False
+
+
+HUB_PREFIXES = ("hf.co/", "huggingface.co/", "hf:")
+FIRST_NEWS_SECONDS = 2.0  # how long a pull may fail with a status code before it streams
+
+
+@dataclass(frozen=True)
+class Pull:
+    """What a pull fetches: a built-in model, or a GGUF file of a hub repository."""
+
+    label: str
+    builtin: str | None = None
+    repo: str | None = None
+    filename: str | None = None
+
+
+def pull_target(name: str) -> Pull:
+    """The built-in NAME, or hf.co/OWNER/REPO/FILE.gguf (hf:OWNER/REPO/FILE.gguf); else 404/400."""
+    from llmkit.store.catalog import BUILTIN_MODELS
+
+    base = name.removesuffix(":latest")
+    if base in BUILTIN_MODELS:
+        return Pull(base, builtin=base)
+    prefix = next((p for p in HUB_PREFIXES if name.startswith(p)), None)
+    if prefix is None:
+        raise ModelNotFoundError(
+            f"pull model manifest: '{name}' is not a built-in model ({', '.join(BUILTIN_MODELS)}) "
+            "nor a hub file written hf.co/OWNER/REPO/FILE.gguf."
+        )
+    parts = name[len(prefix) :].split("/")
+    if len(parts) != 3 or not parts[2].endswith(".gguf"):
+        raise InvalidParameterError(
+            f"'{name}' names no GGUF file: write hf.co/OWNER/REPO/FILE.gguf."
+        )
+    return Pull(parts[2], repo=f"{parts[0]}/{parts[1]}", filename=parts[2])
+
+
+def run_pull(target: Pull, progress: Callable[[int, int], None]) -> Any:
+    """Fetch and register the model (blocking); returns its manifest."""
+    from llmkit.store.catalog import BUILTIN_MODELS
+    from llmkit.store.hub import name_from_filename, pull_builtin, pull_from_hub
+
+    store = _store()
+    if target.builtin is not None:
+        builtin = BUILTIN_MODELS[target.builtin]
+        if builtin.locate() is not None and not builtin.part_modules:
+            return store.ensure_builtin(target.builtin, progress=progress)  # hashed with progress
+        return pull_builtin(target.builtin, store=store)
+    assert target.repo is not None and target.filename is not None
+    stored = name_from_filename(target.filename)
+    if store.has(stored):
+        return store.get(stored)  # pulled before: as Ollama, a pull of a local model succeeds
+    return pull_from_hub(target.repo, target.filename, store=store)
+
+
+def _pull_failure(error: LlmkitError) -> LlmkitError | JSONResponse:
+    """The caller's mistakes keep their status; a hub that fails is the server's upstream: 502."""
+    if isinstance(error, (ModelNotFoundError, InvalidParameterError)):
+        return error
+    return JSONResponse({"error": str(error)}, 502)
+
+
+@router.post("/pull")
+async def pull(body: OllamaPullRequest) -> Any:
+    target = pull_target(body.model or body.name or "")
+    loop = asyncio.get_running_loop()
+    news: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+    def progress(done: int, total: int) -> None:
+        loop.call_soon_threadsafe(news.put_nowait, (done, total))
+
+    task = asyncio.ensure_future(asyncio.to_thread(run_pull, target, progress))
+    # A failure that comes at once (an unreachable hub, a missing file) gets a status code;
+    # one that comes later ends the stream with an error line.
+    first = asyncio.ensure_future(news.get())
+    await asyncio.wait({task, first}, timeout=FIRST_NEWS_SECONDS, return_when="FIRST_COMPLETED")
+    if task.done() and task.exception() is not None:
+        first.cancel()
+        failure = _pull_failure(task.exception())  # type: ignore[arg-type]
+        if isinstance(failure, JSONResponse):
+            return failure
+        raise failure
+    if not body.stream:
+        first.cancel()
+        try:
+            await task
+        except LlmkitError as error:
+            failure = _pull_failure(error)
+            if isinstance(failure, JSONResponse):
+                return failure
+            raise failure from None
+        return {"status": "success"}
+
+    def line(data: dict[str, Any]) -> bytes:
+        return (json.dumps(data) + "\n").encode()
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield line({"status": "pulling manifest"})
+        status = f"pulling {target.label}"
+        waiting: asyncio.Future[Any] = first
+        while True:
+            await asyncio.wait({task, waiting}, return_when="FIRST_COMPLETED")
+            if waiting.done():
+                done, total = waiting.result()
+                yield line({"status": status, "total": total, "completed": done})
+                waiting = asyncio.ensure_future(news.get())
+                continue
+            break
+        waiting.cancel()
+        try:
+            manifest = task.result()
+        except LlmkitError as error:
+            yield line({"error": str(error)})
+            return
+        digest = f"sha256:{manifest.sha256}"
+        size = manifest.size_bytes
+        yield line({"status": status, "digest": digest, "total": size, "completed": size})
+        for status in ("verifying sha256 digest", "writing manifest", "success"):
+            yield line({"status": status})
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -16,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from llmkit import __version__
 from llmkit.chat.tools import ToolCall
-from llmkit.errors import InvalidParameterError
+from llmkit.errors import InvalidParameterError, ModelNotFoundError
 from llmkit.generation.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from llmkit.generation.loop import Usage
 from llmkit.server import service
@@ -124,27 +125,25 @@ def _sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
+def _model_entry(name: str, manifest: Any) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": int(manifest.created), "owned_by": "llmkit"}
+
+
 @router.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    state = request.app.state.llmkit
-    return {
-        "object": "list",
-        "data": [
-            {"id": name, "object": "model", "created": int(served.loaded_at), "owned_by": "llmkit"}
-            for name, served in state.models.items()
-        ],
-    }
+    # Every model a request may name: the served list, or the whole store when served on demand.
+    listing = await asyncio.to_thread(request.app.state.llmkit.listing)
+    return {"object": "list", "data": [_model_entry(name, manifest) for name, manifest in listing]}
 
 
 @router.get("/models/{name}")
 async def get_model(name: str, request: Request) -> dict[str, Any]:
-    served = request.app.state.llmkit.get(name)
-    return {
-        "id": served.name,
-        "object": "model",
-        "created": int(served.loaded_at),
-        "owned_by": "llmkit",
-    }
+    state = request.app.state.llmkit
+    key = state.pool.key(name)  # an unknown name of a fixed list: 404
+    for listed, manifest in await asyncio.to_thread(state.listing):
+        if listed == key:
+            return _model_entry(listed, manifest)
+    raise ModelNotFoundError(f"The model '{name}' is not in the store.")
 
 
 @router.post("/chat/completions")
