@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 
 import pytest
 from tests.helpers.fake_engine import FakeEngine
@@ -246,7 +248,7 @@ def test_a_failed_load_reaches_every_waiter_and_the_next_request_tries_again() -
         pool.close()
 
 
-def test_pinned_models_stay_until_stopped_and_a_fixed_list_names_its_models() -> None:
+def test_pinned_models_stay_for_good_and_a_fixed_list_names_its_models() -> None:
     loader = Loader()
     pool, clock = make_pool(loader, names=["a", "b"], pinned=["a"], budget=150)
     try:
@@ -257,9 +259,8 @@ def test_pinned_models_stay_until_stopped_and_a_fixed_list_names_its_models() ->
             use(pool, "b")  # b cannot push out the pinned a
         with pytest.raises(ModelNotFoundError, match="available: a, b"):
             use(pool, "c")
-        assert pool.unload("a") == "unloaded" and pool.unload("a") == "not loaded"
-        use(pool, "b")
-        assert list(pool.models()) == ["b"]
+        assert pool.unload("a") == "pinned" and pool.unload("b") == "not loaded"
+        assert list(pool.models()) == ["a"]
     finally:
         pool.close()
 
@@ -285,3 +286,86 @@ def test_memory_sizes() -> None:
     for bad in ("lots", "0", "-1GB", "GB", "8XB"):
         with pytest.raises(InvalidParameterError, match="not a memory size"):
             parse_size(bad)
+
+
+# ---- through a real server on loopback -------------------------------------------------------
+@pytest.fixture
+def on_demand_url() -> Iterator[str]:
+    """A real server on a free loopback port whose pool loads fake-engine models on demand."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    from llmkit.server.app import create_app
+    from llmkit.server.state import ServerSettings, ServerState
+
+    pool = ModelPool(Loader(), estimate=lambda name: 100, keep_alive=300.0)
+    state = ServerState([], ServerSettings(), pool=pool)
+    config = uvicorn.Config(
+        create_app(state), host="127.0.0.1", port=0, log_level="critical", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    state.close()
+
+
+def test_keep_alive_over_http_loads_expires_and_unloads(on_demand_url: str) -> None:
+    httpx = pytest.importorskip("httpx").Client(timeout=60)
+    ask = {"model": "a", "prompt": "hi", "raw": True, "stream": False, "keep_alive": "90s"}
+    assert httpx.post(f"{on_demand_url}/api/generate", json=ask).status_code == 200
+    [shown] = httpx.get(f"{on_demand_url}/api/ps").json()["models"]
+    assert shown["name"] == "a" and shown["size"] == 100
+    expires = datetime.fromisoformat(shown["expires_at"].replace("Z", "+00:00"))
+    assert 60 < (expires - datetime.now(timezone.utc)).total_seconds() <= 90
+    unload = httpx.post(f"{on_demand_url}/api/generate", json={"model": "a", "keep_alive": 0})
+    assert unload.json()["done_reason"] == "unload"
+    assert httpx.get(f"{on_demand_url}/api/ps").json() == {"models": []}
+    for path, body in (
+        ("/api/generate", {"model": "a", "prompt": "hi", "keep_alive": "soon"}),
+        ("/v1/completions", {"model": "a", "prompt": "hi", "keep_alive": [1]}),
+    ):
+        refused = httpx.post(f"{on_demand_url}{path}", json=body)
+        assert refused.status_code == 400 and "keep_alive must be a duration" in refused.text
+    assert httpx.get(f"{on_demand_url}/api/ps").json() == {"models": []}  # refused: not loaded
+    missing = httpx.post(f"{on_demand_url}/api/generate", json={"model": "zzz", "prompt": "x"})
+    assert missing.status_code == 404
+
+
+def test_pull_refuses_unknown_names_and_an_unreachable_hub_before_streaming(
+    on_demand_url: str, monkeypatch: pytest.MonkeyPatch, fresh_home: object
+) -> None:
+    httpx = pytest.importorskip("httpx").Client(timeout=60)
+    from llmkit.server.launch import free_loopback_port
+
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_loopback_port()}")  # nobody there
+    pull = f"{on_demand_url}/api/pull"
+    unknown = httpx.post(pull, json={"model": "no-such-model"})
+    assert unknown.status_code == 404 and "not a built-in model" in unknown.json()["error"]
+    bad = httpx.post(pull, json={"model": "hf.co/owner/repo"})
+    assert bad.status_code == 400 and "hf.co/OWNER/REPO/FILE.gguf" in bad.json()["error"]
+    offline = httpx.post(pull, json={"model": "hf.co/owner/repo/model.gguf"})
+    assert offline.status_code == 502 and set(offline.json()) == {"error"}
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        (["--keep-alive", "soon"], "--keep-alive: keep_alive must be a duration"),
+        (["--memory-budget", "lots"], "--memory-budget: 'lots' is not a memory size"),
+    ],
+)
+def test_bad_pool_options_are_refused_before_anything_loads(args: list[str], sentence: str) -> None:
+    from tests.helpers.cli import run_cli
+
+    result = run_cli("serve", *args)
+    assert result.returncode == 2 and result.stderr.startswith(f"Error: {sentence}")
+    assert "Traceback" not in result.stderr

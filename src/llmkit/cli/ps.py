@@ -9,10 +9,11 @@ import typer
 
 from llmkit.cli.options import default_of
 from llmkit.cli.output import escape, human_size, print_json, print_table, say
+from llmkit.server.control import check_port
 from llmkit.server.state import ServerSettings
 
 Host = Annotated[str, typer.Option(help="The server's address.")]
-Port = Annotated[int, typer.Option(help="The server's port.")]
+Port = Annotated[int, typer.Option(help="The server's port.", callback=check_port)]
 ApiKey = Annotated[
     str | None,
     typer.Option(

@@ -30,6 +30,7 @@ from llmkit.errors import (
     ModelNotFoundError,
 )
 from llmkit.generation.batching import QueueFullError, SchedulerClosedError
+from llmkit.server.control import check_port
 from llmkit.server.metrics import render_metrics
 from llmkit.server.model_pool import ModelBusyError, ModelTooLargeError, parse_keep_alive
 from llmkit.server.security import SecurityMiddleware, check_json_body, needs_json_check
@@ -350,11 +351,6 @@ def _web_file(name: str) -> str:
     return (
         resources.files("llmkit.server").joinpath("web").joinpath(name).read_text(encoding="utf-8")
     )
-
-
-def check_port(port: int) -> None:
-    if not 1 <= port <= 65535:
-        raise InvalidParameterError(f"The port must be between 1 and 65535, not {port}.")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -10,9 +10,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from llmkit.errors import LlmkitError, ModelNotFoundError
+from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
 
 TIMEOUT_SECONDS = 30.0
+
+
+def check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise InvalidParameterError(f"The port must be between 1 and 65535, not {port}.")
+    return port
 
 
 def server_url(host: str, port: int) -> str:

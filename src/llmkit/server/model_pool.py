@@ -5,8 +5,8 @@ requests for the same model wait for one load). A model stays loaded for its kee
 last request ends (Ollama's rule: each request may set it; 0 unloads once the request is done,
 a negative one keeps it for good). Before a load, the least recently used idle models are unloaded
 until the new model's planner estimate fits the budget; a model with requests in flight is never
-unloaded. Pinned models (the ones `llmkit serve MODEL...` was started with) never expire and are
-never evicted; only an explicit unload (`llmkit stop`) takes them out.
+unloaded. Pinned models (the ones `llmkit serve MODEL...` was started with) stay loaded for the server's
+life: they never expire, are never evicted, and refuse to be unloaded.
 
 Which models a request holds is kept per HTTP request in a context variable (`RequestScope`), set
 by the server's middleware around the whole response, streamed ones included: the model is in
@@ -343,7 +343,8 @@ class ModelPool:
             self.release(scope)
 
     def unload(self, name: str) -> str:
-        """Unload a model now ('unloaded'), once its requests end ('unloading'), or 'not loaded'."""
+        """Unload a model now ('unloaded'), once its requests end ('unloading'); or say it is
+        'not loaded', or 'pinned' (kept for the server's life: it is left loaded)."""
         try:
             key = self.key(name)
         except ModelNotFoundError:
@@ -352,6 +353,8 @@ class ModelPool:
             entry = self._entries.get(key)
             if entry is None:
                 return "not loaded"
+            if entry.pinned:
+                return "pinned"
             if entry.in_flight or entry.served is None:
                 entry.unload_when_idle = True
                 return "unloading"
@@ -376,9 +379,7 @@ class ModelPool:
     def _expired(entry: _Entry, now: float) -> bool:
         if entry.served is None or entry.in_flight:
             return False
-        if entry.unload_when_idle:
-            return True
-        return not entry.pinned and entry.expires_at <= now
+        return not entry.pinned and (entry.unload_when_idle or entry.expires_at <= now)
 
     def _reap_forever(self) -> None:
         while True:
@@ -390,7 +391,6 @@ class ModelPool:
                     for e in self._entries.values()
                     if e.served is not None and not e.in_flight and not e.pinned
                 ]
-                waits += [0.0 for e in self._entries.values() if e.unload_when_idle]
                 wait = min(waits, default=FOREVER)
                 if wait > 0:
                     self._wake.wait(timeout=min(wait, 3600.0))

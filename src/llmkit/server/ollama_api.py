@@ -93,8 +93,12 @@ async def _unload_or_load(state: Any, model: str) -> tuple[str, str]:
     """Ollama's empty request: keep_alive 0 unloads the model, anything else loads it."""
     scope = current_scope()
     if scope is not None and scope.keep_alive == 0:
-        await asyncio.to_thread(state.pool.unload, model)
-        return state.pool.key(model), "unload"
+        key = state.pool.key(model)  # a fixed list's unknown name: 404
+        if await asyncio.to_thread(state.pool.unload, key) == "pinned":
+            raise InvalidParameterError(
+                f"'{key}' was named when the server started and stays loaded while it runs."
+            )
+        return key, "unload"
     return (await asyncio.to_thread(state.get, model)).name, "load"
 
 
