@@ -26,7 +26,7 @@ ollama = pytest.importorskip("ollama")
 openai = pytest.importorskip("openai")
 
 KEY = "on-demand-key"
-HUB_MODEL = "hf.co/owner/tiny/tiny-llama.gguf"
+HUB_MODEL = "hf.co/owner/tiny"
 
 
 @dataclass
@@ -102,7 +102,7 @@ def test_pull_streams_progress_and_refuses_unknown_names(client) -> None:
     assert progress and progress[-1].completed == progress[-1].total
     assert progress[-1].digest and progress[-1].digest.startswith("sha256:")
     assert client.pull(HUB_MODEL).status == "success"  # from the local hub, not streamed
-    for missing in ("no-such-model", "hf.co/owner/tiny/other.gguf"):
+    for missing in ("no-such-model", "hf.co/owner/tiny:Q8_0", "hf.co/owner/absent"):
         with pytest.raises(ollama.ResponseError) as refused:
             client.pull(missing)
         assert refused.value.status_code == 404

@@ -350,9 +350,9 @@ def test_pull_refuses_unknown_names_and_an_unreachable_hub_before_streaming(
     pull = f"{on_demand_url}/api/pull"
     unknown = httpx.post(pull, json={"model": "no-such-model"})
     assert unknown.status_code == 404 and "not a built-in model" in unknown.json()["error"]
-    bad = httpx.post(pull, json={"model": "hf.co/owner/repo"})
-    assert bad.status_code == 400 and "hf.co/OWNER/REPO/FILE.gguf" in bad.json()["error"]
-    offline = httpx.post(pull, json={"model": "hf.co/owner/repo/model.gguf"})
+    bad = httpx.post(pull, json={"model": "hf.co/not-a-repository"})
+    assert bad.status_code == 400 and "OWNER/REPO" in bad.json()["error"]
+    offline = httpx.post(pull, json={"model": "hf.co/owner/repo:Q4_K_M"})
     assert offline.status_code == 502 and set(offline.json()) == {"error"}
 
 

@@ -106,7 +106,6 @@ class OllamaPullRequest(_Lenient):
     insecure: StrictBool = False
 
 
-HUB_PREFIXES = ("hf.co/", "huggingface.co/", "hf:")
 FIRST_NEWS_SECONDS = 2.0  # how long a pull may fail with a status code before it streams
 
 
@@ -117,34 +116,36 @@ class Pull:
     label: str
     builtin: str | None = None
     repo: str | None = None
-    filename: str | None = None
+    quant: str | None = None
 
 
 def pull_target(name: str) -> Pull:
-    """The built-in NAME, or hf.co/OWNER/REPO/FILE.gguf (hf:OWNER/REPO/FILE.gguf); else 404/400."""
+    """A built-in NAME, or hf.co/OWNER/REPO[:QUANT] as in Ollama (hf:OWNER/REPO too); else 404."""
     from llmkit.store.catalog import BUILTIN_MODELS
+    from llmkit.store.hub import parse_hub_source
 
     base = name.removesuffix(":latest")
     if base in BUILTIN_MODELS:
         return Pull(base, builtin=base)
-    prefix = next((p for p in HUB_PREFIXES if name.startswith(p)), None)
-    if prefix is None:
+    hub = parse_hub_source(name)  # a malformed OWNER/REPO or :QUANT: 400
+    if hub is None:
         raise ModelNotFoundError(
             f"pull model manifest: '{name}' is not a built-in model ({', '.join(BUILTIN_MODELS)}) "
-            "nor a hub file written hf.co/OWNER/REPO/FILE.gguf."
+            "nor a hub repository written hf.co/OWNER/REPO[:QUANT]."
         )
-    parts = name[len(prefix) :].split("/")
-    if len(parts) != 3 or not parts[2].endswith(".gguf"):
-        raise InvalidParameterError(
-            f"'{name}' names no GGUF file: write hf.co/OWNER/REPO/FILE.gguf."
-        )
-    return Pull(parts[2], repo=f"{parts[0]}/{parts[1]}", filename=parts[2])
+    return Pull(hub[0], repo=hub[0], quant=hub[1])
 
 
 def run_pull(target: Pull, progress: Callable[[int, int], None]) -> Any:
     """Fetch and register the model (blocking); returns its manifest."""
     from llmkit.store.catalog import BUILTIN_MODELS
-    from llmkit.store.hub import name_from_filename, pull_builtin, pull_from_hub
+    from llmkit.store.hub import (
+        choose_gguf,
+        list_gguf_files,
+        pull_builtin,
+        pull_from_hub,
+        store_name_for,
+    )
 
     store = _store()
     if target.builtin is not None:
@@ -152,11 +153,14 @@ def run_pull(target: Pull, progress: Callable[[int, int], None]) -> Any:
         if builtin.locate() is not None and not builtin.part_modules:
             return store.ensure_builtin(target.builtin, progress=progress)  # hashed with progress
         return pull_builtin(target.builtin, store=store)
-    assert target.repo is not None and target.filename is not None
-    stored = name_from_filename(target.filename)
+    assert target.repo is not None
+    # The file is chosen as `llmkit pull hf:OWNER/REPO[:QUANT]` chooses it, and stored under
+    # the same name (REPO:QUANT, or the file's name).
+    chosen = choose_gguf(target.repo, list_gguf_files(target.repo), target.quant)
+    stored = store_name_for(target.repo, chosen.path)
     if store.has(stored):
-        return store.get(stored)  # pulled before: as Ollama, a pull of a local model succeeds
-    return pull_from_hub(target.repo, target.filename, store=store)
+        return store.get(stored)  # pulled before: as in Ollama, pulling a local model succeeds
+    return pull_from_hub(target.repo, chosen.path, name=stored, store=store)
 
 
 def _pull_failure(error: LlmkitError) -> LlmkitError | JSONResponse:
