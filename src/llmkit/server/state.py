@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmkit.errors import InvalidParameterError, LlmkitError
+from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
 from llmkit.server.model_pool import DEFAULT_KEEP_ALIVE, ModelPool
 from llmkit.settings import setting
 from llmkit.store.catalog import DEFAULT_MODEL
@@ -303,7 +303,10 @@ def load_state(names: list[str], settings: ServerSettings, home: str | None = No
         store = ModelStore(home)
 
         def estimate(key: str) -> int:
-            # A request's name is only ever a store name: never a path to a file.
+            # A request's name is only ever a store name, never a path to a file (a name ending
+            # in .gguf would be one to the loader).
+            if key.endswith(".gguf"):
+                raise ModelNotFoundError(f"The model '{key}' is not in the store.")
             return model_memory(store.get(validate_model_name(key)), settings)
 
         pool = ModelPool(
