@@ -44,7 +44,7 @@ class OnDemand:
         env = {**os.environ, "LLMKIT_HOME": str(self.home), "LLMKIT_API_KEY": KEY}
         return subprocess.run(
             [sys.executable, "-m", "llmkit", *args], capture_output=True, text=True, env=env,
-            timeout=60,
+            timeout=180,
         )  # fmt: skip
 
 
