@@ -53,6 +53,15 @@ def plan(
     lora_targets: Annotated[
         str, typer.Option(help="all, attention, qv, mlp or a list like q,v,down.")
     ] = "all",
+    fsdp: Annotated[
+        int,
+        typer.Option(
+            "--fsdp",
+            help="Training: shard weights, gradients and optimizer state over N processes "
+            "(FSDP); memory is then per process.",
+            callback=opt.at_least("--fsdp", 1, "process"),
+        ),
+    ] = 1,
     device: Annotated[
         str,
         typer.Option(
@@ -117,6 +126,7 @@ def plan(
         grad_checkpointing=grad_checkpointing,
         lora_r=lora_r,
         lora_targets=lora_targets,
+        fsdp=fsdp,
         engine=engine.lower(),
     )
     result = make_plan(

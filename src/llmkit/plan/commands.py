@@ -46,6 +46,8 @@ def plan_arguments(model: str, request: PlanRequest, device: Device) -> list[str
             args += ["--optimizer", request.optimizer]
         if request.grad_checkpointing:
             args.append("--grad-checkpointing")
+        if request.fsdp != _DEFAULTS.fsdp:
+            args += ["--fsdp", str(request.fsdp)]
         if request.task != "full":
             if request.lora_r != _DEFAULTS.lora_r:
                 args += ["--lora-r", str(request.lora_r)]

@@ -56,6 +56,7 @@ class PlanRequest:
     device_type: str = "cpu"  # "cpu" or "cuda": decides the engine's overheads
     engine: str = "auto"
     attention: str = "sdpa"  # "eager" keeps the full attention matrix
+    fsdp: int = 1  # training: processes FSDP shards weights, gradients and optimizer state over
 
     def validated(self, spec: ModelSpec) -> PlanRequest:
         """A copy with defaults filled in; raises InvalidParameterError for impossible values."""
@@ -81,6 +82,10 @@ class PlanRequest:
         ):
             if value < 1:
                 raise InvalidParameterError(f"The {label} must be at least 1, not {value}.")
+        if self.fsdp < 1:
+            raise InvalidParameterError(f"--fsdp must be at least 1 process, not {self.fsdp}.")
+        if self.fsdp > 1 and self.task == "chat":
+            raise InvalidParameterError("--fsdp shards training; plan it with --task lora or full.")
         if self.context is not None and self.context < 1:
             raise InvalidParameterError(
                 f"The context must be at least 1 token, not {self.context}."
@@ -367,18 +372,31 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
         )
     estimate.trainable_parameters = trainable
     adapters = 0.0 if full else trainable * 4.0
+    shards = request.fsdp
+    # FSDP splits every parameter (and so its gradient and optimizer state) over the processes.
+    split = f" ÷ {shards} (FSDP shards)" if shards > 1 else ""
     estimate.add(
         "weights",
         "weights",
-        base + adapters,
-        base_formula + ("" if full else f" + {trainable:,} LoRA weights × 4 B (fp32)"),
+        (base + adapters) / shards,
+        base_formula + ("" if full else f" + {trainable:,} LoRA weights × 4 B (fp32)") + split,
     )
-    gradients = trainable * param_bytes
+    gradients = trainable * param_bytes / shards
     estimate.add(
-        "gradients", "gradients", gradients, f"{trainable:,} trainable × {param_bytes:g} B"
+        "gradients",
+        "gradients",
+        gradients,
+        f"{trainable:,} trainable × {param_bytes:g} B{split}",
     )
     states, state_formula = _optimizer_states(request.optimizer, trainable, param_bytes)
-    estimate.add("optimizer", f"optimizer states ({request.optimizer})", states, state_formula)
+    estimate.add(
+        "optimizer",
+        f"optimizer states ({request.optimizer})",
+        states / shards,
+        state_formula + split,
+    )
+    if shards > 1:
+        _add_gathered(estimate, spec, request, param_bytes if full else 0.0)
 
     # -- activations and logits
     per_layer = layer_activation_bytes(spec, request, b)
@@ -418,7 +436,9 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
     tied_scratch = v * h * param_bytes if full and spec.tied_embeddings else 0.0
     end = gradients + tied_scratch
     largest = max(v * h, spec.hidden_size * _token_ffn(spec)) if full else 0
-    step_scratch = (trainable if request.device_type == "cuda" else 2 * largest) * param_bytes
+    step_scratch = (
+        (trainable if request.device_type == "cuda" else 2 * largest) * param_bytes / shards
+    )
     step = gradients + step_scratch
     peak_extra = max(start, end, step)
     listed = gradients + activations + logits
@@ -440,6 +460,24 @@ def _training(spec: ModelSpec, request: PlanRequest) -> MemoryEstimate:
             f"{spec.name} supports {spec.max_context:,} tokens of context; --seq-len {request.seq_len:,} is beyond it."
         )
     return estimate
+
+
+def _add_gathered(
+    estimate: MemoryEstimate, spec: ModelSpec, request: PlanRequest, gradient_bytes: float
+) -> None:
+    """What FSDP holds whole besides the shards: the root's weights (embeddings, final norm, LM
+    head) for the whole pass, and two decoder layers (the running one and the next, fetched
+    ahead), whose gradients are also whole until they are reduce-scattered."""
+    per = bytes_per_parameter(request.dtype or "bf16")
+    root = spec.embedding_parameters() + spec.output_parameters() + spec.norm_parameters()
+    layers = 2 * spec.layer_parameters()
+    estimate.add(
+        "fsdp_gathered",
+        "FSDP all-gathered weights",
+        root * per + layers * (per + gradient_bytes),
+        f"({root:,} root + 2 layers × {spec.layer_parameters():,}) parameters × {per:g} B"
+        + (f" + 2 layers' gradients × {gradient_bytes:g} B" if gradient_bytes else ""),
+    )
 
 
 def _optimizer_states(optimizer: str, trainable: int, param_bytes: float) -> tuple[float, str]:

@@ -74,6 +74,7 @@ class Plan:
                 "grad_checkpointing": request.grad_checkpointing,
                 "lora_r": request.lora_r,
                 "lora_targets": request.lora_targets,
+                "fsdp": request.fsdp,
             },
             "memory": self.estimate.to_json(),
             "device": self.device.to_json(),

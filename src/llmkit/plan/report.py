@@ -51,6 +51,8 @@ def _summary(plan: Plan) -> Text:
         if request.task in ("lora", "qlora"):
             shape += f" · LoRA r={request.lora_r} on {request.lora_targets}"
             shape += f" ({format_count(plan.estimate.trainable_parameters)} trainable)"
+        if request.fsdp > 1:
+            shape += f" · FSDP over {request.fsdp} processes (memory per process)"
     text.append(f"task {request.task} · {request.dtype} · {shape}\n", style="dim")
     text.append(f"source {spec.source}", style="dim")
     return text

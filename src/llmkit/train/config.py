@@ -88,6 +88,11 @@ class FinetuneConfig:
     force: bool = setting(False, help="Replace store models with the same names.")
     device: str | None = setting(None, help="cpu, cuda or cuda:N (default: cuda when present).")
     gradient_checkpointing: bool = setting(False, help="Recompute activations to save memory.")
+    fsdp: bool = setting(
+        False,
+        help="Under torchrun: shard weights, gradients and optimizer state over the processes "
+        "(FSDP2) instead of copying the model to each.",
+    )
     checkpoint_every: int = setting(
         0, help="Save a resumable checkpoint every N steps (0: never).", minimum=0
     )

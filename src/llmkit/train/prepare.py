@@ -206,8 +206,9 @@ def prepare_run(
     )
 
 
-def check_memory(prepared: PreparedRun, device_type: str) -> None:
-    """Refuse a run the planner says cannot fit, naming how much it needs and how much is free."""
+def check_memory(prepared: PreparedRun, device_type: str, shards: int = 1) -> None:
+    """Refuse a run the planner says cannot fit, naming how much it needs and how much is free
+    (per process; under FSDP the weights, gradients and optimizer state are split SHARDS ways)."""
     from llmkit.plan.memory import PlanRequest, estimate_memory, gib
     from llmkit.plan.spec import spec_from_gguf
     from llmkit.store.gguf_meta import read_gguf_header
@@ -228,6 +229,7 @@ def check_memory(prepared: PreparedRun, device_type: str) -> None:
             lora_targets=config.lora_targets,
             grad_checkpointing=config.gradient_checkpointing,
             device_type=device_type,
+            fsdp=shards,
         )
         needed = estimate_memory(spec, request).total
     except LlmkitError:
