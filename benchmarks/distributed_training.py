@@ -60,14 +60,11 @@ def run(mode: str, options: argparse.Namespace, scratch: Path) -> dict:
         *(["--fsdp"] if mode == "fsdp" else []),
     ]  # fmt: skip
     script = [__file__, "--worker", str(out), "--", *finetune]
-    launcher = (
-        [sys.executable, *script]
-        if processes == 1
-        else [
-            sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-            "--master-port", str(free_port()), *script,
-        ]  # fmt: skip
-    )
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+        "--master-port", str(free_port()),
+    ]  # fmt: skip
+    launcher = [sys.executable, *script] if processes == 1 else [*torchrun, *script]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // processes))}
     done = subprocess.run(launcher, capture_output=True, text=True, env=env)
     if done.returncode:
