@@ -7,7 +7,7 @@ The public surface, shared by every training loop (fine-tuning, pretraining):
     wrapped = dist.wrap_model(module, layers)
     with dist.gradient_sync(wrapped, last_micro_batch): loss.backward()
     loss, tokens = dist.reduce_sum([loss, tokens])
-    dist.is_main, dist.barrier(), dist.teardown()
+    dist.is_main, dist.barrier(), dist.barrier_if_checkpoint(every, step), dist.teardown()
 
 With one process every call is a no-op and `wrap_model` returns the module as it is.
 
@@ -84,6 +84,11 @@ class Distributed:
     def barrier(self) -> None:
         if self.world_size > 1:
             self.torch.distributed.barrier()
+
+    def barrier_if_checkpoint(self, every: int, step: int) -> None:
+        """The barrier after a step that rank 0 checkpoints, so no process runs ahead of it."""
+        if every and step % every == 0:
+            self.barrier()
 
     def reduce_sum(self, values: Sequence[float]) -> list[float]:
         """Each value summed over all processes (one all-reduce)."""

@@ -288,7 +288,7 @@ def pretrain(
             if config.tokenizer == TRAINED_TOKENIZER
             else _reused_tokenizer(store, config.tokenizer)
         )
-        distributed.start(device)
+        distributed.setup(device)
         try:
             if reused is None:
                 log(
@@ -300,7 +300,7 @@ def pretrain(
             return _train(config, shape, corpus, chosen, store, run_dir, distributed, device,
                           progress, log)  # fmt: skip
         finally:
-            distributed.stop()
+            distributed.teardown()
 
 
 def _train(
@@ -371,6 +371,7 @@ def _train(
     ], config.lr)  # fmt: skip
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _learning_rate(config, total_steps))
     parameter_list = list(model.parameters())
+    trainer = distributed.wrap_model(model)  # DDP under torchrun; evaluation uses the model itself
     start_step = 0
     if state is not None:
         model.load_state_dict(state["weights"])
@@ -413,13 +414,13 @@ def _train(
         batch = torch.from_numpy(rows).long().to(device)
         if autocast is not None:
             with autocast:
-                summed = loss_sum(model, batch)
+                summed = loss_sum(trainer, batch)
         else:
-            summed = loss_sum(model, batch)
-        # Divided by the global batch's target count, the summed gradients over processes are
-        # the gradient of one mean, as in fine-tuning.
-        (summed / (global_rows * context)).backward()
-        step_loss, _ = distributed.reduce_gradients(parameter_list, float(summed.detach()), 0)
+            summed = loss_sum(trainer, batch)
+        # Divided by the global batch's target count (DDP's averaging over processes undone),
+        # the gradient is that of one mean over the global batch, as in fine-tuning.
+        (summed * (distributed.gradient_scale / (global_rows * context))).backward()
+        step_loss = distributed.reduce_sum([float(summed.detach())])[0]
         torch.nn.utils.clip_grad_norm_(parameter_list, MAX_GRAD_NORM)
         learning_rate = scheduler.get_last_lr()[0]
         optimizer.step()
