@@ -101,3 +101,5 @@ def test_metrics_report_tokens_and_time_to_first_token(server: Server) -> None:
     assert figures['llmkit_completion_tokens_total{model="smollm2"}'] > 0
     assert figures['llmkit_time_to_first_token_seconds_count{model="smollm2"}'] > 0
     assert figures['llmkit_slots_total{model="smollm2"}'] == PARALLEL
+    # Each API route is its own label, not lumped under "other".
+    assert figures['llmkit_http_requests_total{path="/v1/completions",status="200"}'] >= 1

@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -105,6 +105,16 @@ def _route_label(path: str, known: frozenset[str]) -> str:
     if path.startswith("/v1/models/"):
         return "/v1/models/{name}"
     return "other"
+
+
+def _route_paths(routes: Iterable[Any]) -> Iterator[str]:
+    # FastAPI keeps an included router as one entry that holds the router's own routes (none of
+    # these routers has a prefix), so the paths are read from inside it.
+    for route in routes:
+        if isinstance(getattr(route, "path", None), str):
+            yield route.path
+        elif (included := getattr(route, "original_router", None)) is not None:
+            yield from _route_paths(included.routes)
 
 
 class GuardMiddleware:
@@ -336,9 +346,10 @@ def create_app(
         return Response(status_code=204)
 
     # The guard wraps everything, so even 404s and bad JSON need the key and respect the size limit.
-    routes = (getattr(route, "path", "{") for route in app.routes)
     paths = frozenset(
-        path for path in routes if "{" not in path and path.startswith(("/v1/", "/api/"))
+        path
+        for path in _route_paths(app.routes)
+        if "{" not in path and path.startswith(("/v1/", "/api/"))
     ) | {"/health", "/metrics"}
     app.add_middleware(GuardMiddleware, state=state, paths=paths)
     # Added last, so it runs first: a preflight carries no key, and a refused origin or Host
