@@ -284,7 +284,13 @@ async def load_test(url: str, pid: int, requests: int, concurrency: int, time_li
                     ).status_code
                 elif kind == "bad_json":
                     status = (
-                        await client.post("/v1/chat/completions", content=b"{oops")
+                        # Declared as JSON, so it reaches the JSON parser (400), not the
+                        # content-type check (415).
+                        await client.post(
+                            "/v1/chat/completions",
+                            content=b"{oops",
+                            headers={"Content-Type": "application/json"},
+                        )
                     ).status_code
                 elif kind == "bad_type":
                     status = (
