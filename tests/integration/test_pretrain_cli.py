@@ -1,6 +1,6 @@
 """`llmkit pretrain` as a user meets it: bad corpora refused in one sentence, a small corpus
 warned about with its tokens-per-parameter figure, and a trained model that `llmkit run --raw`
-and `llmkit next` run on llama.cpp straight from the store."""
+and `llmkit next` run on llama.cpp straight from the store, and `llmkit finetune` trains further."""
 
 from __future__ import annotations
 
@@ -65,6 +65,17 @@ def test_a_trained_model_runs_from_the_store(
     nexts = run_cli("next", "stories", "The cat sees the", "--json")
     assert nexts.returncode == 0, nexts.stderr
     assert json.loads(nexts.stdout)
+    # ... and it fine-tunes like any model in the store (plain-text rows: it has no chat template).
+    rows = tmp_path / "more.jsonl"
+    rows.write_text("".join(json.dumps({"text": line}) + "\n" for line in ["The dog runs."] * 4))
+    tuned = run_cli(
+        "finetune", "stories", "--data", str(rows), "--out", "stories-ft", "--max-steps", "2",
+        "--batch-size", "2", "--device", "cpu", "--threads", "1", timeout=300,
+    )  # fmt: skip
+    assert tuned.returncode == 0, tuned.stderr
+    assert "Traceback" not in tuned.stderr
+    listed = run_cli("list")
+    assert "stories-ft" in listed.stdout, listed.stdout
 
 
 def test_a_corpus_small_for_the_model_is_warned_about(fresh_home: Path, tmp_path: Path) -> None:
