@@ -18,8 +18,6 @@ CHECKED_ELSEWHERE = {
     "--max-tokens": "params",
     # ServerSettings / check_port (server), before anything binds or loads
     "serve --port": "server",
-    "serve --parallel": "server",
-    "serve --queue": "server",
     # next and attention, against the model's own shape
     "next --top": "cli/next.py",
     "next --steps": "cli/next.py",

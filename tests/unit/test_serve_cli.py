@@ -9,9 +9,18 @@ CASES = {
     "engine-unknown": (["--engine", "nonsense"], "Unknown engine 'nonsense'; choose one of: llamacpp, transformers, vllm."),
     "max-body-zero": (["--max-body", "0"], "--max-body must be at least 1 byte (got 0)."),
     "max-body-negative": (["--max-body", "-5"], "--max-body must be at least 1 byte (got -5)."),
-    "context-zero": (["--context", "0"], "--context must be at least 1 token (got 0)."),
+    "context-zero": (["--context", "0"], "--context must be at least 16 tokens (got 0)."),
     "threads-zero": (["--threads", "0"], "--threads must be at least 1 thread (got 0)."),
+    "parallel-zero": (["--parallel", "0"], "--parallel must be at least 1 slot and at most 64 (got 0)."),
+    "parallel-too-many": (["--parallel", "65"], "--parallel must be at least 1 slot and at most 64 (got 65)."),
+    "queue-negative": (["--queue", "-1"], "--queue must be at least 0 requests (got -1)."),
 }  # fmt: skip
+
+
+def test_bounds_hold_without_a_model_list_too() -> None:
+    # Served on demand, nothing is loaded at start: the check must not wait for a scheduler.
+    result = run_cli("serve", "--parallel", "0")
+    assert result.returncode == 2 and "Serving" not in result.stderr
 
 
 @pytest.mark.parametrize(("args", "sentence"), CASES.values(), ids=CASES.keys())

@@ -30,16 +30,28 @@ class ServerSettings:
         envvar="LLMKIT_API_KEY",
         help="Require 'Authorization: Bearer KEY' on every endpoint but /health.",
     )
-    parallel: int = setting(4, help="Requests decoded together (slots); more wait in a queue.")
+    # Bounded here, not only by the scheduler: served on demand, no scheduler exists until the
+    # first request, and a bad value must stop `serve` before it announces anything.
+    parallel: int = setting(
+        4,
+        help="Requests decoded together (slots); more wait in a queue.",
+        minimum=1,
+        maximum=64,
+        unit="slot",
+    )
     max_queue: int = setting(
-        32, flags=("--queue",), help="Requests that may wait for a slot; past it: HTTP 503."
+        32,
+        flags=("--queue",),
+        help="Requests that may wait for a slot; past it: HTTP 503.",
+        minimum=0,
+        unit="requests",
     )
     context_length: int | None = setting(
         None,
         flags=("--context",),
         help="Context length of each slot (default: the model's, at most 4096).",
-        minimum=1,
-        unit="token",
+        minimum=16,  # the scheduler's smallest slot
+        unit="tokens",
     )  # None: the model's loaded context
     threads: int | None = setting(
         None, help="CPU threads (default: all cores).", minimum=1, unit="thread"
