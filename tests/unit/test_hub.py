@@ -218,7 +218,9 @@ def test_offline_listing_says_the_hub_cannot_be_reached(fresh_home: Path) -> Non
 def test_pull_cli_lists_and_takes_a_quantization(fresh_home: Path, tiny_gguf: Path) -> None:
     from tests.helpers.cli import run_cli
 
-    env = {"LLMKIT_HOME": str(fresh_home)}
+    # The hub here is a loopback server: the command must not inherit an offline switch that
+    # another part of the suite (lm-eval's runner) sets for this process.
+    env = {"LLMKIT_HOME": str(fresh_home), "HF_HUB_OFFLINE": "0"}
     with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
         listed = run_cli(
             "pull", "hf:owner/Tiny-Llama-GGUF", "--list", "--endpoint", hub.endpoint, env=env
