@@ -333,10 +333,7 @@ class Run:
                 else:  # the caller's own error (4xx/503), or a failure of ours (500)
                     raise event.cause or LlmkitError(event.message)
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await _stop_watcher(watcher)
             self.cancel()
         assert final is not None
         text = "".join(parts)
@@ -410,11 +407,16 @@ class Choices:
         try:
             return list(await asyncio.gather(*(run.collect() for run in self.runs)))
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await _stop_watcher(watcher)
             self.cancel()
+
+
+async def _stop_watcher(watcher: asyncio.Task[None] | None) -> None:
+    """Stop a hang-up watcher started beside a collect(), if one was."""
+    if watcher is not None:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
 
 
 async def _cancel_on_hang_up(
