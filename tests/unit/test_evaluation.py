@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -174,6 +176,62 @@ def test_lm_eval_scores_a_multiple_choice_task_through_the_adapter(tmp_path: Pat
     assert scores.samples["quiz"] == 3 and scores.model == "fake"
     limited = evaluate(model, resolve_tasks([str(quiz)], [], []), limit=1)
     assert limited.samples["quiz"] == 1 and limited.scores["quiz"]["acc"] == 1.0
+
+
+LEAVES_NO_TRACE = """
+import json, os, sys
+from llmkit.evaluation.runner import load_tasks, local_only
+from llmkit.evaluation.tasks import resolve_tasks
+
+before = dict(os.environ)
+(task,) = load_tasks(resolve_tasks([sys.argv[1]], [], []))
+import datasets.config
+import huggingface_hub.constants
+
+with local_only():
+    inside = datasets.config.HF_HUB_OFFLINE
+print(json.dumps({
+    "docs": len(list(task.eval_docs)),
+    "environ_unchanged": dict(os.environ) == before,
+    "hub": huggingface_hub.constants.HF_HUB_OFFLINE,
+    "datasets": datasets.config.HF_HUB_OFFLINE,
+    "datasets_inside": inside,
+}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("users", "hub", "inside"),
+    [
+        ({}, False, True),
+        ({"HF_HUB_OFFLINE": "1"}, True, True),
+        ({"HF_DATASETS_OFFLINE": "0"}, False, False),  # the user's own switch lets lm-eval fetch
+    ],
+)
+def test_loading_tasks_leaves_the_environment_and_the_hubs_setting_as_they_were(
+    tmp_path: Path, users: dict[str, str], hub: bool, inside: bool
+) -> None:
+    # A fresh process, as a user's script that evaluates and then pulls a model from the hub:
+    # huggingface_hub and datasets read their offline switch when they are first imported.
+    pytest.importorskip("lm_eval")
+    from llmkit.evaluation.runner import LOCAL_ONLY
+
+    quiz = tmp_path / "quiz.jsonl"
+    quiz.write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n')
+    env = {k: v for k, v in os.environ.items() if k not in {*LOCAL_ONLY, "TRANSFORMERS_OFFLINE"}}
+    done = subprocess.run(
+        [sys.executable, "-c", LEAVES_NO_TRACE, str(quiz)],
+        capture_output=True, text=True, timeout=300, env={**env, **users},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found == {
+        "docs": 1,
+        "environ_unchanged": True,
+        "hub": hub,
+        "datasets": hub,  # after the scope, datasets follows the user's settings again
+        "datasets_inside": inside,  # while lm-eval reads the tasks, no hub is asked
+    }
 
 
 # ---- tasks from local files ----------------------------------------------------------------

@@ -218,8 +218,8 @@ def test_offline_listing_says_the_hub_cannot_be_reached(fresh_home: Path) -> Non
 def test_pull_cli_lists_and_takes_a_quantization(fresh_home: Path, tiny_gguf: Path) -> None:
     from tests.helpers.cli import run_cli
 
-    # The hub here is a loopback server: the command must not inherit an offline switch that
-    # another part of the suite (lm-eval's runner) sets for this process.
+    # The hub here is a loopback server: the command must not inherit an offline switch from
+    # the environment the tests run in.
     env = {"LLMKIT_HOME": str(fresh_home), "HF_HUB_OFFLINE": "0"}
     with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
         listed = run_cli(
