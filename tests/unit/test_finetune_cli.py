@@ -89,7 +89,7 @@ def test_cuda_on_a_cpu_only_machine_fails_before_any_work(
     [
         (["--threads", "0"], "--threads must be at least 1 thread (got 0)."),
         (["--threads", "-3"], "--threads must be at least 1 thread (got -3)."),
-        (["--log-every", "0"], "--log-every must be at least 1 step (got 0)."),
+        (["--log-every", "0"], "--log-every must be at least 1 step and at most 100000 (got 0)."),
     ],
 )
 def test_counts_below_one_are_refused_at_once(

@@ -12,7 +12,10 @@ from tests.helpers.cli import run_cli
 from llmkit.cli.app import app
 from llmkit.errors import InvalidParameterError
 from llmkit.settings import option_of
-from llmkit.train.config import FinetuneConfig
+from llmkit.train.config import LOG_EVERY_MAX, FinetuneConfig
+from llmkit.train.pretrain_config import PretrainConfig
+
+LOG_EVERY = f"at least 1 step and at most {LOG_EVERY_MAX}"
 
 # Every flag `llmkit finetune` took before its options were derived: each must still work.
 FINETUNE_FLAGS = [
@@ -88,6 +91,7 @@ def test_finetune_keeps_every_flag_and_takes_defaults_and_help_from_its_config()
         ("--method", "qlora", "qlora", "--method must be one of lora, full, not 'qlora'."),
         ("--threads", "0", 0, "--threads must be at least 1 thread (got 0)."),
         ("--weight-decay", "-1", -1.0, "--weight-decay must be at least 0 (got -1.0)."),
+        ("--log-every", "0", 0, f"--log-every must be {LOG_EVERY} (got 0)."),
     ],
 )
 def test_the_cli_and_the_python_api_refuse_a_setting_in_the_same_sentence(
@@ -107,3 +111,21 @@ def test_help_shows_each_setting_with_its_default() -> None:
     assert "Peak learning rate (linear decay to 0)." in shown
     assert "[default: 0.0002]" in shown and "[default: lora]" in shown
     assert "--weight-decay" in shown and "AdamW weight decay." in shown
+
+
+@pytest.mark.parametrize("value", [0, LOG_EVERY_MAX + 1])
+def test_pretrain_takes_log_every_from_its_config(value: int) -> None:
+    sentence = f"--log-every must be {LOG_EVERY} (got {value})."
+    result = run_cli("pretrain", "--demo", "-o", "x", "--log-every", str(value))
+    assert result.returncode == 2 and result.stderr == f"Error: {sentence}\n"
+    with pytest.raises(InvalidParameterError) as refused:
+        PretrainConfig(out="o", demo=True, log_every=value).validated()
+    assert str(refused.value) == sentence
+    assert _params("pretrain")["log_every"].default == 10
+
+
+def test_how_often_progress_is_logged_does_not_stop_a_resume() -> None:
+    finetune = FinetuneConfig(base="b", data="d", out="o")
+    assert dataclasses.replace(finetune, log_every=3).fingerprint() == finetune.fingerprint()
+    pretrain = PretrainConfig(out="o", demo=True)
+    assert dataclasses.replace(pretrain, log_every=3).fingerprint("c") == pretrain.fingerprint("c")

@@ -33,14 +33,6 @@ def finetune(
         ),
     ] = None,
     *,
-    log_every: Annotated[
-        int,
-        typer.Option(
-            "--log-every",
-            help="When stderr is not a terminal, print a progress line every N steps.",
-            callback=at_least("--log-every", 1, "step"),
-        ),
-    ] = 10,
     show_masks: Annotated[
         int,
         typer.Option(
@@ -62,7 +54,7 @@ def finetune(
     if show_masks:
         _show_masks(config, show_masks)
         return
-    _run(config, log_every)
+    _run(config)
 
 
 def _show_masks(config: Any, count: int) -> None:
@@ -92,7 +84,7 @@ def _show_masks(config: Any, count: int) -> None:
         console.print()
 
 
-def _run(config: Any, log_every: int) -> None:
+def _run(config: Any) -> None:
     import os
 
     from llmkit.train.sft import finetune as run_finetune
@@ -103,7 +95,7 @@ def _run(config: Any, log_every: int) -> None:
             result = run_finetune(config, progress=_shown_on(bar), log=bar.log)
     else:
         # A log file gets whole lines: a bar there is either nothing or pages of redraws.
-        lines = ProgressLines(log_every)
+        lines = ProgressLines(config.log_every)
         if main:
             result = run_finetune(config, progress=_shown_on(lines), log=lines.log)
         else:

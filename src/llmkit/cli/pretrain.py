@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from llmkit.cli.options import at_least, settings_options
+from llmkit.cli.options import settings_options
 from llmkit.cli.output import console, error_console, human_size, say
 from llmkit.cli.train_progress import ProgressBar, ProgressLines, duration
 from llmkit.train.pretrain_config import PretrainConfig
@@ -24,24 +24,16 @@ def pretrain(
             "separates documents).",
         ),
     ] = None,
-    log_every: Annotated[
-        int,
-        typer.Option(
-            "--log-every",
-            help="When stderr is not a terminal, print a progress line every N steps.",
-            callback=at_least("--log-every", 1, "step"),
-        ),
-    ] = 10,
     **settings: Any,
 ) -> None:
     """Train a small llama model from nothing on next-word prediction and export it as GGUF.
 
-    Options other than --data and --log-every are llmkit.train.PretrainConfig's, with its defaults.
+    Options other than --data are llmkit.train.PretrainConfig's, with its defaults.
     """
-    _run(PretrainConfig(data=tuple(data or ()), **settings), log_every)
+    _run(PretrainConfig(data=tuple(data or ()), **settings))
 
 
-def _run(config: PretrainConfig, log_every: int) -> None:
+def _run(config: PretrainConfig) -> None:
     import os
 
     from llmkit.train.pretrain import pretrain as run_pretrain
@@ -54,7 +46,7 @@ def _run(config: PretrainConfig, log_every: int) -> None:
         with ProgressBar("pretraining", "reading the corpus…") as bar:
             result = run_pretrain(config, progress=_shown_on(bar), log=bar.log)
     else:
-        lines = ProgressLines(log_every)
+        lines = ProgressLines(config.log_every)
         result = run_pretrain(config, progress=_shown_on(lines), log=lines.log)
     _report(result, config.export)
 

@@ -16,6 +16,8 @@ METHODS = ("lora", "full")
 EXPORT_KINDS = ("adapter", "f16", "q8_0", "hf", "f32", "gguf")
 EXPORT_SUFFIXES = {"adapter": "adapter", "f16": "f16", "q8_0": "q8", "hf": "hf", "f32": "f32"}
 DEFAULT_QUANT = "Q4_K_M"  # llama.cpp's usual choice of size against quality
+# The longest gap between two progress lines a log may ask for (--log-every).
+LOG_EVERY_MAX = 100_000
 
 
 def default_exports(method: str, gguf_base: bool, quant: str | None = None) -> tuple[str, ...]:
@@ -105,6 +107,10 @@ class FinetuneConfig:
         False,
         help="Accept a base model whose only weights are pickles (loading them can run code).",
     )
+    log_every: int = setting(
+        10, help="When stderr is not a terminal, print a progress line every N steps.",
+        minimum=1, maximum=LOG_EVERY_MAX, unit="step",
+    )  # fmt: skip
     verbose: bool = setting(False, help="Show the libraries' own progress bars and warnings.")
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -173,6 +179,7 @@ class FinetuneConfig:
             "extra",
             "out",
             "allow_pickle",
+            "log_every",
             "verbose",
         ):
             keep.pop(key)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from llmkit.errors import InvalidParameterError
 from llmkit.settings import check_settings, setting
 from llmkit.store.paths import validate_model_name
+from llmkit.train.config import LOG_EVERY_MAX
 from llmkit.train.device import check_device_option
 
 EXPORT_TYPES = {"f16": "F16", "q8_0": "Q8_0", "f32": "F32"}
@@ -83,6 +84,10 @@ class PretrainConfig:
         None, help="Metrics, loss plot, tokenizer and checkpoints (default: LLMKIT_HOME/runs/OUT)."
     )
     threads: int | None = setting(None, help="CPU threads for training.", minimum=1, unit="thread")
+    log_every: int = setting(
+        10, help="When stderr is not a terminal, print a progress line every N steps.",
+        minimum=1, maximum=LOG_EVERY_MAX, unit="step",
+    )  # fmt: skip
     verbose: bool = setting(False, help="Show the libraries' own progress bars and warnings.")
 
     def validated(self) -> PretrainConfig:
@@ -104,7 +109,8 @@ class PretrainConfig:
     def fingerprint(self, corpus_digest: str) -> str:
         """What must match for --resume to continue a run: everything that shapes the training."""
         keep = asdict(self)
-        for key in ("out", "export", "force", "resume", "run_dir", "threads", "verbose", "device"):
+        output = ("out", "export", "force", "resume", "run_dir", "threads", "log_every", "verbose")
+        for key in (*output, "device"):
             keep.pop(key)
         keep["corpus"] = corpus_digest
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
