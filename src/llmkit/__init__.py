@@ -1,6 +1,7 @@
 """llmkit: a private, local workbench for open-weight language models.
 
 import llmkit
+llmkit.pull("gemma3-base")  # a built-in, or hf:OWNER/REPO[:QUANT]
 m = llmkit.load("smollm2")
 m.chat("What is the capital of France?")
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from llmkit.agent.mcp_client import mcp_tools
     from llmkit.model import Model, load
     from llmkit.params import SamplingParams
+    from llmkit.store.hub import pull
     from llmkit.store.store import ModelStore
 
 # The public API, imported on first use so that `import llmkit` (and `llmkit --help`) does not
@@ -30,6 +32,7 @@ _LAZY = {
     "Model": "llmkit.model",
     "SamplingParams": "llmkit.params",
     "ModelStore": "llmkit.store.store",
+    "pull": "llmkit.store.hub",
     "Agent": "llmkit.agent.loop",
     "tool": "llmkit.agent.functions",
     "mcp_tools": "llmkit.agent.mcp_client",
@@ -43,6 +46,7 @@ __all__ = [
     "__version__",
     "load",
     "mcp_tools",
+    "pull",
     "tool",
 ]
 

@@ -239,7 +239,7 @@ def test_pull_cli_lists_and_takes_a_quantization(fresh_home: Path, tiny_gguf: Pa
 def test_a_split_builtin_from_site_packages_says_its_parts_can_go(
     fresh_home: Path, tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Installed with pip (`llmkit[gemma]`), the parts stay in site-packages; they cannot be loaded
+    """Installed by hand with pip, the parts stay in site-packages; they cannot be loaded
     in place, so the store's joined file is a second copy, and the user hears how to free the
     first."""
     import hashlib
@@ -265,3 +265,19 @@ def test_a_split_builtin_from_site_packages_says_its_parts_can_go(
         "KB of its parts in site-packages are not needed any more: "
         "pip uninstall split-installed split-installed-p1"
     )
+
+
+def test_python_pull_is_the_cli_pull(fresh_home: Path, tiny_gguf: Path) -> None:
+    """`llmkit.pull` takes the sources `llmkit pull` takes, and refuses the same mistakes."""
+    import llmkit
+
+    with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
+        manifest = llmkit.pull("hf:owner/Tiny-Llama-GGUF:Q2_K", endpoint=hub.endpoint)
+        with pytest.raises(InvalidParameterError, match="leave out :QUANT"):
+            llmkit.pull("hf:owner/Tiny-Llama-GGUF:Q2_K", file="x.gguf", endpoint=hub.endpoint)
+    assert manifest.name == "tiny-llama:q2_k"
+    assert ModelStore(fresh_home).names() == ["tiny-llama:q2_k"]
+    with pytest.raises(InvalidParameterError, match="for hub repositories"):
+        llmkit.pull("smollm2", name="mine")
+    with pytest.raises(ModelNotFoundError, match="Did you mean 'smollm2'"):
+        llmkit.pull("smollm3")

@@ -271,30 +271,49 @@ def test_link_import_on_a_full_disk_leaves_no_tmp(small_disk: Path, tiny_gguf: P
     assert ModelStore(home).get("linked").linked
 
 
-def test_list_on_a_full_disk_skips_the_builtin_assembly_and_keeps_working(
-    tmp_path: Path,
-) -> None:
-    from llmkit.store.catalog import BUILTIN_MODELS
+# The real CLI with one more built-in: a 3 MB file in two parts, which `list` registers (joins).
+SPLIT_BUILTIN_CLI = """
+import sys
+from pathlib import Path
+from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
+from llmkit.cli.app import main
 
-    if BUILTIN_MODELS["gemma3-base"].locate() is None:
-        pytest.fail("The gemma3-base packages are not installed: run `make setup`.")
-    # A 50 MB disk: the 250 MB gemma3-base cannot be assembled there.
-    disk = tmp_path / "disk50"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=50m", "tmpfs", str(disk)], check=True)
-    try:
-        home = disk / "home"
-        for _ in range(2):  # the failure is not sticky: every later call works the same
-            result = run_cli(home, "list")
-            assert result.returncode == 0, result.stderr
-            assert "Traceback" not in result.stderr
-            assert "gemma3-base is not available yet: Not enough disk space" in result.stderr
-            assert "it needs 2" in result.stderr  # ~250 MB, the size of the assembled file
-            assert "smollm2" in result.stdout
-            assert leftovers(home) == []
-            assert not (home / "models" / "gemma3-base").exists()
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+parts = [Path(p) for p in sys.argv[1:3]]
+fake = BuiltinModel("fake-base", "test", "fake", "fake", "fake.gguf", sys.argv[3], "x", ("a",))
+BuiltinModel.locate = lambda self, root=None: parts if self is fake else None
+BUILTIN_MODELS.clear()
+BUILTIN_MODELS["fake-base"] = fake
+sys.argv = ["llmkit", *sys.argv[4:]]
+main()
+"""
+
+
+def test_list_on_a_full_disk_skips_the_builtin_assembly_and_keeps_working(
+    small_disk: Path, tmp_path: Path, tiny_gguf: Path
+) -> None:
+    import hashlib
+
+    # A split built-in bigger than the 2 MiB disk: it cannot be joined there.
+    data = tiny_gguf.read_bytes() + os.urandom(3 * 1024 * 1024)
+    parts = [tmp_path / "part0", tmp_path / "part1"]
+    parts[0].write_bytes(data[:4096])
+    parts[1].write_bytes(data[4096:])
+    digest = hashlib.sha256(data).hexdigest()
+    home = small_disk / "home"
+    import_result = run_cli(home, "import", str(tiny_gguf), "--name", "tiny", "--link")
+    assert import_result.returncode == 0, import_result.stderr
+    for _ in range(2):  # the failure is not sticky: every later call works the same
+        result = subprocess.run(
+            [sys.executable, "-c", SPLIT_BUILTIN_CLI, *map(str, parts), digest, "list"],
+            capture_output=True, text=True, timeout=120, env=_env(home),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "fake-base is not available yet: Not enough disk space" in result.stderr
+        assert "it needs 4" in result.stderr  # the ~3 MB joined file and 1 MiB of headroom
+        assert "tiny" in result.stdout
+        assert leftovers(home) == []
+        assert not (home / "models" / "fake-base").exists()
 
 
 def test_builtin_assembly_that_hits_enospc_leaves_no_partial(

