@@ -115,9 +115,18 @@ def option_of(field: dataclasses.Field[Any]) -> Option | None:
     return option if isinstance(option, Option) else None
 
 
-def check_settings(settings: Any) -> None:
-    """Raise InvalidParameterError (one sentence) for the first value outside its declared range."""
+def check_settings(settings: Any, *, exclusive: Sequence[tuple[str, str]] = ()) -> None:
+    """Raise InvalidParameterError (one sentence) for the first value outside its declared range,
+    then for the first pair of `exclusive` settings (field names) that are both given (not None):
+    "Give either --tokens or --steps, not both.", each named by its declared flag."""
+    options = {}
     for field in dataclasses.fields(settings):
         option = option_of(field)
-        if option is not None and option.bounded:
-            option.check(option.flag_of(field.name), getattr(settings, field.name))
+        if option is not None:
+            options[field.name] = option
+            if option.bounded:
+                option.check(option.flag_of(field.name), getattr(settings, field.name))
+    for first, second in exclusive:
+        if getattr(settings, first) is not None and getattr(settings, second) is not None:
+            flags = options[first].flag_of(first), options[second].flag_of(second)
+            raise InvalidParameterError(f"Give either {flags[0]} or {flags[1]}, not both.")

@@ -129,3 +129,28 @@ def test_how_often_progress_is_logged_does_not_stop_a_resume() -> None:
     assert dataclasses.replace(finetune, log_every=3).fingerprint() == finetune.fingerprint()
     pretrain = PretrainConfig(out="o", demo=True)
     assert dataclasses.replace(pretrain, log_every=3).fingerprint("c") == pretrain.fingerprint("c")
+
+
+@pytest.mark.parametrize(
+    ("config", "pair", "sentence"),
+    [
+        (
+            FinetuneConfig(base="b", data="d", out="o", eval_data="e", eval_split=0.1),
+            ("eval_data", "eval_split"),
+            "Give either --eval or --eval-split, not both.",
+        ),
+        (
+            PretrainConfig(out="o", demo=True, tokens=1000, steps=10),
+            ("tokens", "steps"),
+            "Give either --tokens or --steps, not both.",
+        ),
+    ],
+)
+def test_settings_that_exclude_each_other_are_named_by_their_flags(
+    config: FinetuneConfig | PretrainConfig, pair: tuple[str, str], sentence: str
+) -> None:
+    with pytest.raises(InvalidParameterError) as refused:
+        config.validated()
+    assert str(refused.value) == sentence
+    for name in pair:  # either one alone passes
+        dataclasses.replace(config, **{name: None}).validated()

@@ -117,9 +117,9 @@ class FinetuneConfig:
     def validated(self) -> FinetuneConfig:
         """Raise InvalidParameterError (one sentence) for any impossible setting."""
         validate_model_name(self.out)
-        check_settings(self)  # every range and choice declared with the fields above
-        if self.eval_data and self.eval_split:
-            raise InvalidParameterError("Give either --eval or --eval-split, not both.")
+        # Every range and choice declared with the fields above, and the pairs that exclude
+        # each other.
+        check_settings(self, exclusive=[("eval_data", "eval_split")])
         check_device_option(self.device)
         exports = self.exports
         unknown = [kind for kind in exports if kind not in EXPORT_KINDS]

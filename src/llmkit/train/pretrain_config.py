@@ -93,14 +93,14 @@ class PretrainConfig:
     def validated(self) -> PretrainConfig:
         """Raise InvalidParameterError (one sentence) for any impossible setting."""
         validate_model_name(self.out)
-        check_settings(self)  # every range and choice declared with the fields above
+        # Every range and choice declared with the fields above, and the pairs that exclude
+        # each other.
+        check_settings(self, exclusive=[("tokens", "steps")])
         check_device_option(self.device)
         if not self.data and not self.demo:
             raise InvalidParameterError(
                 "Give the training text with --data FILE, or --demo for the demo corpus."
             )
-        if self.tokens is not None and self.steps is not None:
-            raise InvalidParameterError("Give either --tokens or --steps, not both.")
         return self
 
     def default_steps(self) -> int:
