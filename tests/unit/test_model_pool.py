@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pytest
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.loopback import serve
 
 from llmkit.errors import InvalidParameterError, ModelNotFoundError
 from llmkit.generation.batching import BatchScheduler
@@ -293,26 +293,12 @@ def test_memory_sizes() -> None:
 def on_demand_url() -> Iterator[str]:
     """A real server on a free loopback port whose pool loads fake-engine models on demand."""
     pytest.importorskip("uvicorn")
-    import uvicorn
-
-    from llmkit.server.app import create_app
     from llmkit.server.state import ServerSettings, ServerState
 
     pool = ModelPool(Loader(), estimate=lambda name: 100, keep_alive=300.0)
     state = ServerState([], ServerSettings(), pool=pool)
-    config = uvicorn.Config(
-        create_app(state), host="127.0.0.1", port=0, log_level="critical", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(state) as url:
+        yield url
     state.close()
 
 

@@ -4,8 +4,6 @@ scripted fake engine answering by seed, so every choice's text and every chunk's
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,8 +14,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
 import httpx
-import uvicorn
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.loopback import serve
 
 from llmkit.errors import InvalidParameterError
 from llmkit.generation.batching import BatchScheduler
@@ -60,25 +58,11 @@ def _fake_model() -> Model:
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    from llmkit.server.app import create_app
-
     model = _fake_model()
     scheduler = BatchScheduler(model, parallel=PARALLEL, max_queue=4, slot_context=512)
     state = ServerState([ServedModel("fake", model, scheduler)], ServerSettings())
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(state), host="127.0.0.1", port=0, log_level="critical", lifespan="off"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(state) as served:
+        yield served
     scheduler.close()
 
 

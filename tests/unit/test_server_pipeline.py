@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,8 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
 import httpx
-import uvicorn
 from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.loopback import serve
 
 from llmkit.engines.base import TokenizerFacts
 from llmkit.errors import LlmkitError
@@ -354,30 +355,15 @@ class Running:
 @pytest.fixture
 def running() -> Iterator[Any]:
     """Start a real uvicorn server on a free loopback port around a scripted state."""
-    from llmkit.server.app import create_app
-
-    servers: list[tuple[Any, threading.Thread]] = []
+    servers = ExitStack()
 
     def start(**settings: Any) -> Running:
         state = make_state(**settings)
-        config = uvicorn.Config(
-            create_app(state), host="127.0.0.1", port=0, log_level="critical", lifespan="off"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        return Running(f"http://127.0.0.1:{port}", port, state)
+        url = servers.enter_context(serve(state))
+        return Running(url, int(url.rsplit(":", 1)[1]), state)
 
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with servers:
+        yield start
 
 
 def sse_events(text: str) -> list[Any]:
