@@ -278,7 +278,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2", help="model name or GGUF path")
     parser.add_argument("--setups", default="llmkit,plain,smolagents")
-    parser.add_argument("--split", default="heldout", choices=["heldout", "train"])
+    parser.add_argument("--split", default="heldout", choices=["heldout", "paraphrase", "train"])
     parser.add_argument("--limit", type=int, default=0, help="at most this many tasks (0: all)")
     parser.add_argument("--label", default="", help="a name for this model in the report")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")

@@ -128,8 +128,10 @@ def test_the_astro_tools_and_tasks_are_valid() -> None:
     tools = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tools)
     rows = [json.loads(line) for line in (ASTRO / "tasks.jsonl").read_text().splitlines()]
-    assert len(rows) >= 30 and {row["split"] for row in rows} == {"train", "heldout"}
+    splits = {row["split"] for row in rows}
+    assert len(rows) >= 30 and splits == {"train", "heldout", "paraphrase"}
     assert 10 <= sum(row["split"] == "heldout" for row in rows) <= 15
+    assert 10 <= sum(row["split"] == "paraphrase" for row in rows) <= 15
     assert len({row["question"] for row in rows}) == len(rows)
     for row in rows:  # each known answer is what the expected call returns
         value = getattr(tools, row["tool"])(**row["arguments"])

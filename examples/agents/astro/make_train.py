@@ -1,8 +1,8 @@
 r"""Training conversations for the astronomer's agent, made from the tools themselves.
 
-    python examples/agents/astro/make_train.py --count 17 --per-row 6 --out astro_train.jsonl
-    llmkit finetune smollm2 --data astro_train.jsonl --out smollm2-astro --max-length 2048 \
-        --batch-size 1 --lr 8e-4 --warmup-steps 1
+    python examples/agents/astro/make_train.py --count 215 --per-row 6 --out astro_train.jsonl
+    llmkit finetune smollm2 --data astro_train.jsonl --out smollm2-astro --export adapter \
+        --epochs 2 --batch-size 1 --lr 5e-4 --warmup-steps 3 --max-length 2048
     python benchmarks/agent_eval.py --setups llmkit --model smollm2-astro
 
 The 25 train rows of tasks.jsonl are too few to teach a 135M model which arguments a question
@@ -12,8 +12,8 @@ with a model that gets it right (`pairs_to_conversations`: the system prompt and
 agent sends, the call, the tool's result, a `final_answer` call), so the fine-tune is trained on
 the prompt it is run with.
 
-The held-out tasks stay unseen: no generated row names a body a held-out task asks about, or uses
-a number that is one of a held-out task's arguments. The train split's own rows come first,
+The test tasks stay unseen: no generated row names a body a held-out or paraphrase task asks
+about, or uses a number that is one of their arguments. The train split's own rows come first,
 written the same way. Seeded: the same arguments give the same file.
 """
 
@@ -188,8 +188,10 @@ def answer(pair: Pair, result: str) -> str:
 def generate(count: int, seed: int) -> list[Pair]:
     tools = load_tools()
     tasks = load_tasks()
-    bodies, banned = unseen([t for t in tasks if t["split"] == "heldout"])
-    heldout_questions = {t["question"] for t in tasks if t["split"] == "heldout"}
+    # Both test splits stay unseen: held-out, and its paraphrases in words no template uses.
+    tests = [t for t in tasks if t["split"] != "train"]
+    bodies, banned = unseen(tests)
+    heldout_questions = {t["question"] for t in tests}
     rng = random.Random(seed)
     makers = [maker for maker, weight in MAKERS for _ in range(weight)]
     pairs: list[Pair] = []
