@@ -7,6 +7,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 from tests.helpers.fake_engine import FakeEngine
@@ -322,6 +323,29 @@ def test_keep_alive_over_http_loads_expires_and_unloads(on_demand_url: str) -> N
     assert httpx.get(f"{on_demand_url}/api/ps").json() == {"models": []}  # refused: not loaded
     missing = httpx.post(f"{on_demand_url}/api/generate", json={"model": "zzz", "prompt": "x"})
     assert missing.status_code == 404
+
+
+def test_show_answers_from_the_store_without_loading(fresh_home: Path, tiny_gguf: Path) -> None:
+    """Clients that list models ask /api/show for each: that must not load (or evict) any."""
+    httpx = pytest.importorskip("httpx").Client(timeout=60)
+    from llmkit.server.state import ServerSettings, ServerState
+    from llmkit.store.store import ModelStore
+
+    ModelStore(fresh_home).import_model(tiny_gguf, "a", link=True)
+    loader = Loader()
+    pool = ModelPool(loader, estimate=lambda name: 100, keep_alive=300.0)
+    state = ServerState([], ServerSettings(), pool=pool, home=str(fresh_home))
+    with serve(state) as url:
+        shown = httpx.post(f"{url}/api/show", json={"model": "a:latest"})
+        assert shown.status_code == 200, shown.text
+        assert loader.loads == [] and httpx.get(f"{url}/api/ps").json() == {"models": []}
+        body = shown.json()
+        assert body["modelfile"] == f"FROM {tiny_gguf}\n"
+        assert body["details"]["format"] == "gguf" and body["capabilities"][0] == "completion"
+        assert body["model_info"]["architecture"] == "llama"
+        missing = httpx.post(f"{url}/api/show", json={"model": "zzz"})
+        assert missing.status_code == 404 and loader.loads == []
+    state.close()
 
 
 def test_pull_refuses_unknown_names_and_an_unreachable_hub_before_streaming(

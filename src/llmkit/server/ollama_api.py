@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from llmkit import __version__
-from llmkit.chat.tools import ToolCall, model_tool_syntax
+from llmkit.chat.tools import ToolCall
 from llmkit.errors import InvalidParameterError
 from llmkit.params import params_from_ollama
 from llmkit.server import service
@@ -135,31 +135,29 @@ async def running(request: Request) -> dict[str, Any]:
 
 @router.post("/show")
 async def show(body: OllamaShowRequest, request: Request) -> dict[str, Any]:
-    served = await asyncio.to_thread(request.app.state.llmkit.get, body.model or body.name or "")
-    model = served.model
+    # From the store: a model that is not loaded stays so (listing clients ask for each one).
+    name, manifest, prompt_format = await asyncio.to_thread(
+        request.app.state.llmkit.describe, body.model or body.name or ""
+    )
     info = {
         key: value
-        for key, value in model.manifest.info.to_dict().items()
+        for key, value in manifest.info.to_dict().items()
         if key not in ("chat_template", "special_tokens", "tokenizer")
     }
-    template = model.template.text if model.template else ""
-    parameters = "\n".join(
-        f"{key} {value}" for key, value in (model.manifest.parameters or {}).items()
-    )
+    parameters = "\n".join(f"{key} {value}" for key, value in (manifest.parameters or {}).items())
     # "tools" only where the template itself renders them (other models get them by a grammar).
-    # Rendering runs a model's template, which is never done on the event loop.
-    syntax = await asyncio.to_thread(model_tool_syntax, model)
+    # Rendering runs the model's template, which is never done on the event loop.
+    syntax = await asyncio.to_thread(lambda: prompt_format.tool_syntax)
     tools = ["tools"] if syntax.native else []
-    capabilities = ["completion", *tools, "embedding"]
     return {
-        "modelfile": f"FROM {model.manifest.path}\n",
+        "modelfile": f"FROM {manifest.path}\n",
         "parameters": parameters,
-        "template": template,
-        "system": model.system_prompt or "",
-        "details": _details(model.manifest),
+        "template": prompt_format.template or "",
+        "system": manifest.system_prompt or "",
+        "details": _details(manifest),
         "model_info": info,
-        "capabilities": capabilities,
-        "modified_at": _entry(served.name, model.manifest)["modified_at"],
+        "capabilities": ["completion", *tools, "embedding"],
+        "modified_at": _entry(name, manifest)["modified_at"],
     }
 
 

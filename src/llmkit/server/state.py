@@ -204,6 +204,23 @@ class ServerState:
         """
         return self.pool.acquire(name or self.default)
 
+    def describe(self, name: str | None) -> tuple[str, Any, Any]:
+        """The served name, manifest and prompt format of a model a request may name, without
+        loading it: /api/show answers from the store, and must not evict the model in use."""
+        key = self.pool.key(name or self.default)
+        model = getattr(self.pool.models().get(key), "model", None)
+        if model is not None and getattr(model, "format", None) is not None:
+            return key, model.manifest, model.format
+        from llmkit.chat.prompt_format import PromptFormat
+        from llmkit.store.store import ModelStore
+
+        manifest = ModelStore(self.home).resolve(key)
+        # As Model builds it; a template that cannot be used fails here as it would at load.
+        prompt_format = PromptFormat.from_info(
+            manifest.info, recipe_override=manifest.template_override
+        )
+        return key, manifest, prompt_format
+
     def listing(self) -> list[tuple[str, Any]]:
         """Every model a request may name, with its manifest: the store's, or the fixed list."""
         for name, served in self.pool.models().items():
