@@ -25,7 +25,7 @@ from llmkit.server.model_pool import (
     parse_size,
 )
 from llmkit.server.state import ServedModel
-from llmkit.store.store import ModelManifest
+from llmkit.store.store import ModelManifest, ModelStore
 
 KNOWN = ("a", "b", "c", "big")
 
@@ -329,7 +329,6 @@ def test_show_answers_from_the_store_without_loading(fresh_home: Path, tiny_gguf
     """Clients that list models ask /api/show for each: that must not load (or evict) any."""
     httpx = pytest.importorskip("httpx").Client(timeout=60)
     from llmkit.server.state import ServerSettings, ServerState
-    from llmkit.store.store import ModelStore
 
     ModelStore(fresh_home).import_model(tiny_gguf, "a", link=True)
     loader = Loader()
@@ -364,6 +363,38 @@ def test_pull_refuses_unknown_names_and_an_unreachable_hub_before_streaming(
     assert bad.status_code == 400 and "OWNER/REPO" in bad.json()["error"]
     offline = httpx.post(pull, json={"model": "hf.co/owner/repo:Q4_K_M"})
     assert offline.status_code == 502 and set(offline.json()) == {"error"}
+
+
+def test_a_streamed_hub_pull_reports_its_bytes(
+    on_demand_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    fresh_home: Path,
+    tiny_gguf: Path,
+    tmp_path: Path,
+) -> None:
+    """Ollama's clients draw a bar from `completed` / `total` while the file downloads."""
+    import json
+
+    from tests.helpers.fake_hub import HubServer
+
+    httpx = pytest.importorskip("httpx").Client(timeout=60)
+    for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    # Enough bytes for several of huggingface_hub's 10 MiB chunks.
+    big = tmp_path / "big.gguf"
+    big.write_bytes(tiny_gguf.read_bytes() + bytes(25 * 2**20))
+    with HubServer({"owner/tiny-GGUF/tiny-Q4_K_M.gguf": big}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        reply = httpx.post(f"{on_demand_url}/api/pull", json={"model": "hf.co/owner/tiny-GGUF"})
+    assert reply.status_code == 200, reply.text
+    lines = [json.loads(line) for line in reply.text.splitlines()]
+    assert lines[0] == {"status": "pulling manifest"} and lines[-1] == {"status": "success"}
+    size = big.stat().st_size
+    downloading = [line for line in lines if "completed" in line and "digest" not in line]
+    assert len(downloading) >= 3 and all(line["total"] == size for line in downloading)
+    done = [line["completed"] for line in downloading]
+    assert done == sorted(done) and 0 < done[0] < size and done[-1] == size
+    assert ModelStore(fresh_home).names() == ["tiny:q4_k_m"]
 
 
 @pytest.mark.parametrize(

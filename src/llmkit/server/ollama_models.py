@@ -160,7 +160,7 @@ def run_pull(target: Pull, progress: Callable[[int, int], None]) -> Any:
     stored = store_name_for(target.repo, chosen.path)
     if store.has(stored):
         return store.get(stored)  # pulled before: as in Ollama, pulling a local model succeeds
-    return pull_from_hub(target.repo, chosen.path, name=stored, store=store)
+    return pull_from_hub(target.repo, chosen.path, name=stored, store=store, progress=progress)
 
 
 def _pull_failure(error: LlmkitError) -> LlmkitError | JSONResponse:

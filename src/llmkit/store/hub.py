@@ -18,12 +18,13 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from llmkit.errors import InvalidParameterError, LlmkitError, ModelNotFoundError
 from llmkit.store.catalog import BUILTIN_MODELS, BuiltinModel
 from llmkit.store.paths import validate_model_name
-from llmkit.store.store import ModelManifest, ModelStore
+from llmkit.store.store import ModelManifest, ModelStore, ProgressCallback
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 # What users paste: hf:OWNER/REPO, hf.co/OWNER/REPO (Ollama's spelling), huggingface.co/OWNER/REPO.
@@ -176,8 +177,11 @@ def pull_from_hub(
     endpoint: str | None = None,
     force: bool = False,
     store: ModelStore | None = None,
+    progress: ProgressCallback | None = None,
 ) -> ModelManifest:
     """Download one GGUF file with huggingface_hub (progress bar, resumes) and add it to the store.
+
+    `progress(done, total)` hears the download's bytes (the server's /api/pull streams them).
 
     Without `filename` the repository is listed and `choose_gguf` takes the file (of `quant`)."""
     if not _REPO_ID.match(repo_id):
@@ -206,8 +210,9 @@ def pull_from_hub(
     downloads = store.home / "downloads" / repo_id.replace("/", "--")
     try:
         path = hf_hub_download(
-            repo_id, filename, revision=revision, endpoint=hub, local_dir=downloads
-        )
+            repo_id, filename, revision=revision, endpoint=hub, local_dir=downloads,
+            tqdm_class=_reporting_bar(progress) if progress else None,
+        )  # fmt: skip
     except LocalEntryNotFoundError as error:
         # What huggingface_hub raises when its HEAD request fails for any reason but a 404.
         raise LlmkitError(
@@ -221,6 +226,22 @@ def pull_from_hub(
         path, name, force=force, move=True, provenance=f"hf:{repo_id}/{filename}@{revision}"
     )
     return manifest
+
+
+def _reporting_bar(progress: ProgressCallback) -> Any:
+    """huggingface_hub's progress bar class, also telling `progress` the bytes so far.
+
+    It counts for itself: a bar that is switched off (HF_HUB_DISABLE_PROGRESS_BARS, no
+    terminal) stops counting in tqdm's own update."""
+    from huggingface_hub.utils import tqdm  # the bar it draws by default, and its switches
+
+    class ReportingBar(tqdm):
+        def update(self, n: float | None = 1) -> bool | None:
+            self.bytes_done: float = getattr(self, "bytes_done", self.n or 0) + (n or 0)
+            progress(int(self.bytes_done), int(self.total or 0))
+            return super().update(n)
+
+    return ReportingBar
 
 
 def _reachable_hub(endpoint: str | None, what: str) -> str:
