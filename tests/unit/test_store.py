@@ -66,6 +66,26 @@ def test_unknown_model_suggests_the_closest_name(fresh_home: Path) -> None:
         ModelStore().get("smollm")
 
 
+def test_unknown_model_names_what_is_at_hand_and_what_needs_a_pull(
+    fresh_home: Path, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmkit.store.catalog import BuiltinModel
+
+    ModelStore().import_model(tiny_gguf, "mine", link=True)
+    installed = {"smollm2"}  # as if only smollm2's package were installed
+    monkeypatch.setattr(
+        BuiltinModel,
+        "locate",
+        lambda self, root=None: [tiny_gguf] if self.name in installed else None,
+    )
+    with pytest.raises(ModelNotFoundError) as missing:
+        ModelStore().get("nothing-like-it")
+    assert str(missing.value) == (
+        "Unknown model 'nothing-like-it'. Available: mine, smollm2; "
+        "to pull first: llmkit pull gemma3-base."
+    )
+
+
 def test_resolve_accepts_a_path_without_copying(fresh_home: Path, tiny_gguf: Path) -> None:
     manifest = ModelStore().resolve(str(tiny_gguf))
     assert Path(manifest.path) == tiny_gguf.resolve()

@@ -602,10 +602,19 @@ class ModelStore:
             )
 
     def _unknown_model_message(self, name: str) -> str:
-        known = sorted(set(self.names()) | set(BUILTIN_MODELS))
+        stored = self.names()
+        known = sorted(set(stored) | set(BUILTIN_MODELS))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        return f"Unknown model '{name}'.{hint} Available: {', '.join(known) or 'none'}."
+        # A built-in whose package is not installed is not at hand: it needs a pull first.
+        ready = sorted(
+            set(stored) | {n for n, b in BUILTIN_MODELS.items() if b.locate() is not None}
+        )
+        to_pull = [n for n in BUILTIN_MODELS if n not in ready]
+        pull = (
+            f"; to pull first: {', '.join(f'llmkit pull {n}' for n in to_pull)}" if to_pull else ""
+        )
+        return f"Unknown model '{name}'.{hint} Available: {', '.join(ready) or 'none'}{pull}."
 
 
 # Tags every model answers to without a manifest of their own.
