@@ -69,11 +69,10 @@ def run(mode: str, options: argparse.Namespace, scratch: Path) -> dict:
     done = subprocess.run(launcher, capture_output=True, text=True, env=env)
     if done.returncode:
         raise SystemExit(f"{mode} failed:\n{done.stderr[-4000:]}")
-    steps = [
-        record
-        for record in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-        if record.get("event") == "step"
-    ]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [record for record in records if record.get("event") == "step"]
+    # Under FSDP: the ranks that built the model on the meta device and never read the weights.
+    meta_ranks = next((r["meta_ranks"] for r in records if r.get("event") == "load"), [])
     step_time = (steps[-1]["elapsed"] - steps[0]["elapsed"]) / (len(steps) - 1)
     ranks = sorted(
         (json.loads(p.read_text()) for p in out.glob("rank-*.json")), key=lambda r: r["rank"]
@@ -88,6 +87,7 @@ def run(mode: str, options: argparse.Namespace, scratch: Path) -> dict:
         "step_seconds": round(step_time, 3),
         "final_loss": steps[-1]["loss"],
         "peak_rss_mib_per_rank": [round(r["peak_rss_bytes"] / 2**20) for r in ranks],
+        "meta_ranks": meta_ranks,
     }
 
 

@@ -63,6 +63,11 @@ def final_loss(run_dir: Path) -> float:
     return next(r["final_loss"] for r in records if r.get("event") == "eval")
 
 
+def load_record(run_dir: Path) -> dict:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in records if r.get("event") == "load")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -194,6 +199,9 @@ def test_fsdp_over_two_processes_equals_one_process(
     )  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     assert losses(run_dir) == pytest.approx(losses(one_process(method)), abs=1e-4)
+    # Rank 1 never read the weights: it built the model on the meta device (its parameters
+    # measured so before sharding) and got its shards from rank 0.
+    assert load_record(run_dir) == {"event": "load", "meta_ranks": [1]}
     # Rank 0 gathered every process's shards into one whole model for the export.
     assert_same_weights(fresh_home / "models" / "fsdp", one_process(method), method)
 
@@ -235,8 +243,56 @@ def test_killed_rank_resumes_to_the_same_loss(
     resumed = TwoNodes([*args, "--resume"], tmp_path / "logs-resumed")
     assert resumed.wait() == [0, 0], resumed.output()
     assert "Resuming from step 2" in resumed.output()
+    if sharding:  # the resumed run, too, read the weights on rank 0 only
+        assert load_record(run_dir)["meta_ranks"] == [1]
     assert final_loss(run_dir) == pytest.approx(final_loss(one_process("full")), abs=1e-4)
     assert losses(run_dir)[-1] == pytest.approx(losses(one_process("full"))[-1], abs=1e-4)
+
+
+META_SHARDING = """
+import torch, transformers
+from llmkit.train.distributed import Distributed
+
+distributed = Distributed.from_environment(torch, fsdp=True)
+distributed.setup("cpu")
+config = transformers.LlamaConfig(
+    vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+)
+torch.manual_seed(1)
+if distributed.is_main:
+    model = transformers.LlamaForCausalLM(config)
+else:
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(config)
+distributed.wrap_model(model, list(model.model.layers), device="cpu")
+assert distributed.meta_ranks == [1]
+assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+buffers = {name: b.tolist() for name, b in model.named_buffers()}  # inv_freq: in no state dict
+torch.manual_seed(1)
+reference = transformers.LlamaForCausalLM(config)
+assert buffers == {name: b.tolist() for name, b in reference.named_buffers()}, buffers
+ids = torch.arange(12).reshape(2, 6)
+with torch.no_grad():
+    logits, expected = model(input_ids=ids).logits, reference(input_ids=ids).logits
+assert (logits - expected).abs().max() < 1e-5
+distributed.teardown()
+"""
+
+
+@pytest.mark.slow
+def test_fsdp_ranks_built_on_meta_get_rank0_weights(tmp_path: Path) -> None:
+    """A rank that built the model on the meta device ends with rank 0's weights and
+    non-persistent buffers, and its tied embeddings stay tied."""
+    script = tmp_path / "meta_sharding.py"
+    script.write_text(META_SHARDING)
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", str(free_port()), str(script)],
+        capture_output=True, text=True, timeout=LAUNCH_TIMEOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
 
 
 def test_resume_with_another_process_count_is_refused(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -37,6 +37,8 @@ class Distributed:
     local_rank: int = 0
     fsdp: bool = False  # asked for; `sharded` says whether it applies (it needs two processes)
     started: bool = False
+    # The ranks that built the model on the meta device and got their shards from rank 0.
+    meta_ranks: list[int] = field(default_factory=list)
 
     @classmethod
     def from_environment(cls, torch: Any, *, fsdp: bool = False) -> Distributed:
@@ -102,25 +104,69 @@ class Distributed:
         return self.reduce_sum([value])[0] / self.world_size
 
     # ---- the model ---------------------------------------------------------------------------
-    def wrap_model(self, module: Any, layers: Sequence[Any] = ()) -> Any:
+    def wrap_model(self, module: Any, layers: Sequence[Any] = (), *, device: str = "cpu") -> Any:
         """MODULE ready for training here: as it is (one process), under DDP, or under FSDP2 with
         each of LAYERS (the decoder layers) sharded as a unit and the rest sharded at the root.
 
+        Under FSDP only rank 0 needs real weights: the other ranks may build MODULE on the meta
+        device (no memory), and get their shards, on DEVICE, from rank 0's (see `_shard`).
         Its forward must compute the loss, so that DDP's and FSDP's hooks see every pass."""
         if self.world_size == 1:
             return module
         torch = self.torch
         if self.sharded:
-            from torch.distributed.fsdp import fully_shard
-
-            for layer in layers:
-                fully_shard(layer)
-            fully_shard(module)
-            return module
+            return self._shard(module, layers, device)
         cuda = next(module.parameters()).device.type == "cuda"
         return torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[self.local_rank] if cuda else None
         )
+
+    def _shard(self, module: Any, layers: Sequence[Any], device: str) -> Any:
+        """FSDP2 over MODULE, every weight and buffer then equal to rank 0's.
+
+        Rank 0 holds the whole model; the others may hold its shape alone (meta tensors). After
+        `fully_shard` those materialise only their shards (`to_empty`), and rank 0 sends each
+        tensor in turn (set_model_state_dict with broadcast_from_rank0), so no rank but 0 ever
+        holds every weight at once. The non-persistent buffers (a rotary embedding's inv_freq)
+        are in no state dict; they are sent from rank 0 as they are. That rank 0's values reach
+        everyone also makes random initialisations (LoRA's) the same on every rank."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from torch.distributed.fsdp import fully_shard
+
+        on_meta = any(p.is_meta for p in module.parameters())
+        if self.is_main and on_meta:
+            raise ValueError("rank 0 must hold the model's weights, not meta tensors")
+        # The whole state stays referenced on rank 0 until it has been sent.
+        full = module.state_dict() if self.is_main else {}
+        for layer in layers:
+            fully_shard(layer)
+        fully_shard(module)
+        if on_meta:
+            module.to_empty(device=device)
+        set_model_state_dict(
+            module, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        )
+        del full
+        for buffer in module.buffers():
+            self.torch.distributed.broadcast(buffer, src=0)
+        self.meta_ranks = [rank for rank, meta in enumerate(self.gather(on_meta)) if meta]
+        return module
+
+    def gather(self, value: Any) -> list[Any]:
+        """VALUE from every process, in rank order (a picklable object)."""
+        if self.world_size == 1:
+            return [value]
+        values: list[Any] = [None] * self.world_size
+        self.torch.distributed.all_gather_object(values, value)
+        return values
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's VALUE (a picklable object) on every process."""
+        if self.world_size == 1:
+            return value
+        box = [value if self.is_main else None]
+        self.torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
 
     def unwrap(self, wrapped: Any) -> Any:
         """The module inside a DDP wrapper (FSDP2 shards modules in place: nothing to unwrap)."""

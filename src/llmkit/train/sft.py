@@ -60,20 +60,40 @@ class FinetuneResult:
         return math.exp(min(loss, 50.0)) if loss is not None else None
 
 
+def _dtype(torch: Any, device: str) -> Any:
+    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if use_bf16 else torch.float32
+
+
 def load_model(prepared: PreparedRun, device: str) -> Any:
     torch = require_module("torch", feature="Fine-tuning", extra="torch")
     transformers = require_module("transformers", feature="Fine-tuning", extra="torch")
     folder, arguments = model_folder_arguments(prepared.manifest)
-    use_bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.bfloat16 if use_bf16 else torch.float32, **arguments
+            folder, dtype=_dtype(torch, device), **arguments
         )
     except (OSError, ValueError) as error:
         raise InvalidModelFileError(
             f"transformers could not load {prepared.manifest.path}: {error}"
         ) from error
     return model.to(device)
+
+
+def training_model(prepared: PreparedRun, distributed: Distributed, device: str) -> Any:
+    """The base model as training starts from it. Under FSDP only rank 0 reads the weights: the
+    others build the same model from rank 0's config on the meta device, which takes no memory,
+    and `Distributed.wrap_model` later gives them their shards of rank 0's weights."""
+    if not distributed.sharded:
+        return load_model(prepared, device)
+    model = load_model(prepared, device) if distributed.is_main else None
+    config = distributed.broadcast(model.config if model is not None else None)
+    if model is not None:
+        return model
+    torch = require_module("torch", feature="Fine-tuning", extra="torch")
+    transformers = require_module("transformers", feature="Fine-tuning", extra="torch")
+    with torch.device("meta"):
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=_dtype(torch, device))
 
 
 def add_lora(model: Any, config: FinetuneConfig) -> Any:
@@ -269,14 +289,14 @@ def _train(
     distributed.barrier()
 
     torch.manual_seed(config.seed)  # the LoRA initialisation, identical on every process
-    model = load_model(prepared, device)
+    model = training_model(prepared, distributed, device)
     if config.method == "lora":
         model = add_lora(model, config)
     if config.gradient_checkpointing:
         causal_lm(model).gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    trainer = distributed.wrap_model(loss_module(model), decoder_layers(model))
+    trainer = distributed.wrap_model(loss_module(model), decoder_layers(model), device=device)
     # Where evaluation runs: on rank 0 alone, except under FSDP, where each pass needs everyone.
     evaluator = distributed.unwrap(trainer)
     evaluates = main or distributed.sharded
@@ -316,6 +336,8 @@ def _train(
             log(f"Evaluating on {len(prepared.eval)} rows before training…")
         eval_before = evaluate(evaluator, prepared.eval, config.batch_size, prepared.pad_id, device)
     metrics = MetricsLog(run_dir, start_step if state is not None else None) if main else None
+    if metrics is not None and distributed.sharded:
+        metrics.write({"event": "load", "meta_ranks": distributed.meta_ranks})
 
     trainer.train()
     started, tokens_done, loss = time.perf_counter(), 0, float("nan")
