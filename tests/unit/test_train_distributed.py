@@ -6,6 +6,7 @@ Two "nodes" are two torchrun launchers on this machine meeting at a rendezvous o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+NODES_MARK = "LLMKIT_TEST_NODES"  # in every launcher's and worker's environment
+
+
+def marked_processes(mark: str) -> list[int]:
+    """The processes whose environment holds MARK (NAME=VALUE), this test process aside."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone, or not ours to read
+        if mark.encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
 class TwoNodes:
     """Two torchrun launchers ("nodes") of one process each, meeting on 127.0.0.1."""
 
@@ -82,6 +102,7 @@ class TwoNodes:
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = [logs / f"node{node}.log" for node in range(2)]
         self.launchers = []
+        self.mark = f"{NODES_MARK}={uuid.uuid4().hex}"
         for log in self.logs:
             command = [
                 sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
@@ -96,8 +117,13 @@ class TwoNodes:
                         stdout=output,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
-                        start_new_session=True,  # a process group, so no worker outlives the test
-                        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                        start_new_session=True,
+                        env={
+                            **os.environ,
+                            "OMP_NUM_THREADS": "1",
+                            NODES_MARK: self.mark.partition("=")[2],
+                            **(env or {}),
+                        },
                     )
                 )
 
@@ -112,10 +138,17 @@ class TwoNodes:
             self.stop()
 
     def stop(self) -> None:
+        # torchrun starts each worker in a session of its own, so killing a launcher's group
+        # misses it, and a launcher that has exited leaves its worker to init. The workers are
+        # found by the mark in their environment instead.
         for launcher in self.launchers:
             if launcher.poll() is None:
                 os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.wait()
+        for pid in marked_processes(self.mark):
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+                os.kill(pid, signal.SIGKILL)
+        for launcher in self.launchers:
+            launcher.wait()
 
     def worker(self, rank: int) -> int:
         """The process id of the worker with this RANK (torchrun's child on one of the nodes)."""
@@ -237,6 +270,7 @@ def test_killed_rank_resumes_to_the_same_loss(
             time.sleep(0.3)
     finally:
         nodes.stop()
+    assert marked_processes(nodes.mark) == []  # the waiting worker went with its node
     assert any(code != 0 for code in (p.returncode for p in nodes.launchers))
     assert not (fresh_home / "models" / "killed").exists()
 
