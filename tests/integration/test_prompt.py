@@ -112,6 +112,19 @@ def test_cli_prompt_json() -> None:
     assert data["bos"]["added_by"] == "template"
 
 
+def test_cli_prompt_takes_a_user_message_as_run_does() -> None:
+    """`llmkit prompt MODEL "text"` is the user message `llmkit run MODEL "text"` sends, after
+    any -m messages."""
+    positional = run_cli("prompt", "smollm2", "Hi there", "--plain")
+    flagged = run_cli("prompt", "smollm2", "-m", "user:Hi there", "--plain")
+    assert positional.returncode == 0, positional.stderr
+    assert positional.stdout == flagged.stdout and "user\nHi there<|im_end|>" in flagged.stdout
+    both = run_cli("prompt", "smollm2", "-m", "user:One", "-m", "assistant:Two", "Three", "--plain")
+    assert both.returncode == 0, both.stderr
+    text = both.stdout
+    assert text.index("One") < text.index("Two") < text.index("Three")
+
+
 def test_cli_template_show_and_check() -> None:
     shown = run_cli("template", "smollm2")
     assert shown.returncode == 0 and shown.stdout.startswith("{% for message in messages %}")

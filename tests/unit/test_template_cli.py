@@ -104,6 +104,7 @@ def test_unknown_target_is_one_clear_error(invoke) -> None:
 def test_prompt_needs_messages_in_role_text_form(invoke) -> None:
     result = invoke("prompt", "smollm2")
     assert isinstance(result.exception, InvalidParameterError)
+    assert 'llmkit prompt MODEL "Hello"' in str(result.exception)
     result = invoke("prompt", "smollm2", "-m", "narrator:hello")
     assert isinstance(result.exception, InvalidParameterError)
     assert "ROLE:TEXT" in str(result.exception)

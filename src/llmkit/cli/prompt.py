@@ -112,6 +112,10 @@ def _token_table(view: PromptView) -> Table:
 
 def prompt_command(
     model: Annotated[str, typer.Argument(help="Model name from `llmkit list`, or a GGUF path.")],
+    text: Annotated[
+        str | None,
+        typer.Argument(help="A user message, as `llmkit run` takes it (last, after any -m)."),
+    ] = None,
     message: Annotated[
         list[str] | None,
         typer.Option(
@@ -150,11 +154,13 @@ def prompt_command(
     from llmkit.errors import InvalidParameterError
     from llmkit.model import load
 
-    if not message:
+    messages = [parse_message(spec) for spec in message or []]
+    if text is not None:
+        messages.append({"role": "user", "content": text})
+    if not messages:
         raise InvalidParameterError(
-            'Give at least one message with -m ROLE:TEXT, e.g. -m user:"Hello".'
+            'Give a message: llmkit prompt MODEL "Hello", or -m ROLE:TEXT for a conversation.'
         )
-    messages = [parse_message(spec) for spec in message]
     tool_list = load_tools(tools) if tools else None
     chosen = template_argument(template) if template else None
     with load(model, engine=engine, context_length=context, template=chosen) as loaded:
