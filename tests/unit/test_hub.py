@@ -273,7 +273,9 @@ def test_python_pull_is_the_cli_pull(fresh_home: Path, tiny_gguf: Path) -> None:
 
     with HubServer(_repo(tiny_gguf, QUANTIZED_REPO)) as hub:
         manifest = llmkit.pull("hf:owner/Tiny-Llama-GGUF:Q2_K", endpoint=hub.endpoint)
-        with pytest.raises(InvalidParameterError, match="leave out :QUANT"):
+        with pytest.raises(
+            InvalidParameterError, match=r"Name either a file \(--file\) or a quantization"
+        ):
             llmkit.pull("hf:owner/Tiny-Llama-GGUF:Q2_K", file="x.gguf", endpoint=hub.endpoint)
     assert manifest.name == "tiny-llama:q2_k"
     assert ModelStore(fresh_home).names() == ["tiny-llama:q2_k"]

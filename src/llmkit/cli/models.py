@@ -494,7 +494,7 @@ def pull(
             _say_choice(repo, files, chosen)
             file, source = chosen.path, f"hf:{repo}"
         elif list_files:
-            raise InvalidParameterError("--file names one file: leave out --list and :QUANT.")
+            raise InvalidParameterError("--file names one file: leave out --list.")
         manifest = pull_model(
             source, file=file, name=name, revision=revision, endpoint=endpoint, force=force,
             store=store,

@@ -346,9 +346,7 @@ def pull(
                 f"A file and a name are for hub repositories (hf:OWNER/REPO), not '{source}'."
             )
         return pull_builtin(source, store=store)
-    repo, quant = hub_source
-    if file is not None and quant is not None:
-        raise InvalidParameterError("--file names one file: leave out :QUANT.")
+    repo, quant = hub_source  # a file and a :QUANT together are refused by pull_from_hub
     return pull_from_hub(
         repo, file, quant=quant, name=name, revision=revision, endpoint=endpoint, force=force,
         store=store,
