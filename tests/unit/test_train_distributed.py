@@ -102,7 +102,8 @@ class TwoNodes:
         logs.mkdir(parents=True, exist_ok=True)
         self.logs = [logs / f"node{node}.log" for node in range(2)]
         self.launchers = []
-        self.mark = f"{NODES_MARK}={uuid.uuid4().hex}"
+        token = uuid.uuid4().hex
+        self.mark = f"{NODES_MARK}={token}"
         for log in self.logs:
             command = [
                 sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
@@ -121,7 +122,7 @@ class TwoNodes:
                         env={
                             **os.environ,
                             "OMP_NUM_THREADS": "1",
-                            NODES_MARK: self.mark.partition("=")[2],
+                            NODES_MARK: token,
                             **(env or {}),
                         },
                     )
